@@ -1,0 +1,219 @@
+//! Client → server commands: parsing a line into a [`Command`] and writing one back.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::id::{IdError, StudentId};
+use crate::server_line::ErrorCode;
+use crate::text::{Text, TextError, Token};
+
+/// One line from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `JOIN COURSE_DIV_NAME_ROLL` (or the bare identifier): check into a class.
+    Join(StudentId),
+    /// `COURSE_DIV_NAME_ROLL_Present`, the original client's last line: join if not yet joined,
+    /// then mark present.
+    JoinPresent(StudentId),
+    /// `PRESENT`: ask to be marked present once the class length has been served.
+    Present,
+    /// `TIME`: the server's clock.
+    Time,
+    /// `ELAPSED`: whole seconds since this connection was accepted.
+    Elapsed,
+    /// `CLIENTS`: the number of open connections.
+    Clients,
+    /// `PING [token]`: liveness check; the token is echoed.
+    Ping(Option<Token>),
+    /// `SAY <text>`: chat to the others in the class.
+    Say(Text),
+    /// `HELP`: the list of commands.
+    Help,
+    /// `QUIT`: leave.
+    Quit,
+    /// `SHUTDOWN <token>`: stop the server (administrators only). A bare `shutdown`, as the
+    /// original project accepted, parses with no token and is refused.
+    Shutdown(Option<Token>),
+}
+
+/// The one-line summary sent in reply to `HELP`.
+pub const HELP_TEXT: &str = "JOIN COURSE_DIV_NAME_ROLL | PRESENT | TIME | ELAPSED | CLIENTS | PING [token] | SAY text | HELP | QUIT | SHUTDOWN token";
+
+/// Why a line is not a valid command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The line was empty or white space only; servers ignore it.
+    #[error("empty line")]
+    Empty,
+    /// The first word is not a command.
+    #[error("unknown command {0:?}; send HELP for the list")]
+    Unknown(String),
+    /// The command's arguments are wrong; the message says what was expected.
+    #[error("{0}")]
+    BadFormat(String),
+}
+
+impl CommandError {
+    /// The `ERR` code a server answers this error with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Empty | Self::BadFormat(_) => ErrorCode::BadFormat,
+            Self::Unknown(_) => ErrorCode::Unknown,
+        }
+    }
+
+    fn usage(usage: &str, why: impl fmt::Display) -> Self {
+        Self::BadFormat(format!("usage: {usage} ({why})"))
+    }
+}
+
+fn id_error(e: IdError) -> CommandError {
+    CommandError::BadFormat(e.to_string())
+}
+
+impl Command {
+    /// The command word, upper case, as written on the wire.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::Join(_) => "JOIN",
+            Self::JoinPresent(_) => "PRESENT",
+            Self::Present => "PRESENT",
+            Self::Time => "TIME",
+            Self::Elapsed => "ELAPSED",
+            Self::Clients => "CLIENTS",
+            Self::Ping(_) => "PING",
+            Self::Say(_) => "SAY",
+            Self::Help => "HELP",
+            Self::Quit => "QUIT",
+            Self::Shutdown(_) => "SHUTDOWN",
+        }
+    }
+
+    /// Parses one line (without its line ending).
+    ///
+    /// # Errors
+    /// [`CommandError`], whose [`CommandError::code`] is the `ERR` code to answer with.
+    pub fn parse(line: &str) -> Result<Self, CommandError> {
+        let line = line.trim();
+        if line.is_empty() {
+            return Err(CommandError::Empty);
+        }
+        let (word, rest) = match line.split_once(char::is_whitespace) {
+            Some((w, r)) => (w, r.trim()),
+            None => (line, ""),
+        };
+        let no_args = |cmd: Command| {
+            if rest.is_empty() {
+                Ok(cmd)
+            } else {
+                Err(CommandError::BadFormat(format!(
+                    "{} takes no arguments",
+                    cmd.word()
+                )))
+            }
+        };
+        match word.to_ascii_uppercase().as_str() {
+            "JOIN" => {
+                if rest.is_empty() || rest.contains(char::is_whitespace) {
+                    return Err(CommandError::usage(
+                        "JOIN COURSE_DIV_NAME_ROLL",
+                        "one identifier expected",
+                    ));
+                }
+                rest.parse().map(Self::Join).map_err(id_error)
+            }
+            "PRESENT" => no_args(Self::Present),
+            "TIME" => no_args(Self::Time),
+            "ELAPSED" => no_args(Self::Elapsed),
+            "CLIENTS" => no_args(Self::Clients),
+            "HELP" => no_args(Self::Help),
+            "QUIT" => no_args(Self::Quit),
+            "PING" => optional_token(rest, "PING [token]").map(Self::Ping),
+            "SHUTDOWN" => optional_token(rest, "SHUTDOWN token").map(Self::Shutdown),
+            "SAY" => Text::new(rest)
+                .map(Self::Say)
+                .map_err(|e| CommandError::usage("SAY text", format_args!("text {e}"))),
+            _ if rest.is_empty() && word.contains('_') => parse_bare_id(word),
+            _ => Err(CommandError::Unknown(Text::lossy(word).to_string())),
+        }
+    }
+}
+
+fn optional_token(rest: &str, usage: &str) -> Result<Option<Token>, CommandError> {
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    Token::new(rest)
+        .map(Some)
+        .map_err(|e: TextError| CommandError::usage(usage, format_args!("token {e}")))
+}
+
+/// The original client's lines: `ID`, `ID_` (join) and `ID_Present` (join, then present).
+fn parse_bare_id(word: &str) -> Result<Command, CommandError> {
+    if let Some((id, last)) = word.rsplit_once('_') {
+        if last.eq_ignore_ascii_case("present") && id.split('_').count() == 4 {
+            return id.parse().map(Command::JoinPresent).map_err(id_error);
+        }
+    }
+    word.parse().map(Command::Join).map_err(id_error)
+}
+
+impl FromStr for Command {
+    type Err = CommandError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for Command {
+    /// The canonical line for this command (without line ending).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Join(id) => write!(f, "JOIN {id}"),
+            Self::JoinPresent(id) => write!(f, "{id}_Present"),
+            Self::Ping(Some(t)) => write!(f, "PING {t}"),
+            Self::Shutdown(Some(t)) => write!(f, "SHUTDOWN {t}"),
+            Self::Say(text) => write!(f, "SAY {text}"),
+            other => f.write_str(other.word()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Command, CommandError> {
+        Command::parse(s)
+    }
+
+    #[test]
+    fn command_words_are_case_insensitive() {
+        assert_eq!(parse("time"), Ok(Command::Time));
+        assert_eq!(parse("Elapsed"), Ok(Command::Elapsed));
+        assert_eq!(parse("  PiNg  abc "), Ok(Command::Ping(Token::new("abc").ok())));
+    }
+
+    #[test]
+    fn legacy_lines_of_the_original_client() {
+        let id: StudentId = "CN_Div1_Jay_18".parse().expect("valid");
+        assert_eq!(parse("CN_Div1_Jay_18"), Ok(Command::Join(id.clone())));
+        assert_eq!(parse("CN_Div1_Jay_18_"), Ok(Command::Join(id.clone())));
+        assert_eq!(parse("CN_Div1_Jay_18_Present"), Ok(Command::JoinPresent(id)));
+        assert_eq!(parse("shutdown"), Ok(Command::Shutdown(None)));
+    }
+
+    #[test]
+    fn bad_arguments_say_what_was_expected() {
+        assert!(matches!(parse("JOIN"), Err(CommandError::BadFormat(m)) if m.contains("COURSE_DIV_NAME_ROLL")));
+        assert!(matches!(parse("JOIN a_b_c"), Err(CommandError::BadFormat(m)) if m.contains("four parts")));
+        assert!(matches!(parse("TIME now"), Err(CommandError::BadFormat(_))));
+        assert!(matches!(parse("SAY"), Err(CommandError::BadFormat(_))));
+        assert!(matches!(parse("PING a b"), Err(CommandError::BadFormat(_))));
+        assert!(matches!(parse("a_b"), Err(CommandError::BadFormat(_))));
+        assert_eq!(parse("dance"), Err(CommandError::Unknown("dance".into())));
+        assert_eq!(parse(""), Err(CommandError::Empty));
+        assert_eq!(parse("dance").map_err(|e| e.code()), Err(ErrorCode::Unknown));
+    }
+}

@@ -1,0 +1,224 @@
+//! Student identifiers, `COURSE_DIV_NAME_ROLL`, and the class key `(course, division)`.
+//!
+//! Each field is 1 to N characters (see the `MAX_*_CHARS` constants). The first character is a
+//! Unicode letter or digit; the others are letters, digits, `-`, `.` or `'`. That keeps `_` free as
+//! the separator, keeps every field one word on the wire, and means no field can start with a
+//! character a spreadsheet would run as a formula (`=`, `+`, `-`, `@`).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest course name, in characters.
+pub const MAX_COURSE_CHARS: usize = 32;
+/// Longest division, in characters.
+pub const MAX_DIVISION_CHARS: usize = 32;
+/// Longest student name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest roll number, in characters.
+pub const MAX_ROLL_CHARS: usize = 32;
+
+/// Which part of a student identifier a [`Field`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldKind {
+    /// The course, e.g. `ComputerNetworks`.
+    Course,
+    /// The division (section) of the course, e.g. `Div1`.
+    Division,
+    /// The student's name, e.g. `JayPatel`.
+    Name,
+    /// The roll number, e.g. `18BCP043`.
+    Roll,
+}
+
+impl FieldKind {
+    /// Longest value, in characters.
+    pub fn max_chars(self) -> usize {
+        match self {
+            Self::Course => MAX_COURSE_CHARS,
+            Self::Division => MAX_DIVISION_CHARS,
+            Self::Name => MAX_NAME_CHARS,
+            Self::Roll => MAX_ROLL_CHARS,
+        }
+    }
+
+    /// Lower-case name used in messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Course => "course",
+            Self::Division => "division",
+            Self::Name => "name",
+            Self::Roll => "roll",
+        }
+    }
+}
+
+/// Why a field was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldError {
+    /// The field was empty.
+    #[error("{} is empty", .0.label())]
+    Empty(FieldKind),
+    /// The field was longer than its limit.
+    #[error("{} is longer than {} characters", .0.label(), .0.max_chars())]
+    TooLong(FieldKind),
+    /// The field held a character outside its set.
+    #[error("{} may hold only letters, digits and - . ' (starting with a letter or digit), not {:?}", .0.label(), .1)]
+    BadChar(FieldKind, char),
+}
+
+/// One validated part of a student identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Field(String);
+
+impl Field {
+    /// Validates `s` as a field of the given kind.
+    ///
+    /// # Errors
+    /// [`FieldError`] naming the field and the problem.
+    pub fn new(kind: FieldKind, s: &str) -> Result<Self, FieldError> {
+        let mut chars = s.chars();
+        let first = chars.next().ok_or(FieldError::Empty(kind))?;
+        if !first.is_alphanumeric() {
+            return Err(FieldError::BadChar(kind, first));
+        }
+        let mut count = 1;
+        for c in chars {
+            if !(c.is_alphanumeric() || matches!(c, '-' | '.' | '\'')) {
+                return Err(FieldError::BadChar(kind, c));
+            }
+            count += 1;
+        }
+        if count > kind.max_chars() {
+            return Err(FieldError::TooLong(kind));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a `COURSE_DIV_NAME_ROLL` string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// Not four `_`-separated parts.
+    #[error("expected COURSE_DIV_NAME_ROLL (four parts separated by _), got {0} part(s)")]
+    Parts(usize),
+    /// One part was invalid.
+    #[error(transparent)]
+    Field(#[from] FieldError),
+}
+
+/// A class: the pair (course, division). Students of one class hear each other's announcements.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClassKey {
+    /// The course.
+    pub course: Field,
+    /// The division.
+    pub division: Field,
+}
+
+impl fmt::Display for ClassKey {
+    /// `course division`, the form used in protocol lines.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.course, self.division)
+    }
+}
+
+/// A student's identifier: `COURSE_DIV_NAME_ROLL`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StudentId {
+    /// The class the student checks into.
+    pub class: ClassKey,
+    /// The student's name.
+    pub name: Field,
+    /// The student's roll number, unique within a class.
+    pub roll: Field,
+}
+
+impl StudentId {
+    /// Builds an identifier from its four parts, validating each.
+    ///
+    /// # Errors
+    /// [`IdError::Field`] for the first invalid part.
+    pub fn from_parts(course: &str, division: &str, name: &str, roll: &str) -> Result<Self, IdError> {
+        Ok(Self {
+            class: ClassKey {
+                course: Field::new(FieldKind::Course, course)?,
+                division: Field::new(FieldKind::Division, division)?,
+            },
+            name: Field::new(FieldKind::Name, name)?,
+            roll: Field::new(FieldKind::Roll, roll)?,
+        })
+    }
+
+    /// The course.
+    pub fn course(&self) -> &Field {
+        &self.class.course
+    }
+
+    /// The division.
+    pub fn division(&self) -> &Field {
+        &self.class.division
+    }
+}
+
+impl fmt::Display for StudentId {
+    /// `COURSE_DIV_NAME_ROLL`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_{}_{}_{}",
+            self.class.course, self.class.division, self.name, self.roll
+        )
+    }
+}
+
+impl FromStr for StudentId {
+    type Err = IdError;
+    /// Parses `COURSE_DIV_NAME_ROLL`; one trailing `_` (as the original client sent) is allowed.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.strip_suffix('_').unwrap_or(s);
+        let parts: Vec<&str> = s.split('_').collect();
+        match parts.as_slice() {
+            [course, division, name, roll] => Self::from_parts(course, division, name, roll),
+            _ => Err(IdError::Parts(parts.len())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_original_shape_and_unicode_names() {
+        let id: StudentId = "ComputerNetworks_Div1_JayPatel_18BCP043".parse().expect("valid");
+        assert_eq!(id.name.as_str(), "JayPatel");
+        assert_eq!(id.to_string(), "ComputerNetworks_Div1_JayPatel_18BCP043");
+        assert!("CN_D1_José_1".parse::<StudentId>().is_ok());
+        assert!("CN_D1_李雷_1".parse::<StudentId>().is_ok());
+        assert!("CN_D1_O'Brien_1".parse::<StudentId>().is_ok());
+        assert!("CN_D1_Zoë_1_".parse::<StudentId>().is_ok());
+    }
+
+    #[test]
+    fn refuses_wrong_part_counts_and_bad_characters() {
+        assert_eq!("a_b_c".parse::<StudentId>(), Err(IdError::Parts(3)));
+        assert_eq!("a_b__d".parse::<StudentId>(), Err(IdError::Field(FieldError::Empty(FieldKind::Name))));
+        assert!(matches!("=cmd_b_c_d".parse::<StudentId>(), Err(IdError::Field(FieldError::BadChar(FieldKind::Course, '=')))));
+        assert!("a_b_c d_e".parse::<StudentId>().is_err());
+        assert!(format!("a_b_{}_d", "n".repeat(65)).parse::<StudentId>().is_err());
+        assert!(format!("a_b_{}_d", "n".repeat(64)).parse::<StudentId>().is_ok());
+    }
+}

@@ -1,0 +1,483 @@
+//! Server → client lines: the greeting, replies, refusals and pushed events.
+//!
+//! Every line starts with a tag: `HELLO`, `OK`, `ERR` or `EVENT`. The second word names the
+//! command (for `OK`), the error code (for `ERR`) or the kind of event (for `EVENT`).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+use crate::id::{ClassKey, Field, FieldKind, StudentId};
+use crate::text::{Text, Token};
+use crate::timestamp::Timestamp;
+
+/// The stable, upper-case codes of `ERR` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No such command.
+    Unknown,
+    /// Wrong arguments or characters; the message says what was expected.
+    BadFormat,
+    /// The command needs a JOIN first.
+    NotJoined,
+    /// This connection already joined as another student.
+    Joined,
+    /// PRESENT before the class length was served; the first word of the message is the number
+    /// of seconds remaining.
+    Early,
+    /// That roll is checked in on another connection; the first connection keeps it.
+    Already,
+    /// Missing or wrong admin token.
+    Denied,
+    /// The line was longer than the server's limit; the rest of it was discarded.
+    TooLong,
+    /// The line was not valid UTF-8.
+    Encoding,
+    /// The mark could not be written to disk; nothing was recorded, try again.
+    Storage,
+    /// The server has no room for another connection.
+    Full,
+    /// No valid JOIN arrived in time.
+    Timeout,
+    /// Too many lines too fast.
+    Rate,
+    /// Too many protocol errors in a row; the server closes the connection.
+    TooManyErrors,
+    /// The server is shutting down and no longer takes marks.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 15] = [
+        Self::Unknown,
+        Self::BadFormat,
+        Self::NotJoined,
+        Self::Joined,
+        Self::Early,
+        Self::Already,
+        Self::Denied,
+        Self::TooLong,
+        Self::Encoding,
+        Self::Storage,
+        Self::Full,
+        Self::Timeout,
+        Self::Rate,
+        Self::TooManyErrors,
+        Self::ShuttingDown,
+    ];
+
+    /// The code as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "UNKNOWN",
+            Self::BadFormat => "BADFORMAT",
+            Self::NotJoined => "NOTJOINED",
+            Self::Joined => "JOINED",
+            Self::Early => "EARLY",
+            Self::Already => "ALREADY",
+            Self::Denied => "DENIED",
+            Self::TooLong => "TOOLONG",
+            Self::Encoding => "ENCODING",
+            Self::Storage => "STORAGE",
+            Self::Full => "FULL",
+            Self::Timeout => "TIMEOUT",
+            Self::Rate => "RATE",
+            Self::TooManyErrors => "TOOMANYERRORS",
+            Self::ShuttingDown => "SHUTTINGDOWN",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ErrorCode {
+    type Err = ParseLineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or(ParseLineError::Word("error code"))
+    }
+}
+
+/// The greeting: `HELLO <server>/<version> <text>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The server's name, `attendanced`.
+    pub server: Token,
+    /// The server's version.
+    pub version: Token,
+    /// A human-readable welcome, mentioning `HELP`.
+    pub text: Text,
+}
+
+/// `OK` replies, one per command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `OK JOIN <course> <div> <name> <roll> <required_seconds>`.
+    Join {
+        /// Who joined.
+        id: StudentId,
+        /// Seconds the student must still stay before `PRESENT` is accepted.
+        required_seconds: u64,
+    },
+    /// `OK PRESENT <marked_at>`: the mark is on disk.
+    Present {
+        /// When the mark was recorded (the original time if it was already marked).
+        marked_at: Timestamp,
+    },
+    /// `OK TIME <now>`.
+    Time(Timestamp),
+    /// `OK ELAPSED <seconds>` since the connection was accepted.
+    Elapsed(u64),
+    /// `OK CLIENTS <n>` connections open now.
+    Clients(u64),
+    /// `OK PONG [token]`.
+    Pong(Option<Token>),
+    /// `OK SAY`: the message was passed to the class.
+    Say,
+    /// `OK HELP <command list>`.
+    Help(Text),
+    /// `OK BYE`: the server closes the connection next.
+    Bye,
+    /// `OK SHUTDOWN`: the server is shutting down.
+    Shutdown,
+}
+
+/// `EVENT` lines, pushed without being asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `EVENT JOIN <course> <div> <name> <addr>`: someone joined your class.
+    Join {
+        /// The class.
+        class: ClassKey,
+        /// The student's name.
+        name: Field,
+        /// The student's IP address.
+        addr: IpAddr,
+    },
+    /// `EVENT PRESENT <name>`: someone in your class was marked present.
+    Present {
+        /// The student's name.
+        name: Field,
+    },
+    /// `EVENT SAY <name> <text>`: chat from someone in your class.
+    Say {
+        /// Who said it.
+        name: Field,
+        /// What was said.
+        text: Text,
+    },
+    /// `EVENT LEAVE <name>`: someone left your class (quit or dropped).
+    Leave {
+        /// The student's name.
+        name: Field,
+    },
+    /// `EVENT HEARTBEAT <now>`: sent to every client periodically.
+    Heartbeat(Timestamp),
+    /// `EVENT LAGGED <n>`: you fell behind and `n` announcements were skipped.
+    Lagged(u64),
+    /// `EVENT SHUTDOWN`: the server is shutting down and closes the connection next.
+    Shutdown,
+}
+
+/// Any line the server sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLine {
+    /// The greeting.
+    Hello(Hello),
+    /// A reply to the client's last command.
+    Ok(Reply),
+    /// A refusal.
+    Err {
+        /// The stable code.
+        code: ErrorCode,
+        /// The explanation (for `EARLY`, it starts with the seconds remaining).
+        message: Text,
+    },
+    /// A pushed event.
+    Event(Event),
+}
+
+impl ServerLine {
+    /// An `ERR` line with a message written by the program (sanitised, never fails).
+    pub fn err(code: ErrorCode, message: impl fmt::Display) -> Self {
+        Self::Err {
+            code,
+            message: Text::lossy(&message.to_string()),
+        }
+    }
+
+    /// `ERR EARLY <seconds> …`.
+    pub fn early(seconds_remaining: u64) -> Self {
+        Self::err(
+            ErrorCode::Early,
+            format_args!("{seconds_remaining} seconds of class remain before PRESENT is accepted"),
+        )
+    }
+
+    /// For `ERR EARLY`, the seconds remaining.
+    pub fn early_remaining(&self) -> Option<u64> {
+        match self {
+            Self::Err {
+                code: ErrorCode::Early,
+                message,
+            } => message.as_str().split(' ').next()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The line with its `\n`, ready to be written (or shared among many receivers).
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(format!("{self}\n"))
+    }
+}
+
+impl fmt::Display for ServerLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Hello(h) => write!(f, "HELLO {}/{} {}", h.server, h.version, h.text),
+            Self::Ok(r) => write!(f, "OK {r}"),
+            Self::Err { code, message } => write!(f, "ERR {code} {message}"),
+            Self::Event(e) => write!(f, "EVENT {e}"),
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Join {
+                id,
+                required_seconds,
+            } => write!(
+                f,
+                "JOIN {} {} {} {} {required_seconds}",
+                id.course(),
+                id.division(),
+                id.name,
+                id.roll
+            ),
+            Self::Present { marked_at } => write!(f, "PRESENT {marked_at}"),
+            Self::Time(t) => write!(f, "TIME {t}"),
+            Self::Elapsed(s) => write!(f, "ELAPSED {s}"),
+            Self::Clients(n) => write!(f, "CLIENTS {n}"),
+            Self::Pong(None) => f.write_str("PONG"),
+            Self::Pong(Some(t)) => write!(f, "PONG {t}"),
+            Self::Say => f.write_str("SAY"),
+            Self::Help(text) => write!(f, "HELP {text}"),
+            Self::Bye => f.write_str("BYE"),
+            Self::Shutdown => f.write_str("SHUTDOWN"),
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Join { class, name, addr } => write!(f, "JOIN {class} {name} {addr}"),
+            Self::Present { name } => write!(f, "PRESENT {name}"),
+            Self::Say { name, text } => write!(f, "SAY {name} {text}"),
+            Self::Leave { name } => write!(f, "LEAVE {name}"),
+            Self::Heartbeat(t) => write!(f, "HEARTBEAT {t}"),
+            Self::Lagged(n) => write!(f, "LAGGED {n}"),
+            Self::Shutdown => f.write_str("SHUTDOWN"),
+        }
+    }
+}
+
+/// Why a server line could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseLineError {
+    /// A word was missing or not what that position allows.
+    #[error("bad or missing {0}")]
+    Word(&'static str),
+    /// Words were left over at the end.
+    #[error("unexpected trailing words")]
+    Trailing,
+}
+
+/// Splits off words one at a time, keeping the rest of the line available.
+struct Words<'a>(&'a str);
+
+impl<'a> Words<'a> {
+    fn next(&mut self, what: &'static str) -> Result<&'a str, ParseLineError> {
+        let s = self.0;
+        if s.is_empty() {
+            return Err(ParseLineError::Word(what));
+        }
+        let (word, rest) = s.split_once(' ').unwrap_or((s, ""));
+        self.0 = rest;
+        if word.is_empty() {
+            return Err(ParseLineError::Word(what));
+        }
+        Ok(word)
+    }
+
+    fn parse<T: FromStr>(&mut self, what: &'static str) -> Result<T, ParseLineError> {
+        self.next(what)?.parse().map_err(|_| ParseLineError::Word(what))
+    }
+
+    fn field(&mut self, kind: FieldKind) -> Result<Field, ParseLineError> {
+        Field::new(kind, self.next(kind.label())?).map_err(|_| ParseLineError::Word(kind.label()))
+    }
+
+    fn text(&mut self, what: &'static str) -> Result<Text, ParseLineError> {
+        let rest = std::mem::take(&mut self.0);
+        if rest.trim() != rest {
+            return Err(ParseLineError::Word(what));
+        }
+        Text::new(rest).map_err(|_| ParseLineError::Word(what))
+    }
+
+    fn optional_token(&mut self, what: &'static str) -> Result<Option<Token>, ParseLineError> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        self.parse(what).map(Some)
+    }
+
+    fn end<T>(self, value: T) -> Result<T, ParseLineError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ParseLineError::Trailing)
+        }
+    }
+}
+
+impl FromStr for ServerLine {
+    type Err = ParseLineError;
+    fn from_str(s: &str) -> Result<Self, ParseLineError> {
+        let mut w = Words(s);
+        match w.next("tag")? {
+            "HELLO" => {
+                let (server, version) = w
+                    .next("server/version")?
+                    .split_once('/')
+                    .ok_or(ParseLineError::Word("server/version"))?;
+                let server = server.parse().map_err(|_| ParseLineError::Word("server"))?;
+                let version = version.parse().map_err(|_| ParseLineError::Word("version"))?;
+                let text = w.text("greeting")?;
+                Ok(Self::Hello(Hello {
+                    server,
+                    version,
+                    text,
+                }))
+            }
+            "OK" => parse_reply(w).map(Self::Ok),
+            "ERR" => {
+                let code = w.parse("error code")?;
+                let message = w.text("message")?;
+                Ok(Self::Err { code, message })
+            }
+            "EVENT" => parse_event(w).map(Self::Event),
+            _ => Err(ParseLineError::Word("tag")),
+        }
+    }
+}
+
+fn parse_reply(mut w: Words<'_>) -> Result<Reply, ParseLineError> {
+    let reply = match w.next("command")? {
+        "JOIN" => {
+            let course = w.field(FieldKind::Course)?;
+            let division = w.field(FieldKind::Division)?;
+            let name = w.field(FieldKind::Name)?;
+            let roll = w.field(FieldKind::Roll)?;
+            let required_seconds = w.parse("required seconds")?;
+            Reply::Join {
+                id: StudentId {
+                    class: ClassKey { course, division },
+                    name,
+                    roll,
+                },
+                required_seconds,
+            }
+        }
+        "PRESENT" => Reply::Present {
+            marked_at: w.parse("timestamp")?,
+        },
+        "TIME" => Reply::Time(w.parse("timestamp")?),
+        "ELAPSED" => Reply::Elapsed(w.parse("seconds")?),
+        "CLIENTS" => Reply::Clients(w.parse("count")?),
+        "PONG" => Reply::Pong(w.optional_token("token")?),
+        "SAY" => Reply::Say,
+        "HELP" => Reply::Help(w.text("help text")?),
+        "BYE" => Reply::Bye,
+        "SHUTDOWN" => Reply::Shutdown,
+        _ => return Err(ParseLineError::Word("command")),
+    };
+    w.end(reply)
+}
+
+fn parse_event(mut w: Words<'_>) -> Result<Event, ParseLineError> {
+    let event = match w.next("event kind")? {
+        "JOIN" => Event::Join {
+            class: ClassKey {
+                course: w.field(FieldKind::Course)?,
+                division: w.field(FieldKind::Division)?,
+            },
+            name: w.field(FieldKind::Name)?,
+            addr: w.parse("address")?,
+        },
+        "PRESENT" => Event::Present {
+            name: w.field(FieldKind::Name)?,
+        },
+        "SAY" => Event::Say {
+            name: w.field(FieldKind::Name)?,
+            text: w.text("text")?,
+        },
+        "LEAVE" => Event::Leave {
+            name: w.field(FieldKind::Name)?,
+        },
+        "HEARTBEAT" => Event::Heartbeat(w.parse("timestamp")?),
+        "LAGGED" => Event::Lagged(w.parse("count")?),
+        "SHUTDOWN" => Event::Shutdown,
+        _ => return Err(ParseLineError::Word("event kind")),
+    };
+    w.end(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_carries_the_seconds_remaining() {
+        let line = ServerLine::early(42);
+        assert!(line.to_string().starts_with("ERR EARLY 42 "));
+        let parsed: ServerLine = line.to_string().parse().expect("round trip");
+        assert_eq!(parsed.early_remaining(), Some(42));
+    }
+
+    #[test]
+    fn parses_documented_examples() {
+        let lines = [
+            "HELLO attendanced/0.1.0 welcome; send HELP for commands",
+            "OK JOIN ComputerNetworks Div1 JayPatel 18BCP043 3600",
+            "OK PRESENT 2026-11-23T15:17:54.123Z",
+            "OK PONG",
+            "OK PONG abc",
+            "ERR DENIED bad admin token",
+            "EVENT JOIN ComputerNetworks Div1 JayPatel 127.0.0.1",
+            "EVENT JOIN ComputerNetworks Div1 JayPatel ::1",
+            "EVENT SAY JayPatel hello  there",
+            "EVENT HEARTBEAT 2026-11-23T15:17:54.000Z",
+        ];
+        for line in lines {
+            let parsed: ServerLine = line.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(parsed.to_string(), line);
+        }
+        assert_eq!("OK TIME".parse::<ServerLine>(), Err(ParseLineError::Word("timestamp")));
+        assert_eq!("OK BYE now".parse::<ServerLine>(), Err(ParseLineError::Trailing));
+    }
+}
