@@ -1,1 +1,18 @@
-//! placeholder
+//! attendanced: the network attendance daemon, as a library.
+//!
+//! [`run`] serves the line protocol of `attendance-protocol` on an already-bound listener until
+//! a shutdown signal or an administrator's `SHUTDOWN`. The binary `attendanced` (in `main.rs`)
+//! only parses settings, starts logging, binds and calls [`run`], so tests can run the whole
+//! server in-process on `127.0.0.1:0`.
+
+pub mod admin;
+pub mod classes;
+pub mod config;
+mod connection;
+pub mod marks;
+mod server;
+pub mod storage;
+pub mod writer;
+
+pub use config::{Config, ConfigError, FsyncPolicy};
+pub use server::{ServerError, run};

@@ -1,0 +1,391 @@
+//! One task per connection: reads commands, answers them, and forwards the class's
+//! announcements and the heartbeat. It is the only writer to its socket, so lines never
+//! interleave.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attendance_protocol::{
+    Command, CommandError, ErrorCode, Event, HELP_TEXT, LineCodec, LineError, Reply, ServerLine,
+    StudentId, Text, Timestamp, Token,
+};
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::{debug, info, warn};
+
+use crate::classes::{Announcement, ConnId, Membership};
+use crate::server::Shared;
+use crate::storage::MarkRecord;
+use crate::writer::WriteError;
+
+/// The connection must close (the peer is gone or stuck).
+#[derive(Debug)]
+struct Closed;
+
+/// What to do after a command.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+type Step = Result<Flow, Closed>;
+
+struct Joined {
+    membership: Membership,
+    since: Instant,
+    at: Timestamp,
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    conn: ConnId,
+    peer: SocketAddr,
+    accepted: Instant,
+    writer: FramedWrite<OwnedWriteHalf, LineCodec>,
+    joined: Option<Joined>,
+    errors_in_row: u32,
+}
+
+/// Serves one client until it quits, drops, misbehaves too often or the server shuts down.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, conn: ConnId) {
+    debug!("accepted");
+    let (read, write) = stream.into_split();
+    let max_line = shared.config.max_line;
+    let mut reader = FramedRead::new(read, LineCodec::new(max_line));
+    let mut heartbeat = shared.heartbeat.clone();
+    heartbeat.borrow_and_update();
+    let mut c = Connection {
+        accepted: Instant::now(),
+        writer: FramedWrite::new(write, LineCodec::new(max_line)),
+        joined: None,
+        errors_in_row: 0,
+        shared,
+        conn,
+        peer,
+    };
+    let _ = c.run(&mut reader, &mut heartbeat).await;
+    if let Some(joined) = c.joined.take() {
+        c.shared.classes.leave(joined.membership);
+    }
+    debug!("closed");
+}
+
+async fn next_announcement(joined: &mut Option<Joined>) -> Result<Announcement, RecvError> {
+    match joined {
+        Some(j) => j.membership.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        reader: &mut FramedRead<OwnedReadHalf, LineCodec>,
+        heartbeat: &mut tokio::sync::watch::Receiver<Bytes>,
+    ) -> Step {
+        let hello = self.shared.hello.clone();
+        self.send(hello).await?;
+        let login_deadline = self.accepted + self.shared.config.login_timeout;
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    self.send_line(&ServerLine::Event(Event::Shutdown)).await?;
+                    return Ok(Flow::Close);
+                }
+                item = reader.next() => {
+                    let flow = match item {
+                        None => return Ok(Flow::Close),
+                        Some(Err(e)) => {
+                            debug!(error = %e, "read failed");
+                            return Err(Closed);
+                        }
+                        Some(Ok(Ok(line))) => self.on_line(&line).await?,
+                        Some(Ok(Err(LineError::TooLong(max)))) => {
+                            self.refuse(ErrorCode::TooLong, format!("line longer than {max} bytes; it was discarded")).await?
+                        }
+                        Some(Ok(Err(_))) => {
+                            self.refuse(ErrorCode::Encoding, "line is not valid UTF-8; it was discarded").await?
+                        }
+                    };
+                    if flow == Flow::Close {
+                        return Ok(Flow::Close);
+                    }
+                }
+                received = next_announcement(&mut self.joined) => match received {
+                    Ok(a) if a.from != self.conn => self.send(a.line).await?,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        self.send_line(&ServerLine::Event(Event::Lagged(n))).await?;
+                    }
+                    Err(RecvError::Closed) => return Ok(Flow::Close),
+                },
+                Ok(()) = heartbeat.changed() => {
+                    let line = heartbeat.borrow_and_update().clone();
+                    self.send(line).await?;
+                }
+                () = tokio::time::sleep_until(login_deadline), if self.joined.is_none() => {
+                    let secs = self.shared.config.login_timeout.as_secs();
+                    self.send_line(&ServerLine::err(ErrorCode::Timeout, format!("no JOIN within {secs} seconds; closing"))).await?;
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+    }
+
+    /// Writes one pre-encoded line, giving up on a peer that does not read for `write_timeout`.
+    async fn send(&mut self, line: Bytes) -> Result<(), Closed> {
+        match tokio::time::timeout(self.shared.config.write_timeout, self.writer.send(line)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed");
+                Err(Closed)
+            }
+            Err(_) => {
+                warn!(
+                    "client has not read for {:?}; closing",
+                    self.shared.config.write_timeout
+                );
+                Err(Closed)
+            }
+        }
+    }
+
+    async fn send_line(&mut self, line: &ServerLine) -> Result<(), Closed> {
+        self.send(line.encode()).await
+    }
+
+    async fn reply(&mut self, reply: Reply) -> Step {
+        self.errors_in_row = 0;
+        self.send_line(&ServerLine::Ok(reply)).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Sends an `ERR` line; too many protocol errors in a row close the connection.
+    async fn refuse(&mut self, code: ErrorCode, message: impl std::fmt::Display + Send) -> Step {
+        self.send_line(&ServerLine::err(code, message)).await?;
+        if matches!(
+            code,
+            ErrorCode::Early | ErrorCode::Storage | ErrorCode::ShuttingDown
+        ) {
+            return Ok(Flow::Continue);
+        }
+        self.errors_in_row += 1;
+        if self.errors_in_row >= self.shared.config.max_errors {
+            let n = self.errors_in_row;
+            self.send_line(&ServerLine::err(
+                ErrorCode::TooManyErrors,
+                format!("{n} errors in a row; closing"),
+            ))
+            .await?;
+            return Ok(Flow::Close);
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_line(&mut self, line: &str) -> Step {
+        let command = match Command::parse(line) {
+            Ok(c) => c,
+            Err(CommandError::Empty) => return Ok(Flow::Continue),
+            Err(e) => return self.refuse(e.code(), &e).await,
+        };
+        match command {
+            Command::Join(id) => self.join(id).await.map(|(flow, _)| flow),
+            Command::JoinPresent(id) => match self.join(id).await? {
+                (Flow::Continue, true) => self.present().await,
+                (flow, _) => Ok(flow),
+            },
+            Command::Present => self.present().await,
+            Command::Time => self.reply(Reply::Time(Timestamp::now())).await,
+            Command::Elapsed => {
+                let secs = self.accepted.elapsed().as_secs();
+                self.reply(Reply::Elapsed(secs)).await
+            }
+            Command::Clients => {
+                let n = self.shared.open_connections() as u64;
+                self.reply(Reply::Clients(n)).await
+            }
+            Command::Ping(t) => self.reply(Reply::Pong(t)).await,
+            Command::Say(text) => match &self.joined {
+                Some(j) => {
+                    let name = j.membership.id.name.clone();
+                    j.membership.announce(Event::Say { name, text });
+                    self.reply(Reply::Say).await
+                }
+                None => self.not_joined("SAY").await,
+            },
+            Command::Help => self.reply(Reply::Help(Text::lossy(HELP_TEXT))).await,
+            Command::Quit => {
+                self.reply(Reply::Bye).await?;
+                Ok(Flow::Close)
+            }
+            Command::Shutdown(t) => self.shutdown(t).await,
+        }
+    }
+
+    async fn not_joined(&mut self, what: &str) -> Step {
+        self.refuse(
+            ErrorCode::NotJoined,
+            format!("{what} needs JOIN COURSE_DIV_NAME_ROLL first"),
+        )
+        .await
+    }
+
+    /// Joins a class. Returns the flow and whether this connection is now joined as `id`.
+    async fn join(&mut self, id: StudentId) -> Result<(Flow, bool), Closed> {
+        let class_length = self.shared.config.class_length;
+        if let Some(j) = &self.joined {
+            if j.membership.id != id {
+                let current = j.membership.id.to_string();
+                let flow = self
+                    .refuse(ErrorCode::Joined, format!("this connection is checked in as {current}; connect again to check in someone else"))
+                    .await?;
+                return Ok((flow, false));
+            }
+            let remaining = self.remaining(class_length, j.since, &id);
+            let flow = self
+                .reply(Reply::Join {
+                    id,
+                    required_seconds: remaining,
+                })
+                .await?;
+            return Ok((flow, true));
+        }
+        let membership = match self.shared.classes.join(&id, self.conn) {
+            Ok(m) => m,
+            Err(_) => {
+                let flow = self
+                    .refuse(
+                        ErrorCode::Already,
+                        format!(
+                            "roll {} is already checked in to {} on another connection",
+                            id.roll, id.class
+                        ),
+                    )
+                    .await?;
+                return Ok((flow, false));
+            }
+        };
+        info!(student = %id, "joined");
+        membership.announce(Event::Join {
+            class: id.class.clone(),
+            name: id.name.clone(),
+            addr: self.peer.ip(),
+        });
+        let since = Instant::now();
+        let remaining = self.remaining(class_length, since, &id);
+        self.joined = Some(Joined {
+            membership,
+            since,
+            at: Timestamp::now(),
+        });
+        let flow = self
+            .reply(Reply::Join {
+                id,
+                required_seconds: remaining,
+            })
+            .await?;
+        Ok((flow, true))
+    }
+
+    /// Whole seconds (rounded up) the student must still stay; zero if already marked today.
+    fn remaining(&self, class_length: Duration, since: Instant, id: &StudentId) -> u64 {
+        if self
+            .shared
+            .marks
+            .get(&id.class, &id.roll, Timestamp::now())
+            .is_some()
+        {
+            return 0;
+        }
+        ceil_secs(class_length.saturating_sub(since.elapsed()))
+    }
+
+    async fn present(&mut self) -> Step {
+        let Some(j) = &self.joined else {
+            return self.not_joined("PRESENT").await;
+        };
+        let id = j.membership.id.clone();
+        let now = Timestamp::now();
+        if let Some(at) = self.shared.marks.get(&id.class, &id.roll, now) {
+            return self.reply(Reply::Present { marked_at: at }).await;
+        }
+        let served = j.since.elapsed();
+        let class_length = self.shared.config.class_length;
+        if served < class_length {
+            let line = ServerLine::early(ceil_secs(class_length - served));
+            self.send_line(&line).await?;
+            return Ok(Flow::Continue);
+        }
+        let record = MarkRecord {
+            course: id.course().to_string(),
+            division: id.division().to_string(),
+            name: id.name.to_string(),
+            roll: id.roll.to_string(),
+            status: "Present".to_owned(),
+            marked_at: now.to_string(),
+            joined_at: j.at.to_string(),
+            client_addr: self.peer.ip().to_string(),
+        }
+        .neutralised();
+        match self.shared.writer.write(record).await {
+            Ok(()) => {
+                self.shared.marks.insert(&id.class, &id.roll, now);
+                info!(student = %id, "marked present");
+                if let Some(j) = &self.joined {
+                    j.membership.announce(Event::Present {
+                        name: id.name.clone(),
+                    });
+                }
+                self.reply(Reply::Present { marked_at: now }).await
+            }
+            Err(WriteError::Storage(e)) => {
+                warn!(student = %id, error = %e, "mark not stored");
+                self.refuse(ErrorCode::Storage, "the mark could not be written to disk; you are NOT marked yet, send PRESENT again").await
+            }
+            Err(_) => {
+                self.refuse(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down; you are NOT marked, try again when it is back",
+                )
+                .await
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, token: Option<Token>) -> Step {
+        let peer = self.peer;
+        match token {
+            Some(t) if self.shared.admin.verify(t.as_str()) => {
+                warn!(%peer, "shutdown requested by an administrator");
+                self.reply(Reply::Shutdown).await?;
+                self.shared.shutdown.cancel();
+                Ok(Flow::Continue)
+            }
+            Some(_) => {
+                warn!(%peer, "shutdown refused: wrong admin token");
+                self.refuse(ErrorCode::Denied, "wrong admin token").await
+            }
+            None => {
+                warn!(%peer, "shutdown refused: no admin token");
+                self.refuse(
+                    ErrorCode::Denied,
+                    "SHUTDOWN needs the admin token: SHUTDOWN <token>",
+                )
+                .await
+            }
+        }
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}

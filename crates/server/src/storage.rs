@@ -1,0 +1,440 @@
+//! The attendance CSV: its record format, opening and checking an existing file, and appending
+//! a batch of records durably.
+//!
+//! Only the writer task ([`crate::writer`]) touches the file after start-up.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::config::FsyncPolicy;
+
+/// The header row. The first five columns are exactly the original project's.
+pub const HEADER: [&str; 8] = [
+    "course",
+    "division",
+    "name",
+    "roll",
+    "status",
+    "marked_at",
+    "joined_at",
+    "client_addr",
+];
+
+/// One row of the CSV: a student marked present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkRecord {
+    /// Course.
+    pub course: String,
+    /// Division.
+    pub division: String,
+    /// Student's name.
+    pub name: String,
+    /// Roll number.
+    pub roll: String,
+    /// Always `Present`.
+    pub status: String,
+    /// When the mark was made (RFC 3339, UTC).
+    pub marked_at: String,
+    /// When the student joined (RFC 3339, UTC).
+    pub joined_at: String,
+    /// The client's IP address.
+    pub client_addr: String,
+}
+
+impl MarkRecord {
+    /// Neutralises every cell a spreadsheet would run as a formula (OWASP "CSV injection"): a
+    /// cell starting with `=`, `+`, `-`, `@`, TAB or CR gets a leading `'`.
+    pub fn neutralised(mut self) -> Self {
+        for cell in [
+            &mut self.course,
+            &mut self.division,
+            &mut self.name,
+            &mut self.roll,
+            &mut self.status,
+            &mut self.marked_at,
+            &mut self.joined_at,
+            &mut self.client_addr,
+        ] {
+            if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                cell.insert(0, '\'');
+            }
+        }
+        self
+    }
+}
+
+/// Why the CSV could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O error on the file or its directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file exists but its header is not ours; it is never appended to.
+    #[error(
+        "{path}: header is {found:?}, expected {expected:?}; refusing to append to a file of another format"
+    )]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// Its first line.
+        found: String,
+        /// Ours.
+        expected: String,
+    },
+    /// A record could not be encoded or parsed.
+    #[error("{path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: csv_async::Error,
+    },
+}
+
+impl StorageError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The open CSV file, positioned for appending.
+#[derive(Debug)]
+pub struct CsvLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    /// Length of the file known to be on disk; a failed append is cut back to it.
+    synced_len: u64,
+    fsync: FsyncPolicy,
+}
+
+fn header_line() -> String {
+    HEADER.join(",")
+}
+
+impl CsvLog {
+    /// Opens `path` for appending, creating it with a header if it is missing or empty.
+    ///
+    /// An existing file must start with our header. A torn last line (a crash mid-write) is cut
+    /// off with a warning. Returns the records already in the file, so the daemon knows who is
+    /// marked.
+    ///
+    /// # Errors
+    /// [`StorageError::Header`] for a file of another format, [`StorageError::Io`] otherwise.
+    pub async fn open(
+        path: &Path,
+        fsync: FsyncPolicy,
+    ) -> Result<(Self, Vec<MarkRecord>), StorageError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, fsync))
+            .await
+            .map_err(|e| StorageError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    fn open_blocking(
+        path: PathBuf,
+        fsync: FsyncPolicy,
+    ) -> Result<(Self, Vec<MarkRecord>), StorageError> {
+        let (log, content) = Self::open_checked(path, fsync)?;
+        let records = parse_records(&log.path, &content);
+        Ok((log, records))
+    }
+
+    fn open_checked(path: PathBuf, fsync: FsyncPolicy) -> Result<(Self, Vec<u8>), StorageError> {
+        let mut content = match std::fs::read(&path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(StorageError::io(&path)(e)),
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(StorageError::io(&path))?;
+        let mut log = Self {
+            path,
+            file: Some(file),
+            synced_len: content.len() as u64,
+            fsync,
+        };
+        if content.is_empty() {
+            log.create_header()?;
+            return Ok((log, content));
+        }
+        let first_line_end = memchr_newline(&content).unwrap_or(content.len());
+        let first = String::from_utf8_lossy(&content[..first_line_end]);
+        let first = first.trim_end_matches('\r');
+        if first != header_line() {
+            return Err(StorageError::Header {
+                path: log.path,
+                found: first.chars().take(200).collect(),
+                expected: header_line(),
+            });
+        }
+        if content.last() != Some(&b'\n') {
+            let keep = content
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            warn!(
+                path = %log.path.display(),
+                dropped_bytes = content.len() - keep,
+                "csv ends with a torn line (crash during a write?); cutting it off"
+            );
+            log.truncate_to(keep as u64)?;
+            content.truncate(keep);
+            if keep == 0 {
+                log.create_header()?;
+            }
+        }
+        Ok((log, content))
+    }
+
+    fn file(&mut self) -> Result<&mut std::fs::File, StorageError> {
+        let path = self.path.clone();
+        self.file.as_mut().ok_or_else(|| {
+            StorageError::io(&path)(std::io::Error::other("file lost after a failed write"))
+        })
+    }
+
+    fn create_header(&mut self) -> Result<(), StorageError> {
+        let line = format!("{}\n", header_line());
+        let path = self.path.clone();
+        let file = self.file()?;
+        file.write_all(line.as_bytes())
+            .map_err(StorageError::io(&path))?;
+        file.sync_all().map_err(StorageError::io(&path))?;
+        self.synced_len = line.len() as u64;
+        sync_parent_dir(&path)?;
+        info!(path = %path.display(), "created attendance csv with header");
+        Ok(())
+    }
+
+    fn truncate_to(&mut self, len: u64) -> Result<(), StorageError> {
+        let path = self.path.clone();
+        let file = self.file()?;
+        file.set_len(len).map_err(StorageError::io(&path))?;
+        file.sync_all().map_err(StorageError::io(&path))?;
+        self.synced_len = len;
+        Ok(())
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `records` as one write, then syncs once (per the fsync policy). On failure, the
+    /// file is cut back to its last synced length so no unacknowledged bytes stay behind.
+    ///
+    /// # Errors
+    /// [`StorageError`] if encoding, writing or syncing failed; nothing of the batch is kept.
+    pub async fn append(&mut self, records: &[MarkRecord]) -> Result<(), StorageError> {
+        let bytes = encode_records(records)
+            .await
+            .map_err(|source| StorageError::Csv {
+                path: self.path.clone(),
+                source,
+            })?;
+        let mut file = self.file.take().ok_or_else(|| {
+            StorageError::io(&self.path)(std::io::Error::other("file lost after a failed write"))
+        })?;
+        let fsync = self.fsync;
+        let synced_len = self.synced_len;
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = file.write_all(&bytes).and_then(|()| match fsync {
+                FsyncPolicy::Always => file.sync_data(),
+                FsyncPolicy::Never => Ok(()),
+            });
+            if result.is_err() {
+                // Do not trust the page cache after a failed write or sync: drop what we wrote.
+                let _ = file.set_len(synced_len);
+            }
+            (file, result.map(|()| bytes.len() as u64))
+        })
+        .await
+        .map_err(|e| StorageError::io(&self.path)(std::io::Error::other(e)))?;
+        self.file = Some(file);
+        let written = result.map_err(StorageError::io(&self.path))?;
+        self.synced_len += written;
+        Ok(())
+    }
+
+    /// Syncs everything written so far (the final step of a shutdown).
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] if the sync failed.
+    pub async fn sync(&mut self) -> Result<(), StorageError> {
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let r = file.sync_all();
+            (file, r)
+        })
+        .await
+        .map_err(|e| StorageError::io(&self.path)(std::io::Error::other(e)))?;
+        self.file = Some(file);
+        result.map_err(StorageError::io(&self.path))
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+fn sync_parent_dir(path: &Path) -> Result<(), StorageError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StorageError::io(dir))
+}
+
+/// Encodes records as CSV rows (no header) with csv-async's quoting.
+async fn encode_records(records: &[MarkRecord]) -> Result<Vec<u8>, csv_async::Error> {
+    let mut ser = csv_async::AsyncWriterBuilder::new()
+        .has_headers(false)
+        .create_serializer(Vec::with_capacity(records.len() * 96));
+    for r in records {
+        ser.serialize(r).await?;
+    }
+    ser.into_inner()
+        .await
+        .map_err(|e| csv_async::Error::from(std::io::Error::other(e.to_string())))
+}
+
+/// Parses the records of a file that starts with our header. Rows that do not parse are skipped
+/// with a warning (a hand-edited file should not stop the daemon).
+fn parse_records(path: &Path, content: &[u8]) -> Vec<MarkRecord> {
+    futures::executor::block_on(async {
+        let mut reader = csv_async::AsyncReaderBuilder::new()
+            .has_headers(true)
+            .create_deserializer(content);
+        let mut records = Vec::new();
+        let mut rows = reader.deserialize::<MarkRecord>();
+        let mut bad = 0usize;
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    bad += 1;
+                    if bad <= 5 {
+                        warn!(path = %path.display(), error = %e, "skipping unreadable csv row");
+                    }
+                }
+            }
+        }
+        records
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> MarkRecord {
+        MarkRecord {
+            course: "CN".into(),
+            division: "D1".into(),
+            name: name.into(),
+            roll: "1".into(),
+            status: "Present".into(),
+            marked_at: "2026-11-23T10:00:00.000Z".into(),
+            joined_at: "2026-11-23T09:00:00.000Z".into(),
+            client_addr: "127.0.0.1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn new_file_gets_one_header_and_reopening_keeps_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.csv");
+        let (mut log, existing) = CsvLog::open(&path, FsyncPolicy::Always)
+            .await
+            .expect("open");
+        assert!(existing.is_empty());
+        log.append(&[record("Ann"), record("Bob, Jr")])
+            .await
+            .expect("append");
+        drop(log);
+        let (_log, existing) = CsvLog::open(&path, FsyncPolicy::Always)
+            .await
+            .expect("reopen");
+        assert_eq!(existing, vec![record("Ann"), record("Bob, Jr")]);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.matches("course,division").count(), 1);
+        assert!(text.contains("\"Bob, Jr\""));
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.csv");
+        let (mut log, _) = CsvLog::open(&path, FsyncPolicy::Always)
+            .await
+            .expect("open");
+        log.append(&[record("Ann")]).await.expect("append");
+        drop(log);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        f.write_all(b"CN,D1,Torn,2,Pres").expect("write");
+        drop(f);
+        let (_log, existing) = CsvLog::open(&path, FsyncPolicy::Always)
+            .await
+            .expect("reopen");
+        assert_eq!(existing, vec![record("Ann")]);
+        assert!(
+            std::fs::read_to_string(&path)
+                .expect("read")
+                .ends_with("127.0.0.1\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, "id,score\n1,2\n").expect("write");
+        let err = CsvLog::open(&path, FsyncPolicy::Always)
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, StorageError::Header { .. }), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "id,score\n1,2\n"
+        );
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        let r = MarkRecord {
+            name: "=HYPERLINK(1)".into(),
+            roll: "-1".into(),
+            ..record("x")
+        }
+        .neutralised();
+        assert_eq!(r.name, "'=HYPERLINK(1)");
+        assert_eq!(r.roll, "'-1");
+        assert_eq!(r.course, "CN");
+    }
+}
