@@ -1,1 +1,15 @@
-//! placeholder
+//! `attend`, the student's client for `attendanced`: join a class, wait out its length, get
+//! marked present.
+//!
+//! The session logic ([`session`]) is kept apart from how it is shown ([`render`]) and from the
+//! countdown arithmetic ([`countdown`]), so each can be tested alone. The binary is only argument
+//! parsing, a stdin thread and [`session::run`].
+
+#![forbid(unsafe_code)]
+
+pub mod countdown;
+pub mod render;
+pub mod session;
+
+pub use render::{Mode, Output};
+pub use session::{ClientError, IdSource, Marked, Options, PROMPT, Session, exit, run};
