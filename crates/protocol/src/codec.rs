@@ -99,7 +99,7 @@ impl Decoder for LineCodec {
         }
         // No line end yet. Only a trailing '\r' may sit past max_line while we wait for '\n'.
         let too_long = buf.len() > self.max_line.saturating_add(1)
-            || (buf.len() == self.max_line + 1 && buf.last() != Some(&b'\r'));
+            || (buf.len() == self.max_line.saturating_add(1) && buf.last() != Some(&b'\r'));
         if too_long {
             self.next_index = 0;
             // Drop the line: up to its end if that has arrived, else all of it, remembering to
@@ -193,8 +193,14 @@ mod tests {
         let mut c = LineCodec::new(4);
         assert_eq!(decode_all(&mut c, b"abcd\n"), vec![Ok("abcd".into())]);
         assert_eq!(decode_all(&mut c, b"abcd\r\n"), vec![Ok("abcd".into())]);
-        assert_eq!(decode_all(&mut c, b"abcde\n"), vec![Err(LineError::TooLong(4))]);
-        assert_eq!(decode_all(&mut c, b"abcde\r\n"), vec![Err(LineError::TooLong(4))]);
+        assert_eq!(
+            decode_all(&mut c, b"abcde\n"),
+            vec![Err(LineError::TooLong(4))]
+        );
+        assert_eq!(
+            decode_all(&mut c, b"abcde\r\n"),
+            vec![Err(LineError::TooLong(4))]
+        );
     }
 
     #[test]
@@ -241,7 +247,10 @@ mod tests {
     #[test]
     fn last_line_without_newline_counts_at_eof() {
         let mut c = LineCodec::new(16);
-        assert_eq!(decode_all(&mut c, b"TIME\nQUIT"), vec![Ok("TIME".into()), Ok("QUIT".into())]);
+        assert_eq!(
+            decode_all(&mut c, b"TIME\nQUIT"),
+            vec![Ok("TIME".into()), Ok("QUIT".into())]
+        );
     }
 
     #[test]

@@ -192,7 +192,10 @@ mod tests {
     fn command_words_are_case_insensitive() {
         assert_eq!(parse("time"), Ok(Command::Time));
         assert_eq!(parse("Elapsed"), Ok(Command::Elapsed));
-        assert_eq!(parse("  PiNg  abc "), Ok(Command::Ping(Token::new("abc").ok())));
+        assert_eq!(
+            parse("  PiNg  abc "),
+            Ok(Command::Ping(Token::new("abc").ok()))
+        );
     }
 
     #[test]
@@ -200,20 +203,30 @@ mod tests {
         let id: StudentId = "CN_Div1_Jay_18".parse().expect("valid");
         assert_eq!(parse("CN_Div1_Jay_18"), Ok(Command::Join(id.clone())));
         assert_eq!(parse("CN_Div1_Jay_18_"), Ok(Command::Join(id.clone())));
-        assert_eq!(parse("CN_Div1_Jay_18_Present"), Ok(Command::JoinPresent(id)));
+        assert_eq!(
+            parse("CN_Div1_Jay_18_Present"),
+            Ok(Command::JoinPresent(id))
+        );
         assert_eq!(parse("shutdown"), Ok(Command::Shutdown(None)));
     }
 
     #[test]
     fn bad_arguments_say_what_was_expected() {
-        assert!(matches!(parse("JOIN"), Err(CommandError::BadFormat(m)) if m.contains("COURSE_DIV_NAME_ROLL")));
-        assert!(matches!(parse("JOIN a_b_c"), Err(CommandError::BadFormat(m)) if m.contains("four parts")));
+        assert!(
+            matches!(parse("JOIN"), Err(CommandError::BadFormat(m)) if m.contains("COURSE_DIV_NAME_ROLL"))
+        );
+        assert!(
+            matches!(parse("JOIN a_b_c"), Err(CommandError::BadFormat(m)) if m.contains("four parts"))
+        );
         assert!(matches!(parse("TIME now"), Err(CommandError::BadFormat(_))));
         assert!(matches!(parse("SAY"), Err(CommandError::BadFormat(_))));
         assert!(matches!(parse("PING a b"), Err(CommandError::BadFormat(_))));
         assert!(matches!(parse("a_b"), Err(CommandError::BadFormat(_))));
         assert_eq!(parse("dance"), Err(CommandError::Unknown("dance".into())));
         assert_eq!(parse(""), Err(CommandError::Empty));
-        assert_eq!(parse("dance").map_err(|e| e.code()), Err(ErrorCode::Unknown));
+        assert_eq!(
+            parse("dance").map_err(|e| e.code()),
+            Err(ErrorCode::Unknown)
+        );
     }
 }

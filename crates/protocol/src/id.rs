@@ -151,7 +151,12 @@ impl StudentId {
     ///
     /// # Errors
     /// [`IdError::Field`] for the first invalid part.
-    pub fn from_parts(course: &str, division: &str, name: &str, roll: &str) -> Result<Self, IdError> {
+    pub fn from_parts(
+        course: &str,
+        division: &str,
+        name: &str,
+        roll: &str,
+    ) -> Result<Self, IdError> {
         Ok(Self {
             class: ClassKey {
                 course: Field::new(FieldKind::Course, course)?,
@@ -203,7 +208,9 @@ mod tests {
 
     #[test]
     fn parses_the_original_shape_and_unicode_names() {
-        let id: StudentId = "ComputerNetworks_Div1_JayPatel_18BCP043".parse().expect("valid");
+        let id: StudentId = "ComputerNetworks_Div1_JayPatel_18BCP043"
+            .parse()
+            .expect("valid");
         assert_eq!(id.name.as_str(), "JayPatel");
         assert_eq!(id.to_string(), "ComputerNetworks_Div1_JayPatel_18BCP043");
         assert!("CN_D1_José_1".parse::<StudentId>().is_ok());
@@ -215,10 +222,24 @@ mod tests {
     #[test]
     fn refuses_wrong_part_counts_and_bad_characters() {
         assert_eq!("a_b_c".parse::<StudentId>(), Err(IdError::Parts(3)));
-        assert_eq!("a_b__d".parse::<StudentId>(), Err(IdError::Field(FieldError::Empty(FieldKind::Name))));
-        assert!(matches!("=cmd_b_c_d".parse::<StudentId>(), Err(IdError::Field(FieldError::BadChar(FieldKind::Course, '=')))));
+        assert_eq!(
+            "a_b__d".parse::<StudentId>(),
+            Err(IdError::Field(FieldError::Empty(FieldKind::Name)))
+        );
+        assert!(matches!(
+            "=cmd_b_c_d".parse::<StudentId>(),
+            Err(IdError::Field(FieldError::BadChar(FieldKind::Course, '=')))
+        ));
         assert!("a_b_c d_e".parse::<StudentId>().is_err());
-        assert!(format!("a_b_{}_d", "n".repeat(65)).parse::<StudentId>().is_err());
-        assert!(format!("a_b_{}_d", "n".repeat(64)).parse::<StudentId>().is_ok());
+        assert!(
+            format!("a_b_{}_d", "n".repeat(65))
+                .parse::<StudentId>()
+                .is_err()
+        );
+        assert!(
+            format!("a_b_{}_d", "n".repeat(64))
+                .parse::<StudentId>()
+                .is_ok()
+        );
     }
 }

@@ -324,7 +324,9 @@ impl<'a> Words<'a> {
     }
 
     fn parse<T: FromStr>(&mut self, what: &'static str) -> Result<T, ParseLineError> {
-        self.next(what)?.parse().map_err(|_| ParseLineError::Word(what))
+        self.next(what)?
+            .parse()
+            .map_err(|_| ParseLineError::Word(what))
     }
 
     fn field(&mut self, kind: FieldKind) -> Result<Field, ParseLineError> {
@@ -366,7 +368,9 @@ impl FromStr for ServerLine {
                     .split_once('/')
                     .ok_or(ParseLineError::Word("server/version"))?;
                 let server = server.parse().map_err(|_| ParseLineError::Word("server"))?;
-                let version = version.parse().map_err(|_| ParseLineError::Word("version"))?;
+                let version = version
+                    .parse()
+                    .map_err(|_| ParseLineError::Word("version"))?;
                 let text = w.text("greeting")?;
                 Ok(Self::Hello(Hello {
                     server,
@@ -477,7 +481,13 @@ mod tests {
             let parsed: ServerLine = line.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
             assert_eq!(parsed.to_string(), line);
         }
-        assert_eq!("OK TIME".parse::<ServerLine>(), Err(ParseLineError::Word("timestamp")));
-        assert_eq!("OK BYE now".parse::<ServerLine>(), Err(ParseLineError::Trailing));
+        assert_eq!(
+            "OK TIME".parse::<ServerLine>(),
+            Err(ParseLineError::Word("timestamp"))
+        );
+        assert_eq!(
+            "OK BYE now".parse::<ServerLine>(),
+            Err(ParseLineError::Trailing)
+        );
     }
 }

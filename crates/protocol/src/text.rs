@@ -158,6 +158,9 @@ mod tests {
         assert_eq!(Token::new("a b"), Err(TextError::Whitespace));
         assert_eq!(Token::new(""), Err(TextError::Empty));
         assert!(Token::new(&"x".repeat(MAX_TOKEN_CHARS + 1)).is_err());
-        assert_eq!(format!("{:?}", Token::new("secret").ok()), "Some(Token(<6 chars>))");
+        assert_eq!(
+            format!("{:?}", Token::new("secret").ok()),
+            "Some(Token(<6 chars>))"
+        );
     }
 }
