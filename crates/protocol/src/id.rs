@@ -1,7 +1,8 @@
 //! Student identifiers, `COURSE_DIV_NAME_ROLL`, and the class key `(course, division)`.
 //!
 //! Each field is 1 to N characters (see the `MAX_*_CHARS` constants). The first character is a
-//! Unicode letter or digit; the others are letters, digits, `-`, `.` or `'`. That keeps `_` free as
+//! Unicode letter or digit; the others are letters, digits, combining marks (the vowel signs and
+//! viramas of Devanagari, Thai tone marks, decomposed accents), `-`, `.` or `'`. That keeps `_` free as
 //! the separator, keeps every field one word on the wire, and means no field can start with a
 //! character a spreadsheet would run as a formula (`=`, `+`, `-`, `@`).
 
@@ -84,7 +85,10 @@ impl Field {
         }
         let mut count = 1;
         for c in chars {
-            if !(c.is_alphanumeric() || matches!(c, '-' | '.' | '\'')) {
+            let allowed = c.is_alphanumeric()
+                || matches!(c, '-' | '.' | '\'')
+                || unicode_normalization::char::is_combining_mark(c);
+            if !allowed {
                 return Err(FieldError::BadChar(kind, c));
             }
             count += 1;
@@ -217,6 +221,22 @@ mod tests {
         assert!("CN_D1_李雷_1".parse::<StudentId>().is_ok());
         assert!("CN_D1_O'Brien_1".parse::<StudentId>().is_ok());
         assert!("CN_D1_Zoë_1_".parse::<StudentId>().is_ok());
+        assert!(
+            "CN_D1_स्वाति_1".parse::<StudentId>().is_ok(),
+            "Devanagari with a virama"
+        );
+        assert!(
+            "CN_D1_ก้อง_1".parse::<StudentId>().is_ok(),
+            "Thai with a tone mark"
+        );
+        assert!(
+            "CN_D1_Zoe\u{308}_1".parse::<StudentId>().is_ok(),
+            "decomposed diaeresis"
+        );
+        assert!(
+            "CN_D1_\u{308}Zoe_1".parse::<StudentId>().is_err(),
+            "a mark cannot come first"
+        );
     }
 
     #[test]

@@ -19,10 +19,11 @@ use tokio_util::codec::{Decoder, Encoder};
 // Strategies
 // ---------------------------------------------------------------------------------------------
 
-/// Real-world names with non-ASCII letters, apostrophes, dots and hyphens. (Names that need
-/// combining marks which are not Unicode letters, such as Devanagari "स्वाति" with its virama or
-/// Thai "ก้อง" with its tone mark, are refused by [`Field`], so they are not listed here.)
+/// Real-world names with non-ASCII letters, combining marks, apostrophes, dots and hyphens.
 const SAMPLE_NAMES: &[&str] = &[
+    "स्वाति",
+    "ก้อง",
+    "Zoe\u{308}",
     "José",
     "Zoë",
     "李雷",
