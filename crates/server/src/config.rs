@@ -50,10 +50,35 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Consecutive protocol errors after which the connection is closed.
     pub max_errors: u32,
-    /// Announcements a class keeps for members who are behind; slower members get `EVENT LAGGED`.
-    pub class_backlog: usize,
+    /// Announcement lines a connection may be behind its class before it gets `EVENT LAGGED`
+    /// (the class's broadcast ring, shared by its members).
+    pub outbound_queue: usize,
     /// Whether marks are synced to disk before they are acknowledged.
     pub fsync: FsyncPolicy,
+    /// Most connections from one IP address; 0 means no limit (a class behind one NAT address
+    /// is normal).
+    pub max_per_address: usize,
+    /// Idle time before TCP keepalive probes find a vanished peer; 0 turns keepalive off.
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
+    /// Lines per second a connection may send (sustained); faster lines wait their turn.
+    pub rate_limit: u32,
+    /// Lines a connection may send in a burst before `rate_limit` applies.
+    pub rate_burst: u32,
+    /// `SAY` messages per second a student may send; more get `ERR RATE` and are dropped.
+    pub chat_rate: u32,
+    /// `SAY` messages a student may send in a burst before `chat_rate` applies.
+    pub chat_burst: u32,
+    /// IANA time zone that decides which day a mark belongs to (one mark per class per day);
+    /// unset means the system's time zone.
+    pub timezone: Option<String>,
+    /// Unix socket for local administration (no token needed; mode 0600). Unset means
+    /// `attendanced.sock` in `$STATE_DIRECTORY` if set, else beside the CSV.
+    pub admin_socket: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the student port; with `tls_key`, turns TLS on.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -69,8 +94,18 @@ impl Default for Config {
             login_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             max_errors: 10,
-            class_backlog: 256,
+            outbound_queue: 256,
             fsync: FsyncPolicy::Always,
+            max_per_address: 0,
+            tcp_keepalive: Duration::from_secs(60),
+            rate_limit: 20,
+            rate_burst: 50,
+            chat_rate: 2,
+            chat_burst: 10,
+            timezone: None,
+            admin_socket: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -138,24 +173,71 @@ impl Config {
         )?;
         range(self.max_errors >= 1, "max_errors must be at least 1")?;
         range(
-            (1..=1 << 16).contains(&self.class_backlog),
-            "class_backlog must be between 1 and 65536",
+            (1..=1 << 16).contains(&self.outbound_queue),
+            "outbound_queue must be between 1 and 65536",
         )?;
+        range(
+            self.rate_limit >= 1 && self.rate_burst >= 1,
+            "rate_limit and rate_burst must be at least 1",
+        )?;
+        range(
+            self.chat_rate >= 1 && self.chat_burst >= 1,
+            "chat_rate and chat_burst must be at least 1",
+        )?;
+        range(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls_cert and tls_key must be set together",
+        )?;
+        if let Some(name) = &self.timezone {
+            if jiff::tz::TimeZone::get(name).is_err() {
+                return Err(ConfigError::Range(format!(
+                    "timezone {name:?} is not a known IANA time zone"
+                )));
+            }
+        }
         range(
             self.write_timeout >= Duration::from_millis(10),
             "write_timeout must be at least 10ms",
         )
     }
 
+    /// The time zone that decides which day a mark belongs to.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        self.timezone
+            .as_deref()
+            .and_then(|n| jiff::tz::TimeZone::get(n).ok())
+            .unwrap_or_else(jiff::tz::TimeZone::system)
+    }
+
+    /// The admin socket: the configured one, or `attendanced.sock` in `$STATE_DIRECTORY` (set
+    /// by systemd) or beside the CSV.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        if let Some(p) = &self.admin_socket {
+            return p.clone();
+        }
+        match std::env::var_os("STATE_DIRECTORY") {
+            // systemd may pass several, separated by ':'; the first is ours.
+            Some(dirs) => {
+                let dirs = dirs.to_string_lossy().into_owned();
+                let first = dirs.split(':').next().unwrap_or_default().to_owned();
+                PathBuf::from(first).join("attendanced.sock")
+            }
+            None => self.beside_csv("attendanced.sock"),
+        }
+    }
+
+    fn beside_csv(&self, name: &str) -> PathBuf {
+        self.csv
+            .parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join(name)
+    }
+
     /// The admin token file: the configured one, or `attendanced.token` beside the CSV.
     pub fn admin_token_path(&self) -> PathBuf {
         match &self.admin_token_file {
             Some(p) => p.clone(),
-            None => self
-                .csv
-                .parent()
-                .unwrap_or_else(|| Path::new(""))
-                .join("attendanced.token"),
+            None => self.beside_csv("attendanced.token"),
         }
     }
 }

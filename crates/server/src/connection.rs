@@ -3,6 +3,7 @@
 //! interleave.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use attendance_protocol::{
 };
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -43,20 +44,65 @@ struct Joined {
     at: Timestamp,
 }
 
-struct Connection {
+/// Who is on the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peer {
+    /// A student (or anyone) over TCP.
+    Tcp(SocketAddr),
+    /// The local administrator over the admin Unix socket: trusted, needs no token, and cannot
+    /// check in as a student.
+    Admin,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => addr.fmt(f),
+            Self::Admin => f.write_str("admin-socket"),
+        }
+    }
+}
+
+struct Connection<W> {
     shared: Arc<Shared>,
     conn: ConnId,
-    peer: SocketAddr,
+    peer: Peer,
     accepted: Instant,
-    writer: FramedWrite<OwnedWriteHalf, LineCodec>,
+    writer: FramedWrite<W, LineCodec>,
     joined: Option<Joined>,
     errors_in_row: u32,
+    lines: DefaultDirectRateLimiter,
+    chat: DefaultDirectRateLimiter,
+}
+
+/// Waits (on tokio's clock) until `limiter` allows one more cell, and takes it.
+async fn wait_turn(limiter: &DefaultDirectRateLimiter) {
+    use governor::clock::{Clock as _, DefaultClock};
+    // Bounded: each failed check names the instant a cell frees up.
+    for _ in 0..1000 {
+        match limiter.check() {
+            Ok(()) => return,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+        }
+    }
+}
+
+fn limiter(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
 }
 
 /// Serves one client until it quits, drops, misbehaves too often or the server shuts down.
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, conn: ConnId) {
+pub(crate) async fn serve<R, W>(shared: Arc<Shared>, read: R, write: W, peer: Peer, conn: ConnId)
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     debug!("accepted");
-    let (read, write) = stream.into_split();
     let max_line = shared.config.max_line;
     let mut reader = FramedRead::new(read, LineCodec::new(max_line));
     let mut heartbeat = shared.heartbeat.clone();
@@ -66,6 +112,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         writer: FramedWrite::new(write, LineCodec::new(max_line)),
         joined: None,
         errors_in_row: 0,
+        lines: limiter(shared.config.rate_limit, shared.config.rate_burst),
+        chat: limiter(shared.config.chat_rate, shared.config.chat_burst),
         shared,
         conn,
         peer,
@@ -84,10 +132,10 @@ async fn next_announcement(joined: &mut Option<Joined>) -> Result<Announcement, 
     }
 }
 
-impl Connection {
-    async fn run(
+impl<W: AsyncWrite + Unpin + Send> Connection<W> {
+    async fn run<R: AsyncRead + Unpin + Send>(
         &mut self,
-        reader: &mut FramedRead<OwnedReadHalf, LineCodec>,
+        reader: &mut FramedRead<R, LineCodec>,
         heartbeat: &mut tokio::sync::watch::Receiver<Bytes>,
     ) -> Step {
         let hello = self.shared.hello.clone();
@@ -102,6 +150,9 @@ impl Connection {
                     return Ok(Flow::Close);
                 }
                 item = reader.next() => {
+                    // Flooding: past the burst, each line waits its turn, so a flood costs the
+                    // server nothing but the kernel's socket buffer (TCP pushes back).
+                    wait_turn(&self.lines).await;
                     let flow = match item {
                         None => return Ok(Flow::Close),
                         Some(Err(e)) => {
@@ -132,7 +183,7 @@ impl Connection {
                     let line = heartbeat.borrow_and_update().clone();
                     self.send(line).await?;
                 }
-                () = tokio::time::sleep_until(login_deadline), if self.joined.is_none() => {
+                () = tokio::time::sleep_until(login_deadline), if self.joined.is_none() && self.peer != Peer::Admin => {
                     let secs = self.shared.config.login_timeout.as_secs();
                     self.send_line(&ServerLine::err(ErrorCode::Timeout, format!("no JOIN within {secs} seconds; closing"))).await?;
                     return Ok(Flow::Close);
@@ -214,6 +265,10 @@ impl Connection {
                 self.reply(Reply::Clients(n)).await
             }
             Command::Ping(t) => self.reply(Reply::Pong(t)).await,
+            Command::Say(_) if self.joined.is_some() && self.chat.check().is_err() => {
+                let (rate, burst) = (self.shared.config.chat_rate, self.shared.config.chat_burst);
+                self.refuse(ErrorCode::Rate, format!("chat is limited to {rate} messages a second (bursts of {burst}); message not sent")).await
+            }
             Command::Say(text) => match &self.joined {
                 Some(j) => {
                     let name = j.membership.id.name.clone();
@@ -241,6 +296,15 @@ impl Connection {
 
     /// Joins a class. Returns the flow and whether this connection is now joined as `id`.
     async fn join(&mut self, id: StudentId) -> Result<(Flow, bool), Closed> {
+        let Peer::Tcp(peer) = self.peer else {
+            let flow = self
+                .refuse(
+                    ErrorCode::Denied,
+                    "students check in over the network, not the admin socket",
+                )
+                .await?;
+            return Ok((flow, false));
+        };
         let class_length = self.shared.config.class_length;
         if let Some(j) = &self.joined {
             if j.membership.id != id {
@@ -278,7 +342,7 @@ impl Connection {
         membership.announce(Event::Join {
             class: id.class.clone(),
             name: id.name.clone(),
-            addr: self.peer.ip(),
+            addr: peer.ip(),
         });
         let since = Instant::now();
         let remaining = self.remaining(class_length, since, &id);
@@ -333,7 +397,10 @@ impl Connection {
             status: "Present".to_owned(),
             marked_at: now.to_string(),
             joined_at: j.at.to_string(),
-            client_addr: self.peer.ip().to_string(),
+            client_addr: match self.peer {
+                Peer::Tcp(addr) => addr.ip().to_string(),
+                Peer::Admin => String::new(),
+            },
         }
         .neutralised();
         match self.shared.writer.write(record).await {
@@ -363,7 +430,14 @@ impl Connection {
 
     async fn shutdown(&mut self, token: Option<Token>) -> Step {
         let peer = self.peer;
+        let trusted = peer == Peer::Admin;
         match token {
+            _ if trusted => {
+                warn!(%peer, "shutdown requested over the admin socket");
+                self.reply(Reply::Shutdown).await?;
+                self.shared.shutdown.cancel();
+                Ok(Flow::Continue)
+            }
             Some(t) if self.shared.admin.verify(t.as_str()) => {
                 warn!(%peer, "shutdown requested by an administrator");
                 self.reply(Reply::Shutdown).await?;

@@ -6,13 +6,16 @@
 //! server in-process on `127.0.0.1:0`.
 
 pub mod admin;
+mod admin_socket;
 pub mod classes;
 pub mod config;
 mod connection;
+pub mod limits;
 pub mod marks;
 mod server;
 pub mod storage;
+mod tls;
 pub mod writer;
 
 pub use config::{Config, ConfigError, FsyncPolicy};
-pub use server::{ServerError, run};
+pub use server::{ServerError, run, run_with_log};

@@ -1,10 +1,11 @@
 //! The listener: opens storage, accepts connections under a connection limit, runs the heartbeat,
 //! and shuts everything down in order.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use attendance_protocol::{ErrorCode, Event, Hello, ServerLine, Text, Timestamp, Token};
@@ -19,8 +20,9 @@ use tracing::{Instrument as _, debug, error, info, info_span, warn};
 use crate::admin::{AdminError, AdminToken, TokenSource};
 use crate::classes::Classes;
 use crate::config::Config;
+use crate::connection::Peer;
 use crate::marks::Marks;
-use crate::storage::{CsvLog, StorageError};
+use crate::storage::{CsvLog, MarkRecord, StorageError};
 use crate::writer::{self, WriterHandle};
 
 /// Why the server could not start or run.
@@ -36,6 +38,17 @@ pub enum ServerError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The admin socket could not be created.
+    #[error("admin socket {path}: {source}")]
+    AdminSocket {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl ServerError {
@@ -46,6 +59,7 @@ impl ServerError {
             self,
             Self::Storage(StorageError::Header { .. })
                 | Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_))
+                | Self::Tls(_)
         )
     }
 }
@@ -60,6 +74,7 @@ pub(crate) struct Shared {
     pub(crate) admin: AdminToken,
     pub(crate) heartbeat: watch::Receiver<Bytes>,
     pub(crate) hello: Bytes,
+    per_address: AddressSlots,
     pub(crate) shutdown: CancellationToken,
     connections: Arc<Semaphore>,
 }
@@ -76,14 +91,30 @@ impl Shared {
 /// and returns.
 ///
 /// # Errors
-/// [`ServerError`] if the CSV or the admin token cannot be opened.
+/// [`ServerError`] if the CSV, the admin token or the admin socket cannot be opened.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let (log, existing) = CsvLog::open(&config.csv, config.fsync).await?;
-    let marks = Marks::from_records(&existing);
+    run_with_log(listener, config, log, existing, shutdown).await
+}
+
+/// [`run`] on a CSV log that is already open, with the records it held (tests use this to
+/// inject storage faults).
+///
+/// # Errors
+/// [`ServerError`] if the admin token or the admin socket cannot be opened.
+pub async fn run_with_log(
+    listener: TcpListener,
+    mut config: Config,
+    log: CsvLog,
+    existing: Vec<MarkRecord>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    crate::limits::fit_connections_to_fd_limit(&mut config);
+    let marks = Marks::from_records(&existing, config.time_zone());
     info!(path = %log.path().display(), rows = existing.len(), "attendance csv open");
     drop(existing);
 
@@ -94,6 +125,8 @@ pub async fn run(
         TokenSource::Created => info!(path = %token_path.display(), "created a new admin token"),
         TokenSource::Loaded => info!(path = %token_path.display(), "admin token loaded"),
     }
+    let admin_listener = crate::admin_socket::bind(&config.admin_socket_path())?;
+    let tls = crate::tls::acceptor(&config)?;
 
     let (writer, writer_task) = writer::spawn(log);
     let cancel = CancellationToken::new();
@@ -106,7 +139,8 @@ pub async fn run(
 
     let shared = Arc::new(Shared {
         connections: Arc::new(Semaphore::new(config.max_connections)),
-        classes: Classes::new(config.class_backlog),
+        per_address: AddressSlots::new(config.max_per_address),
+        classes: Classes::new(config.outbound_queue),
         marks,
         writer,
         admin,
@@ -117,17 +151,19 @@ pub async fn run(
     });
 
     let local = listener.local_addr()?;
-    info!(addr = %local, "listening on {local}");
+    info!(addr = %local, tls = tls.is_some(), "listening on {local}");
 
     let tracker = TaskTracker::new();
     tokio::select! {
-        () = accept_loop(&listener, &shared, &tracker) => {}
+        () = accept_loop(&listener, &shared, &tracker, tls.as_ref()) => {}
+        () = crate::admin_socket::serve(&admin_listener, &shared, &tracker) => {}
         () = shutdown => info!("shutdown signal received"),
         () = cancel.cancelled() => {}
     }
     info!("shutting down: no new connections, telling clients");
     cancel.cancel();
     drop(listener);
+    drop(admin_listener);
     tracker.close();
     tracker.wait().await;
     let _ = heartbeat_task.await;
@@ -140,7 +176,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker) {
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) {
     let next_id = AtomicU64::new(1);
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -157,36 +198,118 @@ async fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, tracker: &Tas
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        if let Err(e) = crate::limits::configure_socket(&stream, shared.config.tcp_keepalive) {
+            debug!(%peer, error = %e, "cannot set socket options");
+        }
         let conn = next_id.fetch_add(1, Ordering::Relaxed);
         let span = info_span!("conn", %peer, id = conn);
-        match shared.connections.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let shared = Arc::clone(shared);
-                tracker.spawn(
-                    async move {
-                        crate::connection::serve(shared, stream, peer, conn).await;
-                        drop(permit);
+        let refuse_timeout = shared.config.write_timeout.min(Duration::from_secs(5));
+        let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+            let why = "the server is at its connection limit; try again later";
+            tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
+            continue;
+        };
+        let Some(slot) = shared.per_address.take(peer.ip()) else {
+            let why = "too many connections from your address";
+            tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
+            continue;
+        };
+        let shared = Arc::clone(shared);
+        let tls = tls.cloned();
+        tracker.spawn(
+            async move {
+                match tls {
+                    None => {
+                        let (read, write) = stream.into_split();
+                        crate::connection::serve(shared, read, write, Peer::Tcp(peer), conn).await;
                     }
-                    .instrument(span),
-                );
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            shared.config.login_timeout,
+                            acceptor.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(tls)) => {
+                                let (read, write) = tokio::io::split(tls);
+                                crate::connection::serve(
+                                    shared,
+                                    read,
+                                    write,
+                                    Peer::Tcp(peer),
+                                    conn,
+                                )
+                                .await;
+                            }
+                            Ok(Err(e)) => debug!(error = %e, "tls handshake failed"),
+                            Err(_) => debug!("tls handshake timed out"),
+                        }
+                    }
+                }
+                drop((permit, slot));
             }
-            Err(_) => {
-                let timeout = shared.config.write_timeout.min(Duration::from_secs(5));
-                tracker.spawn(refuse_full(stream, peer, timeout).instrument(span));
+            .instrument(span),
+        );
+    }
+}
+
+/// Per-address connection counts, when `max_per_address` is set.
+#[derive(Debug)]
+pub(crate) struct AddressSlots {
+    limit: usize,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place in [`AddressSlots`], given back on drop.
+#[derive(Debug)]
+pub(crate) struct AddressSlot {
+    ip: IpAddr,
+    counts: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
+}
+
+impl AddressSlots {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Arc::default(),
+        }
+    }
+
+    /// A slot for `ip`, or `None` if that address has `limit` connections already.
+    fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
+        if self.limit == 0 {
+            return Some(AddressSlot { ip, counts: None });
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            ip,
+            counts: Some(Arc::clone(&self.counts)),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Some(counts) = &self.counts {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = counts.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&self.ip);
+                }
             }
         }
     }
 }
 
-/// Tells a client over the connection limit so, at once, and closes.
-async fn refuse_full(mut stream: TcpStream, peer: SocketAddr, timeout: Duration) {
-    debug!(%peer, "connection limit reached; refusing");
-    let line = ServerLine::err(
-        ErrorCode::Full,
-        "the server is at its connection limit; try again later",
-    )
-    .encode();
+/// Tells a client why it cannot be served (`ERR FULL`), at once, and closes.
+async fn refuse(mut stream: TcpStream, why: &'static str, timeout: Duration) {
+    debug!(why, "refusing connection");
+    let line = ServerLine::err(ErrorCode::Full, why).encode();
     let _ = tokio::time::timeout(timeout, async {
         stream.write_all(&line).await?;
         stream.shutdown().await

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::FsyncPolicy;
 
@@ -110,11 +110,51 @@ impl StorageError {
     }
 }
 
+/// What the writer needs of the file: appending, syncing, and cutting back a failed append.
+/// Implemented for [`std::fs::File`]; tests wrap it to inject write and sync failures.
+pub trait LogFile: Send + std::fmt::Debug + 'static {
+    /// Appends all of `bytes`.
+    ///
+    /// # Errors
+    /// Any I/O error (disk full, I/O error).
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Makes appended data durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn sync_data(&mut self) -> std::io::Result<()>;
+    /// Makes data and metadata durable (`fsync`).
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn sync_all(&mut self) -> std::io::Result<()>;
+    /// Cuts the file back to `len` bytes.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl LogFile for std::fs::File {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        std::fs::File::sync_data(self)
+    }
+    fn sync_all(&mut self) -> std::io::Result<()> {
+        std::fs::File::sync_all(self)
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+}
+
 /// The open CSV file, positioned for appending.
 #[derive(Debug)]
 pub struct CsvLog {
     path: PathBuf,
-    file: Option<std::fs::File>,
+    file: Option<Box<dyn LogFile>>,
     /// Length of the file known to be on disk; a failed append is cut back to it.
     synced_len: u64,
     fsync: FsyncPolicy,
@@ -168,22 +208,30 @@ impl CsvLog {
             .map_err(StorageError::io(&path))?;
         let mut log = Self {
             path,
-            file: Some(file),
+            file: Some(Box::new(file)),
             synced_len: content.len() as u64,
             fsync,
         };
-        if content.is_empty() {
+        let header = header_line();
+        let torn_header = !content.contains(&b'\n') && header.as_bytes().starts_with(&content);
+        if content.is_empty() || torn_header {
+            // New, or a crash cut the header itself short: start the file afresh.
+            if torn_header {
+                warn!(path = %log.path.display(), "csv holds only part of its header; rewriting it");
+                log.truncate_to(0)?;
+                content.clear();
+            }
             log.create_header()?;
             return Ok((log, content));
         }
         let first_line_end = memchr_newline(&content).unwrap_or(content.len());
         let first = String::from_utf8_lossy(&content[..first_line_end]);
         let first = first.trim_end_matches('\r');
-        if first != header_line() {
+        if first != header {
             return Err(StorageError::Header {
                 path: log.path,
                 found: first.chars().take(200).collect(),
-                expected: header_line(),
+                expected: header,
             });
         }
         if content.last() != Some(&b'\n') {
@@ -205,7 +253,7 @@ impl CsvLog {
         Ok((log, content))
     }
 
-    fn file(&mut self) -> Result<&mut std::fs::File, StorageError> {
+    fn file(&mut self) -> Result<&mut Box<dyn LogFile>, StorageError> {
         let path = self.path.clone();
         self.file.as_mut().ok_or_else(|| {
             StorageError::io(&path)(std::io::Error::other("file lost after a failed write"))
@@ -216,7 +264,7 @@ impl CsvLog {
         let line = format!("{}\n", header_line());
         let path = self.path.clone();
         let file = self.file()?;
-        file.write_all(line.as_bytes())
+        file.append(line.as_bytes())
             .map_err(StorageError::io(&path))?;
         file.sync_all().map_err(StorageError::io(&path))?;
         self.synced_len = line.len() as u64;
@@ -228,10 +276,22 @@ impl CsvLog {
     fn truncate_to(&mut self, len: u64) -> Result<(), StorageError> {
         let path = self.path.clone();
         let file = self.file()?;
-        file.set_len(len).map_err(StorageError::io(&path))?;
+        file.truncate(len).map_err(StorageError::io(&path))?;
         file.sync_all().map_err(StorageError::io(&path))?;
         self.synced_len = len;
         Ok(())
+    }
+
+    /// Replaces the file handle by `wrap(handle)`: for tests that inject storage faults.
+    #[must_use]
+    pub fn wrap_file(mut self, wrap: impl FnOnce(Box<dyn LogFile>) -> Box<dyn LogFile>) -> Self {
+        self.file = self.file.take().map(wrap);
+        self
+    }
+
+    /// Length of the file known to be durable.
+    pub fn synced_len(&self) -> u64 {
+        self.synced_len
     }
 
     /// The file's path.
@@ -257,13 +317,17 @@ impl CsvLog {
         let fsync = self.fsync;
         let synced_len = self.synced_len;
         let (file, result) = tokio::task::spawn_blocking(move || {
-            let result = file.write_all(&bytes).and_then(|()| match fsync {
+            let result = file.append(&bytes).and_then(|()| match fsync {
                 FsyncPolicy::Always => file.sync_data(),
                 FsyncPolicy::Never => Ok(()),
             });
-            if result.is_err() {
-                // Do not trust the page cache after a failed write or sync: drop what we wrote.
-                let _ = file.set_len(synced_len);
+            if let Err(e) = &result {
+                // Do not trust the page cache after a failed write or sync (a retried fsync can
+                // falsely succeed once the kernel dropped the dirty pages): cut off everything
+                // since the last good sync, so the batch is rewritten whole or not at all.
+                if let Err(cut) = file.truncate(synced_len).and_then(|()| file.sync_all()) {
+                    error!(error = %e, truncate_error = %cut, "could not cut the csv back after a failed write");
+                }
             }
             (file, result.map(|()| bytes.len() as u64))
         })
@@ -284,6 +348,7 @@ impl CsvLog {
             return Ok(());
         };
         let (file, result) = tokio::task::spawn_blocking(move || {
+            let mut file = file;
             let r = file.sync_all();
             (file, r)
         })

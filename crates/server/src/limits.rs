@@ -1,0 +1,93 @@
+//! Operating-system limits: the descriptor limit that bounds `max_connections`, and the socket
+//! options every accepted connection gets.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// Descriptors kept back for everything that is not a client: the listener, the CSV, the token
+/// and admin socket, the runtime's epoll and wake-up fds, standard streams, log files.
+pub const FD_RESERVE: u64 = 64;
+
+/// Raises the soft descriptor limit to the hard limit and, if that still cannot hold
+/// `max_connections` plus [`FD_RESERVE`], lowers `max_connections` (with a warning), so the
+/// daemon refuses extra clients with `ERR FULL` instead of failing `accept`.
+pub fn fit_connections_to_fd_limit(config: &mut Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "cannot read or raise the open-file limit");
+            return;
+        }
+    };
+    let room = usize::try_from(limit.saturating_sub(FD_RESERVE))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if config.max_connections > room {
+        warn!(
+            fd_limit = limit,
+            configured = config.max_connections,
+            lowered_to = room,
+            "open-file limit too low for max_connections; lowering it (raise LimitNOFILE / ulimit -n)"
+        );
+        config.max_connections = room;
+    } else {
+        info!(
+            fd_limit = limit,
+            max_connections = config.max_connections,
+            "descriptor limit fits"
+        );
+    }
+}
+
+/// Socket options for an accepted client: no Nagle delay (lines are small and interactive) and
+/// TCP keepalive, so a laptop that vanished from Wi-Fi is noticed even while it is silent.
+pub fn configure_socket(stream: &TcpStream, keepalive: Duration) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    if !keepalive.is_zero() {
+        let sock = socket2::SockRef::from(stream);
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(keepalive)
+            .with_interval((keepalive / 6).max(Duration::from_secs(1)))
+            .with_retries(5);
+        sock.set_tcp_keepalive(&ka)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_get_keepalive_and_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        configure_socket(&server, Duration::from_secs(42)).expect("configure");
+        let sock = socket2::SockRef::from(&server);
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("time"),
+            Duration::from_secs(42)
+        );
+        assert!(server.nodelay().expect("nodelay"));
+    }
+
+    #[test]
+    fn max_connections_is_lowered_to_fit_the_descriptor_limit() {
+        let mut config = Config {
+            max_connections: usize::MAX,
+            ..Config::default()
+        };
+        fit_connections_to_fd_limit(&mut config);
+        let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("getrlimit");
+        assert!(config.max_connections as u64 <= soft.saturating_sub(FD_RESERVE).max(1));
+    }
+}
