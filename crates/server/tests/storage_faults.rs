@@ -1,0 +1,146 @@
+//! Storage faults, in-process: a CSV whose writes or syncs fail (disk full, I/O error). Nothing
+//! unsynced is acknowledged, the file is cut back to its last good length, the daemon keeps
+//! serving, and marks succeed again once the storage recovers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use attendance_protocol::LineCodec;
+use attendance_server::storage::{CsvLog, LogFile};
+use attendance_server::{Config, FsyncPolicy};
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+const HEALTHY: u8 = 0;
+/// Half the batch reaches the file, then ENOSPC (a disk filling up mid-write).
+const DISK_FULL: u8 = 1;
+/// The write succeeds, the sync fails with EIO.
+const SYNC_FAILS: u8 = 2;
+
+#[derive(Debug)]
+struct Faulty {
+    inner: Box<dyn LogFile>,
+    mode: Arc<AtomicU8>,
+}
+
+impl LogFile for Faulty {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.mode.load(Ordering::SeqCst) == DISK_FULL {
+            self.inner.append(&bytes[..bytes.len() / 2])?;
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.inner.append(bytes)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        if self.mode.load(Ordering::SeqCst) == SYNC_FAILS {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        self.inner.sync_data()
+    }
+    fn sync_all(&mut self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+struct Student(Framed<TcpStream, LineCodec>);
+
+impl Student {
+    async fn connect(addr: std::net::SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut s = Self(Framed::new(stream, LineCodec::default()));
+        assert!(s.line().await.starts_with("HELLO "));
+        s
+    }
+
+    async fn line(&mut self) -> String {
+        let item = tokio::time::timeout(Duration::from_secs(15), self.0.next()).await;
+        item.expect("a line in time")
+            .expect("open")
+            .expect("io")
+            .expect("utf-8")
+    }
+
+    /// Sends a command and returns its reply, skipping events.
+    async fn cmd(&mut self, line: &str) -> String {
+        self.0
+            .send(bytes::Bytes::from(format!("{line}\n")))
+            .await
+            .expect("send");
+        loop {
+            let l = self.line().await;
+            if !l.starts_with("EVENT ") {
+                return l;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn failed_writes_and_syncs_acknowledge_nothing_and_the_daemon_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let (log, existing) = CsvLog::open(&csv, FsyncPolicy::Always)
+        .await
+        .expect("open csv");
+    let header_len = log.synced_len();
+    let log = log.wrap_file({
+        let mode = Arc::clone(&mode);
+        move |inner| Box::new(Faulty { inner, mode })
+    });
+    let config = Config {
+        csv: csv.clone(),
+        class_length: Duration::ZERO,
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(attendance_server::run_with_log(
+        listener,
+        config,
+        log,
+        existing,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let mut ann = Student::connect(addr).await;
+    assert!(ann.cmd("JOIN CN_D1_Ann_1").await.starts_with("OK JOIN"));
+
+    for fault in [DISK_FULL, SYNC_FAILS] {
+        mode.store(fault, Ordering::SeqCst);
+        let reply = ann.cmd("PRESENT").await;
+        assert!(reply.starts_with("ERR STORAGE "), "fault {fault}: {reply}");
+        let len = std::fs::metadata(&csv).expect("meta").len();
+        assert_eq!(
+            len, header_len,
+            "fault {fault}: the failed batch was cut back off the file"
+        );
+        // The daemon keeps serving everything else.
+        assert_eq!(ann.cmd("PING").await, "OK PONG");
+    }
+
+    mode.store(HEALTHY, Ordering::SeqCst);
+    let ok = ann.cmd("PRESENT").await;
+    assert!(ok.starts_with("OK PRESENT "), "{ok}");
+    let mut bob = Student::connect(addr).await;
+    assert!(bob.cmd("JOIN CN_D1_Bob_2").await.starts_with("OK JOIN"));
+    assert!(bob.cmd("PRESENT").await.starts_with("OK PRESENT "));
+
+    let _ = stop.send(());
+    server.await.expect("server task").expect("clean shutdown");
+    let text = std::fs::read_to_string(&csv).expect("read csv");
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "exactly the two acknowledged marks:\n{text}");
+    assert!(rows[0].starts_with("CN,D1,Ann,1,Present,"));
+    assert!(rows[1].starts_with("CN,D1,Bob,2,Present,"));
+}
