@@ -185,12 +185,10 @@ async fn the_admin_socket_is_private_and_shuts_down_without_a_token() -> Result<
     let mut framed =
         tokio_util::codec::Framed::new(stream, attendance_protocol::LineCodec::default());
     use futures::{SinkExt as _, StreamExt as _};
-    let mut next = async || -> Result<String> {
-        let item = tokio::time::timeout(LINE_TIMEOUT, framed.next()).await?;
-        Ok(item.context("closed")???)
-    };
-    assert!(next().await?.starts_with("HELLO "));
-    drop(next);
+    let hello = tokio::time::timeout(LINE_TIMEOUT, framed.next())
+        .await?
+        .context("closed")???;
+    assert!(hello.starts_with("HELLO "), "{hello}");
     framed
         .send(bytes::Bytes::from_static(b"JOIN CN_D1_Adm_9\n"))
         .await?;
