@@ -61,6 +61,10 @@ pub struct Config {
     /// Idle time before TCP keepalive probes find a vanished peer; 0 turns keepalive off.
     #[serde(with = "humantime_serde")]
     pub tcp_keepalive: Duration,
+    /// Kernel send buffer per client socket, in bytes; 0 keeps the kernel's autotuning (up to
+    /// `net.ipv4.tcp_wmem`, often 4 MiB). A smaller value bounds kernel memory per slow client
+    /// and makes a stuck client lag (and be told so) sooner.
+    pub send_buffer: usize,
     /// Lines per second a connection may send (sustained); faster lines wait their turn.
     pub rate_limit: u32,
     /// Lines a connection may send in a burst before `rate_limit` applies.
@@ -98,6 +102,7 @@ impl Default for Config {
             fsync: FsyncPolicy::Always,
             max_per_address: 0,
             tcp_keepalive: Duration::from_secs(60),
+            send_buffer: 0,
             rate_limit: 20,
             rate_burst: 50,
             chat_rate: 2,

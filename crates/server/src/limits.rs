@@ -45,8 +45,15 @@ pub fn fit_connections_to_fd_limit(config: &mut Config) {
 
 /// Socket options for an accepted client: no Nagle delay (lines are small and interactive) and
 /// TCP keepalive, so a laptop that vanished from Wi-Fi is noticed even while it is silent.
-pub fn configure_socket(stream: &TcpStream, keepalive: Duration) -> std::io::Result<()> {
+pub fn configure_socket(
+    stream: &TcpStream,
+    keepalive: Duration,
+    send_buffer: usize,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    if send_buffer > 0 {
+        socket2::SockRef::from(stream).set_send_buffer_size(send_buffer)?;
+    }
     if !keepalive.is_zero() {
         let sock = socket2::SockRef::from(stream);
         let ka = socket2::TcpKeepalive::new()
@@ -70,7 +77,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        configure_socket(&server, Duration::from_secs(42)).expect("configure");
+        configure_socket(&server, Duration::from_secs(42), 0).expect("configure");
         let sock = socket2::SockRef::from(&server);
         assert!(sock.keepalive().expect("keepalive"));
         assert_eq!(

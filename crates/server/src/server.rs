@@ -198,7 +198,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        if let Err(e) = crate::limits::configure_socket(&stream, shared.config.tcp_keepalive) {
+        if let Err(e) = crate::limits::configure_socket(
+            &stream,
+            shared.config.tcp_keepalive,
+            shared.config.send_buffer,
+        ) {
             debug!(%peer, error = %e, "cannot set socket options");
         }
         let conn = next_id.fetch_add(1, Ordering::Relaxed);

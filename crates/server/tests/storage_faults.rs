@@ -144,3 +144,83 @@ async fn failed_writes_and_syncs_acknowledge_nothing_and_the_daemon_recovers() {
     assert!(rows[0].starts_with("CN,D1,Ann,1,Present,"));
     assert!(rows[1].starts_with("CN,D1,Bob,2,Present,"));
 }
+
+/// Counts syncs and makes each one slow, as a real disk's flush is.
+#[derive(Debug)]
+struct CountingSlowSync {
+    inner: Box<dyn LogFile>,
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LogFile for CountingSlowSync {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.append(bytes)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        self.inner.sync_data()
+    }
+    fn sync_all(&mut self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marks_arriving_together_share_one_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (log, existing) = CsvLog::open(&csv, FsyncPolicy::Always)
+        .await
+        .expect("open csv");
+    let log = log.wrap_file({
+        let syncs = Arc::clone(&syncs);
+        move |inner| Box::new(CountingSlowSync { inner, syncs })
+    });
+    let config = Config {
+        csv: csv.clone(),
+        class_length: Duration::ZERO,
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(attendance_server::run_with_log(
+        listener,
+        config,
+        log,
+        existing,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut students = Vec::new();
+    for i in 0..100 {
+        let mut s = Student::connect(addr).await;
+        assert!(
+            s.cmd(&format!("JOIN CN_D1_S{i}_{i}"))
+                .await
+                .starts_with("OK JOIN")
+        );
+        students.push(s);
+    }
+    let marks = students
+        .into_iter()
+        .map(|mut s| tokio::spawn(async move { s.cmd("PRESENT").await }));
+    for reply in futures::future::join_all(marks).await {
+        assert!(reply.expect("task").starts_with("OK PRESENT"));
+    }
+    let n = syncs.load(Ordering::SeqCst);
+    // 100 marks at once against a 20 ms sync: the writer batches what queued meanwhile.
+    assert!(n < 50, "100 marks took {n} syncs: no group commit");
+    let _ = stop.send(());
+    server.await.expect("server task").expect("clean shutdown");
+    let text = std::fs::read_to_string(&csv).expect("read csv");
+    assert_eq!(text.lines().count(), 101);
+}
