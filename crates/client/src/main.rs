@@ -1,8 +1,9 @@
 //! `attend`: command line, stdin thread and exit code around [`attendance_client::run`].
 
 use std::io::{self, BufRead, IsTerminal};
+use std::path::PathBuf;
 
-use attendance_client::{IdSource, Options, Output, exit};
+use attendance_client::{IdSource, Options, Output, Trust, exit};
 use clap::Parser;
 use tokio::sync::mpsc;
 
@@ -20,6 +21,16 @@ struct Args {
         default_value = "127.0.0.1:65001"
     )]
     server: String,
+
+    /// Connect with TLS; the server's certificate must be valid for the host part of --server.
+    /// Without --ca, the system's trusted root certificates are used.
+    #[arg(long, env = "ATTEND_TLS", value_parser = clap::builder::BoolishValueParser::new())]
+    tls: bool,
+
+    /// Trust exactly the PEM certificates in FILE (e.g. your school's CA) instead of the
+    /// system's roots. Implies --tls.
+    #[arg(long, env = "ATTEND_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 
     /// Your ID, COURSE_DIV_NAME_ROLL (e.g. ComputerNetworks_Div1_JayPatel_18BCP043). Without it,
     /// the first line of standard input is read.
@@ -47,13 +58,20 @@ fn main() {
     };
     let mut input = spawn_stdin_reader();
     let mut out = Output::stdout();
+    let options = Options {
+        tls: match args.ca {
+            Some(file) => Some(Trust::CaFile(file)),
+            None => args.tls.then_some(Trust::System),
+        },
+        ..Options::default()
+    };
     let result = runtime.block_on(attendance_client::run(
         &args.server,
         id,
         &mut input,
         interrupted(),
         &mut out,
-        &Options::default(),
+        &options,
     ));
     out.clear_progress();
     let code = match result {

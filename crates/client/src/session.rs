@@ -22,6 +22,7 @@ use tokio_util::codec::Framed;
 
 use crate::countdown::{Countdown, format_hms};
 use crate::render::Output;
+use crate::tls::{Stream, Trust};
 
 /// The prompt of the original client, shown when no ID was given and stdin is a terminal.
 pub const PROMPT: &str = "Enter your Name, Class and Roll no. [COURSE_DIV_NAME_NUMBER]";
@@ -38,7 +39,8 @@ pub mod exit {
     pub const MARKED: i32 = 0;
     /// Storage error on the server, a refusal the client cannot act on, or a protocol failure.
     pub const FAILURE: i32 = 1;
-    /// Bad command line (clap's own code).
+    /// Bad command line (clap's own code), or TLS settings that cannot be used (an unreadable
+    /// `--ca` file, no trusted roots, a `--server` host that cannot name a certificate).
     pub const USAGE: i32 = 2;
     /// The server could not be reached.
     pub const UNREACHABLE: i32 = 3;
@@ -46,6 +48,8 @@ pub mod exit {
     pub const ID_REFUSED: i32 = 4;
     /// The connection ended (or the server shut down) before the attendance was marked.
     pub const DISCONNECTED: i32 = 5;
+    /// With TLS: the server's certificate was not trusted (unknown issuer, wrong name, expired…).
+    pub const CERTIFICATE: i32 = 6;
     /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -57,6 +61,35 @@ pub enum ClientError {
     /// The TCP connection could not be made (refused, timed out, name not resolved).
     #[error("cannot reach the attendance server at {addr}: {source}")]
     Unreachable {
+        /// The address as given.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
+    /// TLS could not be set up on this side (CA file, trusted roots, server name).
+    #[error("cannot set up TLS: {0}")]
+    TlsSetup(String),
+    /// The server's TLS certificate was not trusted: nothing was sent to it.
+    #[error(
+        "the TLS certificate of the attendance server at {addr} was not accepted: {source} \
+         (trusting {trusted})"
+    )]
+    Certificate {
+        /// The address as given.
+        addr: String,
+        /// What was trusted (the `--ca` file or the system's roots).
+        trusted: String,
+        /// Why the certificate was refused.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The TLS handshake failed for another reason than the certificate.
+    #[error(
+        "TLS handshake with the attendance server at {addr} failed: {source} \
+         (does the server have TLS turned on?)"
+    )]
+    TlsHandshake {
         /// The address as given.
         addr: String,
         /// What went wrong.
@@ -134,7 +167,9 @@ impl ClientError {
     /// The process exit code for this error (see [`exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Unreachable { .. } => exit::UNREACHABLE,
+            Self::Unreachable { .. } | Self::TlsHandshake { .. } => exit::UNREACHABLE,
+            Self::TlsSetup(_) => exit::USAGE,
+            Self::Certificate { .. } => exit::CERTIFICATE,
             Self::InvalidId { .. } | Self::NoId | Self::IdRefused { .. } => exit::ID_REFUSED,
             Self::Disconnected
             | Self::ConnectionLost(_)
@@ -183,6 +218,8 @@ pub struct Options {
     pub quit_timeout: Duration,
     /// How many `ERR EARLY` answers are waited out before giving up.
     pub max_early_retries: u32,
+    /// `Some`: connect with TLS, trusting these certificate authorities; `None`: plain TCP.
+    pub tls: Option<Trust>,
 }
 
 impl Default for Options {
@@ -192,6 +229,7 @@ impl Default for Options {
             reply_timeout: Duration::from_secs(30),
             quit_timeout: Duration::from_secs(2),
             max_early_retries: 5,
+            tls: None,
         }
     }
 }
@@ -279,7 +317,7 @@ enum Step {
 /// An open connection to the server that has greeted us.
 #[derive(Debug)]
 pub struct Session {
-    framed: Framed<TcpStream, LineCodec>,
+    framed: Framed<Stream, LineCodec>,
     hello: Hello,
     options: Options,
     /// Commands sent and not yet answered, oldest first.
@@ -292,17 +330,29 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects to `server` (`HOST:PORT`) and reads the greeting, both within
-    /// [`Options::connect_timeout`].
+    /// Connects to `server` (`HOST:PORT`), runs the TLS handshake if [`Options::tls`] asks for
+    /// it, and reads the greeting, each within [`Options::connect_timeout`]. With TLS the
+    /// certificate must be valid for the host part of `server`.
     ///
     /// # Errors
-    /// [`ClientError::Unreachable`] if no connection could be made; [`ClientError::Refused`] if
-    /// the server answered with `ERR` (e.g. `FULL`); [`ClientError::Disconnected`] or
+    /// [`ClientError::Unreachable`] if no connection could be made; [`ClientError::TlsSetup`],
+    /// [`ClientError::Certificate`] or [`ClientError::TlsHandshake`] if TLS could not be set up,
+    /// the server's certificate was not trusted, or the handshake failed; [`ClientError::Refused`]
+    /// if the server answered with `ERR` (e.g. `FULL`); [`ClientError::Disconnected`] or
     /// [`ClientError::Protocol`] if no greeting came.
     pub async fn connect(server: &str, options: Options) -> Result<Self, ClientError> {
         let unreachable = |source| ClientError::Unreachable {
             addr: server.to_owned(),
             source,
+        };
+        // Settle the TLS settings first: a bad CA file is reported before any connection.
+        let tls = match &options.tls {
+            Some(trust) => Some((
+                crate::tls::client_config(trust)?,
+                crate::tls::server_name(server)?,
+                trust,
+            )),
+            None => None,
         };
         let stream = timeout(options.connect_timeout, TcpStream::connect(server))
             .await
@@ -315,6 +365,19 @@ impl Session {
             .map_err(unreachable)?;
         // Lines are small and interactive: do not wait to fill a segment.
         let _ = stream.set_nodelay(true);
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some((config, name, trust)) => {
+                let handshake = crate::tls::handshake(config, name, stream, server, trust);
+                let tls = timeout(options.connect_timeout, handshake)
+                    .await
+                    .map_err(|_| ClientError::TlsHandshake {
+                        addr: server.to_owned(),
+                        source: io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
+                    })??;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         let mut framed = Framed::new(stream, LineCodec::default());
         let waited = options.connect_timeout;
         let first = timeout(waited, framed.next()).await.map_err(|_| {
@@ -605,7 +668,8 @@ impl Session {
         Ok(())
     }
 
-    /// Best-effort goodbye: `QUIT`, then wait (bounded) for `OK BYE` or the end of the stream.
+    /// Best-effort goodbye: `QUIT`, then wait (bounded) for `OK BYE` or the end of the stream,
+    /// then close our side (with TLS, this sends `close_notify`).
     pub async fn leave(&mut self) {
         if self.framed.send(&Command::Quit).await.is_err() {
             return;
@@ -616,6 +680,7 @@ impl Session {
                     break;
                 }
             }
+            let _ = SinkExt::<&Command>::close(&mut self.framed).await;
         })
         .await;
     }

@@ -78,6 +78,16 @@ struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     fsync: Option<FsyncPolicy>,
 
+    /// PEM certificate chain: serve the student port over TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+
     /// Log filter when RUST_LOG is not set, e.g. info, debug, attendance_server=trace.
     #[arg(long, env = "ATTENDANCE_LOG_LEVEL", default_value = "info")]
     #[serde(skip)]
