@@ -43,6 +43,27 @@ pub fn fit_connections_to_fd_limit(config: &mut Config) {
     }
 }
 
+/// Pending connections the kernel may queue for `accept` (capped by `net.core.somaxconn`).
+/// A whole lecture hall connecting in the same second must not overflow it: the standard
+/// library's 128 did, and overflowed connections hang on the client until SYN retries.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the student listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart does not
+/// wait for old connections in TIME_WAIT).
+///
+/// # Errors
+/// If the address cannot be bound.
+pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Socket options for an accepted client: no Nagle delay (lines are small and interactive) and
 /// TCP keepalive, so a laptop that vanished from Wi-Fi is noticed even while it is silent.
 pub fn configure_socket(

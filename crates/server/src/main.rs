@@ -147,8 +147,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = attendance_server::limits::bind_listener(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
