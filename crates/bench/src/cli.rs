@@ -1,0 +1,299 @@
+//! The command line: `attendance-bench <scenario> [options]`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load generator for attendanced: holds, storms, fan-out and durable marks, optionally run
+/// against Redis in the same invocation. Prints a table and one JSON line per run.
+#[derive(Debug, Parser)]
+#[command(name = "attendance-bench", version, about)]
+pub(crate) struct Cli {
+    /// What to measure.
+    #[command(subcommand)]
+    pub(crate) scenario: Scenario,
+}
+
+/// The scenarios.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Scenario {
+    /// N clients connect and JOIN, and stay connected: success count, connect+JOIN rate, daemon
+    /// RSS per held connection.
+    Hold(HoldArgs),
+    /// N connected clients JOIN one class at the same moment: time until the last join is
+    /// acknowledged and until every announcement is delivered.
+    Storm(StormArgs),
+    /// N clients in one class, one of them says M timestamped messages: time until the last
+    /// client received each (p50/p99/max), deliveries per second, lost messages.
+    Fanout(FanoutArgs),
+    /// C concurrent clients JOIN (class length 0 s) and PRESENT over fresh identities: acknowledged
+    /// marks per second, ack latency, and CSV rows = acknowledged marks.
+    Marks(MarksArgs),
+    /// The disk's raw append + fdatasync rate on a temporary file beside where the CSV would be.
+    Fsync(FsyncArgs),
+    /// Internal: holds a share of a `hold` run's clients in a child process.
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// What every load scenario takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Common {
+    /// The attendanced binary to start [default: attendanced beside this executable, else
+    /// target/release/attendanced].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) daemon_bin: Option<PathBuf>,
+
+    /// Load an attendanced already listening here (127.0.0.0/8 only) instead of starting one;
+    /// daemon RSS and the CSV check are then not measured.
+    #[arg(long, conflicts_with = "daemon_bin")]
+    pub(crate) addr: Option<SocketAddr>,
+
+    /// Also run the same shape of load against another server, and print the ratios.
+    #[arg(long, value_enum)]
+    pub(crate) compare: Option<CompareWith>,
+
+    /// The redis-server binary (a name is looked up in PATH).
+    #[arg(long, value_name = "PATH", default_value = "redis-server")]
+    pub(crate) redis_bin: PathBuf,
+
+    /// A daemon setting for the generated config file, as KEY=VALUE (e.g. outbound_queue=1024,
+    /// fsync=never); may be repeated, and overrides the scenario's own settings.
+    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "addr")]
+    pub(crate) settings: Vec<String>,
+
+    /// The daemon's log filter (RUST_LOG).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub(crate) daemon_log: String,
+
+    /// Directory for the run's temporary directories (the daemon's CSV, Redis's AOF, the fsync
+    /// probe) [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tmp_dir: Option<PathBuf>,
+
+    /// Bound on each measured phase; a phase that does not finish reports partial results.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
+
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) connect_concurrency: usize,
+}
+
+/// Servers the same load can be compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompareWith {
+    /// redis-server from the machine's package, started by the bench on a free loopback port.
+    Redis,
+}
+
+/// `hold`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HoldArgs {
+    /// Clients to connect and hold.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub(crate) clients: usize,
+
+    /// Students per class (Redis: subscribers per channel).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) class_size: usize,
+
+    /// Spread the clients over this many bench processes [default: as few as the descriptor
+    /// limit allows].
+    #[arg(long)]
+    pub(crate) processes: Option<usize>,
+
+    /// How long to keep holding every client before reading the server's RSS.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) settle: Duration,
+
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+/// `storm`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StormArgs {
+    /// Clients joining one class at once.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub(crate) clients: usize,
+
+    /// Once every join is answered, the storm is over when no announcement has arrived for this
+    /// long (it must exceed the daemon's coalescing window); the time reported is the last
+    /// announcement's.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) quiet: Duration,
+
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+/// `fanout`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FanoutArgs {
+    /// Clients in the class (one of them is the speaker).
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub(crate) clients: usize,
+
+    /// Messages the speaker sends.
+    #[arg(long, short = 'm', default_value_t = 100)]
+    pub(crate) messages: usize,
+
+    /// Messages per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) rate: f64,
+
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+/// `marks`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MarksArgs {
+    /// Concurrent clients.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    pub(crate) clients: usize,
+
+    /// Marks in total, each for a new identity (Redis: one RPUSH each).
+    #[arg(long, short = 'm', default_value_t = 10_000)]
+    pub(crate) marks: usize,
+
+    /// How a daemon mark is made: `fresh` times a new connection, JOIN and PRESENT per mark (what
+    /// a check-in costs); `prejoined` connects and JOINs the identities first, untimed, in rounds
+    /// of up to `--round`, and times only PRESENT → OK PRESENT (the durable write path, the
+    /// match for an RPUSH on an open connection).
+    #[arg(long, value_enum, default_value_t = MarksShape::Fresh)]
+    pub(crate) shape: MarksShape,
+
+    /// With `--shape prejoined`: identities connected and joined per round (bounded by the
+    /// descriptor limit).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) round: usize,
+
+    #[command(flatten)]
+    pub(crate) common: Common,
+}
+
+/// How `marks` makes a daemon mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum MarksShape {
+    /// A new connection, JOIN and PRESENT per mark, all timed.
+    Fresh,
+    /// Connections joined beforehand; only PRESENT is timed.
+    Prejoined,
+}
+
+/// `fsync`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FsyncArgs {
+    /// Appends, each followed by fdatasync.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) count: usize,
+
+    /// Stop after this long even if `count` is not reached.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) max_time: Duration,
+
+    /// Directory for the temporary file [default: the system's temporary directory, where the
+    /// bench puts the daemon's CSV].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tmp_dir: Option<PathBuf>,
+}
+
+/// The hidden `worker` mode: connect `count` clients numbered from `first`, report one JSON line
+/// on standard output, hold them until standard input closes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WorkerArgs {
+    /// What the clients speak.
+    #[arg(long, value_enum)]
+    pub(crate) kind: TargetKind,
+    /// The server.
+    #[arg(long)]
+    pub(crate) addr: SocketAddr,
+    /// Number of this worker's first client (for identities and source addresses).
+    #[arg(long)]
+    pub(crate) first: usize,
+    /// Clients to hold.
+    #[arg(long)]
+    pub(crate) count: usize,
+    /// Students per class.
+    #[arg(long)]
+    pub(crate) class_size: usize,
+    /// Connections being opened at once.
+    #[arg(long)]
+    pub(crate) connect_concurrency: usize,
+    /// Identity prefix shared by the run.
+    #[arg(long)]
+    pub(crate) run_id: String,
+    /// Bound on establishing.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+/// The kind of server a client talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TargetKind {
+    /// attendanced's line protocol.
+    Daemon,
+    /// RESP.
+    Redis,
+}
+
+impl TargetKind {
+    /// The name in reports and JSON (`"attendanced"`, `"redis"`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Daemon => "attendanced",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_scenario_parses_with_common_options() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "attendance-bench",
+            "fanout",
+            "--clients",
+            "20",
+            "-m",
+            "5",
+            "--compare",
+            "redis",
+            "--set",
+            "outbound_queue=1024",
+        ])?;
+        let Scenario::Fanout(args) = cli.scenario else {
+            panic!("expected fanout");
+        };
+        assert_eq!((args.clients, args.messages), (20, 5));
+        assert_eq!(args.common.compare, Some(CompareWith::Redis));
+        assert_eq!(args.common.settings, ["outbound_queue=1024"]);
+        Ok(())
+    }
+
+    #[test]
+    fn addr_and_daemon_bin_exclude_each_other() {
+        let r = Cli::try_parse_from([
+            "attendance-bench",
+            "hold",
+            "--addr",
+            "127.0.0.1:65001",
+            "--daemon-bin",
+            "x",
+        ]);
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,448 @@
+//! `marks`: C concurrent clients mark M new identities present, with a class length of 0 s.
+//! Reports acknowledged marks per second, the ack latency (from sending `PRESENT` to
+//! `OK PRESENT`), the disk's raw fdatasync rate in the same directory (marks/s ÷ syncs/s is the
+//! average group-commit batch), and checks after stopping the daemon with SIGTERM that the CSV
+//! holds exactly one row per acknowledged mark.
+//!
+//! A roll is marked once per day, so a connection marks one identity. `--shape fresh` (the
+//! default) times a new connection, `JOIN` and `PRESENT` per mark, each client in a class of its
+//! own so no announcements interfere: what a check-in costs. `--shape prejoined` connects and
+//! joins the identities first, untimed, in rounds (each identity in a class of its own), then C
+//! clients send `PRESENT` on them and only that phase is timed: the durable write path alone.
+//!
+//! Redis (`appendonly yes`, `appendfsync always`): C persistent connections, one `RPUSH` of a
+//! CSV-like row per mark; checked with `LLEN`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::task::JoinSet;
+
+use super::fsync;
+use super::open_many;
+use crate::cli::{MarksArgs, MarksShape, TargetKind};
+use crate::daemon::Settings;
+use crate::line::{self, Incoming, LineConn, classify};
+use crate::net;
+use crate::redis;
+use crate::report::{Report, Value};
+use crate::resp::{self, Value as Resp};
+use crate::stats::{Samples, rate};
+use crate::target::Target;
+
+/// Longest wait for one mark (connect, JOIN, PRESENT) or one RPUSH.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The fdatasync probe run after the marks: at most this many syncs, for at most this long.
+const PROBE_SYNCS: usize = 1000;
+const PROBE_TIME: Duration = Duration::from_secs(2);
+
+/// The daemon's settings for `marks`: PRESENT is accepted at once after JOIN.
+pub(crate) fn settings() -> Settings {
+    let mut s = super::base_settings();
+    s.set("class_length", "\"0s\"");
+    s
+}
+
+/// What one client did.
+#[derive(Debug, Default)]
+struct Tally {
+    acked: usize,
+    failed: usize,
+    first_error: Option<String>,
+    latencies: Samples,
+}
+
+impl Tally {
+    fn fail(&mut self, why: String) {
+        self.failed += 1;
+        self.first_error.get_or_insert(why);
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.acked += other.acked;
+        self.failed += other.failed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.latencies.extend(other.latencies);
+    }
+}
+
+/// Runs `marks` against `target`.
+///
+/// # Errors
+/// If the arguments are unusable, or the daemon cannot be stopped or its CSV read.
+pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result<Report> {
+    if args.clients == 0 || args.marks == 0 {
+        bail!("marks needs at least 1 client and 1 mark");
+    }
+    net::ensure_fits(args.clients)?;
+    let (kind, addr) = (target.kind, target.addr);
+    let run_id = super::run_id();
+    let deadline = Instant::now() + args.common.timeout;
+    let (mut tally, elapsed) = match (kind, args.shape) {
+        (TargetKind::Daemon, MarksShape::Prejoined) => {
+            prejoined(args, addr, &run_id, deadline).await
+        }
+        (TargetKind::Daemon, MarksShape::Fresh) | (TargetKind::Redis, _) => {
+            concurrently(args, kind, addr, &run_id, deadline).await
+        }
+    };
+    let marks_per_s = rate(tally.acked as u64, elapsed);
+
+    // The disk's own rate, in the server's directory (same filesystem as its CSV or AOF).
+    let probe = match target.dir() {
+        Some(dir) => Some(fsync::probe(dir, PROBE_SYNCS, PROBE_TIME).context("fdatasync probe")?),
+        None => None,
+    };
+    let stored = stored_count(target, &run_id).await?;
+
+    let mut report = Report::new("marks", kind.name(), target.detail());
+    report.info(
+        "clients",
+        "concurrent clients",
+        Value::Count(args.clients as u64),
+    );
+    report.info("marks", "marks requested", Value::Count(args.marks as u64));
+    report.info(
+        "shape",
+        "what is timed",
+        Value::Text(match (kind, args.shape) {
+            (TargetKind::Daemon, MarksShape::Fresh) => "connect+JOIN+PRESENT per mark",
+            (TargetKind::Daemon, MarksShape::Prejoined) => "PRESENT on joined connections",
+            (TargetKind::Redis, _) => "RPUSH on open connections",
+        }),
+    );
+    report.info(
+        "acked",
+        "marks acknowledged",
+        Value::Count(tally.acked as u64),
+    );
+    report.info("failed", "marks failed", Value::Count(tally.failed as u64));
+    report.figure("elapsed_s", "time for all marks", Value::Secs(elapsed));
+    report.figure(
+        "marks_per_s",
+        "acknowledged marks per second",
+        Value::Rate(marks_per_s),
+    );
+    let summary = tally.latencies.summary();
+    report.latency(
+        ["ack_p50_ms", "ack_p99_ms", "ack_max_ms"],
+        ["ack latency p50", "ack latency p99", "ack latency max"],
+        summary,
+    );
+    let syncs_per_s = probe.as_ref().map(fsync::Probe::syncs_per_s);
+    report.info(
+        "fsyncs_per_s",
+        "raw append+fdatasync rate here",
+        syncs_per_s.map_or(Value::Missing, Value::Rate),
+    );
+    report.info(
+        "marks_per_fsync",
+        "marks/s ÷ fdatasyncs/s",
+        syncs_per_s
+            .filter(|s| *s > 0.0)
+            .map_or(Value::Missing, |s| Value::Ratio(marks_per_s / s)),
+    );
+    report.info(
+        "stored",
+        match kind {
+            TargetKind::Daemon => "CSV rows after SIGTERM",
+            TargetKind::Redis => "list length (LLEN)",
+        },
+        stored.map_or(Value::Missing, |n| Value::Count(n as u64)),
+    );
+
+    if tally.failed > 0 {
+        report.problem(format!(
+            "{} of {} marks not acknowledged; first error: {}",
+            tally.failed,
+            args.marks,
+            tally.first_error.as_deref().unwrap_or("unknown")
+        ));
+    }
+    if tally.acked + tally.failed < args.marks {
+        report.problem(format!(
+            "only {} of {} marks attempted within {:?}",
+            tally.acked + tally.failed,
+            args.marks,
+            args.common.timeout
+        ));
+    }
+    if let Some(stored) = stored {
+        if stored != tally.acked {
+            report.problem(format!("{stored} stored but {} acknowledged", tally.acked));
+        }
+    }
+    Ok(report)
+}
+
+/// C clients taking marks from a shared counter until all are done: the daemon's `fresh` shape,
+/// and Redis. Returns the tally and the time taken.
+async fn concurrently(
+    args: &MarksArgs,
+    kind: TargetKind,
+    addr: SocketAddr,
+    run_id: &str,
+    deadline: Instant,
+) -> (Tally, Duration) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for worker in 0..args.clients {
+        let (next, run_id, total) = (next.clone(), run_id.to_owned(), args.marks);
+        tasks.spawn(async move {
+            match kind {
+                TargetKind::Daemon => {
+                    daemon_client(addr, worker, &run_id, &next, total, deadline).await
+                }
+                TargetKind::Redis => {
+                    redis_client(addr, worker, &run_id, &next, total, deadline).await
+                }
+            }
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(t) => tally.add(t),
+            Err(e) => tally.fail(e.to_string()),
+        }
+    }
+    (tally, start.elapsed())
+}
+
+/// The daemon's `prejoined` shape: rounds of identities connected and joined (untimed), then C
+/// clients sending PRESENT on them (timed). Returns the tally and the timed total.
+async fn prejoined(
+    args: &MarksArgs,
+    addr: SocketAddr,
+    run_id: &str,
+    deadline: Instant,
+) -> (Tally, Duration) {
+    let room = net::connections_per_process().saturating_sub(args.clients + 64);
+    let round = args.round.min(room).max(1);
+    let mut tally = Tally::default();
+    let mut timed = Duration::ZERO;
+    let mut first = 0;
+    while first < args.marks && Instant::now() < deadline {
+        let size = round.min(args.marks - first);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let opened = open_many(size, args.common.connect_concurrency, left, |k| {
+            let (i, run_id) = (first + k, run_id.to_owned());
+            async move {
+                let mut conn = LineConn::connect(i, addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.join(&format!("Marks{run_id}_C{i}_S{i}_R{i}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(conn)
+            }
+        })
+        .await;
+        tally.failed += opened.failed;
+        if let Some(e) = opened.first_error {
+            tally.first_error.get_or_insert(e);
+        }
+        let queue: Arc<Mutex<Vec<LineConn>>> = Arc::new(Mutex::new(
+            opened.conns.into_iter().map(|(_, c)| c).collect(),
+        ));
+        let finished: Arc<Mutex<Vec<LineConn>>> = Arc::new(Mutex::new(Vec::with_capacity(size)));
+
+        let start = Instant::now();
+        let mut tasks = JoinSet::new();
+        for _ in 0..args.clients {
+            let (queue, finished) = (queue.clone(), finished.clone());
+            tasks.spawn(async move {
+                let mut tally = Tally::default();
+                loop {
+                    let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                    let Some(mut conn) = next else { return tally };
+                    match tokio::time::timeout(OP_TIMEOUT, present(&mut conn)).await {
+                        Ok(Ok(latency)) => {
+                            tally.acked += 1;
+                            tally.latencies.push(latency);
+                        }
+                        Ok(Err(e)) => tally.fail(e),
+                        Err(_) => tally.fail(format!("no OK PRESENT within {OP_TIMEOUT:?}")),
+                    }
+                    // Closed after the timed phase: closing is not part of a mark.
+                    finished
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(conn);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(t) => tally.add(t),
+                Err(e) => tally.fail(e.to_string()),
+            }
+        }
+        timed += start.elapsed();
+        drop(finished);
+        first += size;
+    }
+    (tally, timed)
+}
+
+/// Sends PRESENT on a joined connection; returns the time until its OK.
+async fn present(conn: &mut LineConn) -> Result<Duration, String> {
+    let sent = Instant::now();
+    line::send(&mut conn.writer, "PRESENT")
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = conn.reader.reply().await.map_err(|e| e.to_string())?;
+    match classify(reply) {
+        Incoming::Ok {
+            command: "PRESENT", ..
+        } => Ok(sent.elapsed()),
+        _ => Err(reply.to_owned()),
+    }
+}
+
+/// One daemon client: fresh connection, JOIN, PRESENT, for each mark it takes.
+async fn daemon_client(
+    addr: SocketAddr,
+    worker: usize,
+    run_id: &str,
+    next: &AtomicUsize,
+    total: usize,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= total || Instant::now() >= deadline {
+            return tally;
+        }
+        let id = format!("Marks{run_id}_W{worker}_S{i}_R{i}");
+        match tokio::time::timeout(OP_TIMEOUT, daemon_mark(addr, i, &id)).await {
+            Ok(Ok(latency)) => {
+                tally.acked += 1;
+                tally.latencies.push(latency);
+            }
+            Ok(Err(e)) => tally.fail(e),
+            Err(_) => tally.fail(format!("no OK PRESENT within {OP_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// One mark: returns the time from sending PRESENT to its OK.
+async fn daemon_mark(addr: SocketAddr, index: usize, id: &str) -> Result<Duration, String> {
+    let mut conn = LineConn::connect(index, addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.join(id).await.map_err(|e| e.to_string())?;
+    present(&mut conn).await
+}
+
+/// One Redis client: one connection, one RPUSH per mark it takes.
+async fn redis_client(
+    addr: SocketAddr,
+    worker: usize,
+    run_id: &str,
+    next: &AtomicUsize,
+    total: usize,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let (mut reader, mut writer) = match redis::connect(worker, addr).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            // This client's share is taken by the others.
+            tally.first_error = Some(e.to_string());
+            return tally;
+        }
+    };
+    let key = format!("marks:{run_id}");
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= total || Instant::now() >= deadline {
+            return tally;
+        }
+        let row = format!(
+            "Marks{run_id},W{worker},S{i},R{i},Present,2026-01-01T00:00:00.000Z,2026-01-01T00:00:00.000Z,127.0.0.1"
+        );
+        let sent = Instant::now();
+        let mark = async {
+            resp::send(&mut writer, &[b"RPUSH", key.as_bytes(), row.as_bytes()]).await?;
+            reader.expect().await
+        };
+        match tokio::time::timeout(OP_TIMEOUT, mark).await {
+            Ok(Ok(Resp::Int(_))) => {
+                tally.acked += 1;
+                tally.latencies.push(sent.elapsed());
+            }
+            Ok(Ok(other)) => tally.fail(format!("RPUSH answered {other:?}")),
+            Ok(Err(e)) => {
+                tally.fail(e.to_string());
+                return tally;
+            }
+            Err(_) => {
+                tally.fail(format!("no RPUSH reply within {OP_TIMEOUT:?}"));
+                return tally;
+            }
+        }
+    }
+}
+
+/// How many marks the server stored: the daemon's CSV rows after SIGTERM (it drains and syncs
+/// first), or Redis's list length. `None` for a daemon the bench did not start.
+async fn stored_count(target: &mut Target, run_id: &str) -> anyhow::Result<Option<usize>> {
+    match target.kind {
+        TargetKind::Daemon => {
+            let Some(daemon) = target.daemon_process() else {
+                return Ok(None);
+            };
+            let status = daemon.stop().context("stopping the daemon")?;
+            if !status.success() {
+                bail!("the daemon exited with {status} on SIGTERM");
+            }
+            Ok(Some(csv_rows(&daemon.csv_path())?))
+        }
+        TargetKind::Redis => {
+            let (mut reader, mut writer) = redis::connect(0, target.addr).await?;
+            let key = format!("marks:{run_id}");
+            resp::send(&mut writer, &[b"LLEN", key.as_bytes()]).await?;
+            match reader.expect().await? {
+                Resp::Int(n) => Ok(Some(usize::try_from(n).unwrap_or(0))),
+                other => bail!("LLEN answered {other:?}"),
+            }
+        }
+    }
+}
+
+/// Data rows of the CSV (lines after the header; no cell can hold a line break).
+fn csv_rows(path: &Path) -> anyhow::Result<usize> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+        .saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_do_not_count_the_header() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a.csv");
+        std::fs::write(&path, "course,division\n")?;
+        assert_eq!(csv_rows(&path)?, 0);
+        std::fs::write(&path, "course,division\na,b\nc,d\n")?;
+        assert_eq!(csv_rows(&path)?, 2);
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! The scenarios, and what they share: running one against the daemon and then (with
+//! `--compare redis`) against Redis, the daemon settings every run starts from, run identities,
+//! and opening many connections with bounded concurrency.
+
+pub(crate) mod fanout;
+pub(crate) mod fsync;
+pub(crate) mod hold;
+pub(crate) mod marks;
+pub(crate) mod storm;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::cli::{Common, CompareWith, FanoutArgs, HoldArgs, MarksArgs, Scenario, StormArgs};
+use crate::daemon::Settings;
+use crate::redis::Persistence;
+use crate::report::{Report, comparison};
+use crate::target::Target;
+use crate::workers;
+
+/// A load scenario (the ones that run against a server).
+enum Load {
+    Hold(HoldArgs),
+    Storm(StormArgs),
+    Fanout(FanoutArgs),
+    Marks(MarksArgs),
+}
+
+impl Load {
+    fn common(&self) -> &Common {
+        match self {
+            Self::Hold(a) => &a.common,
+            Self::Storm(a) => &a.common,
+            Self::Fanout(a) => &a.common,
+            Self::Marks(a) => &a.common,
+        }
+    }
+
+    fn daemon_settings(&self) -> Settings {
+        match self {
+            Self::Hold(_) => hold::settings(),
+            Self::Storm(_) => storm::settings(),
+            Self::Fanout(_) => fanout::settings(),
+            Self::Marks(_) => marks::settings(),
+        }
+    }
+
+    fn persistence(&self) -> Persistence {
+        match self {
+            Self::Marks(_) => Persistence::AofAlways,
+            Self::Hold(_) | Self::Storm(_) | Self::Fanout(_) => Persistence::None,
+        }
+    }
+
+    async fn run(&self, target: &mut Target) -> anyhow::Result<Report> {
+        match self {
+            Self::Hold(a) => hold::run(a, target).await,
+            Self::Storm(a) => storm::run(a, target).await,
+            Self::Fanout(a) => fanout::run(a, target).await,
+            Self::Marks(a) => marks::run(a, target).await,
+        }
+    }
+}
+
+/// Runs `scenario`, printing each report's table and JSON line; returns whether every run was
+/// free of correctness problems.
+///
+/// # Errors
+/// If a server cannot be started or a run cannot be carried out at all.
+pub(crate) async fn run(scenario: Scenario) -> anyhow::Result<bool> {
+    let load = match scenario {
+        Scenario::Hold(a) => Load::Hold(a),
+        Scenario::Storm(a) => Load::Storm(a),
+        Scenario::Fanout(a) => Load::Fanout(a),
+        Scenario::Marks(a) => Load::Marks(a),
+        Scenario::Fsync(a) => {
+            let report = fsync::run(&a)?;
+            print(&report);
+            return Ok(report.ok());
+        }
+        Scenario::Worker(a) => {
+            workers::run_worker(a).await?;
+            return Ok(true);
+        }
+    };
+    let common = load.common().clone();
+
+    let mut daemon = Target::daemon(&common, load.daemon_settings())?;
+    let report = load.run(&mut daemon).await;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            let log = daemon.log_tail().unwrap_or_default();
+            return Err(e.context(format!("the daemon's log ends with:\n{log}")));
+        }
+    };
+    drop(daemon);
+    print(&report);
+    let mut ok = report.ok();
+
+    if let Some(CompareWith::Redis) = common.compare {
+        let mut redis = Target::redis(&common, load.persistence())?;
+        let other = load.run(&mut redis).await?;
+        drop(redis);
+        print(&other);
+        println!("{}", comparison(&report, &other));
+        ok &= other.ok();
+    }
+    Ok(ok)
+}
+
+fn print(report: &Report) {
+    println!("{}", report.table());
+    println!("{}", report.json());
+}
+
+/// Settings every daemon run starts from: durable marks, and time to connect thousands of
+/// clients before they JOIN.
+pub(crate) fn base_settings() -> Settings {
+    let mut s = Settings::default();
+    s.set("fsync", "\"always\"").set("login_timeout", "\"10m\"");
+    s
+}
+
+/// A short identity for this run (letters and digits), so identities never collide with an
+/// earlier run's on a daemon that keeps running (`--addr`), and Redis keys stay apart.
+pub(crate) fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}", (nanos ^ u128::from(std::process::id())) & 0xff_ffff)
+}
+
+/// Nanoseconds since `t0` as a `u64` (saturating; runs are far shorter than 584 years).
+pub(crate) fn nanos_since(t0: std::time::Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The outcome of [`open_many`].
+pub(crate) struct Opened<T> {
+    /// Opened connections with their client numbers, in no particular order.
+    pub(crate) conns: Vec<(usize, T)>,
+    /// How many failed (or were not done in time).
+    pub(crate) failed: usize,
+    /// The first failure.
+    pub(crate) first_error: Option<String>,
+}
+
+/// Runs `open(i)` for `i` in `0..count`, at most `concurrency` at a time, within `timeout`.
+pub(crate) async fn open_many<T, F, Fut>(
+    count: usize,
+    concurrency: usize,
+    timeout: Duration,
+    open: F,
+) -> Opened<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<T, String>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut opened = Opened {
+        conns: Vec::with_capacity(count),
+        failed: 0,
+        first_error: None,
+    };
+    let work = async {
+        for i in 0..count {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let fut = open(i);
+            tasks.spawn(async move {
+                let result = fut.await;
+                drop(permit);
+                (i, result)
+            });
+            // Collect what is done as we go, so the vector fills while connecting.
+            while let Some(done) = tasks.try_join_next() {
+                collect(&mut opened, done);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            collect(&mut opened, done);
+        }
+    };
+    if tokio::time::timeout(timeout, work).await.is_err() {
+        let missing = count - opened.conns.len() - opened.failed;
+        opened.failed += missing;
+        opened.first_error.get_or_insert(format!(
+            "{missing} connections not opened within {timeout:?}"
+        ));
+    }
+    opened
+}
+
+fn collect<T>(
+    opened: &mut Opened<T>,
+    done: Result<(usize, Result<T, String>), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((i, Ok(conn))) => opened.conns.push((i, conn)),
+        Ok((_, Err(e))) => {
+            opened.failed += 1;
+            opened.first_error.get_or_insert(e);
+        }
+        Err(e) => {
+            opened.failed += 1;
+            opened.first_error.get_or_insert(e.to_string());
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The server under load in one run — a daemon the bench started, a daemon already running
+//! (`--addr`), or Redis — with what can be measured about it (RSS, its directory, its CSV).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::cli::{Common, TargetKind};
+use crate::daemon::{self, DaemonProcess, Settings};
+use crate::net;
+use crate::redis::{Persistence, RedisProcess};
+
+/// A server to load.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// What it speaks.
+    pub(crate) kind: TargetKind,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    server: Server,
+}
+
+#[derive(Debug)]
+enum Server {
+    Daemon(DaemonProcess),
+    External,
+    Redis(RedisProcess),
+}
+
+impl Target {
+    /// The daemon for a run: the one at `--addr`, or a new one started with `settings` (plus
+    /// the user's `--set`).
+    ///
+    /// # Errors
+    /// If `--addr` is not loopback, a `--set` is malformed, or the daemon does not start.
+    pub(crate) fn daemon(common: &Common, mut settings: Settings) -> anyhow::Result<Self> {
+        if let Some(addr) = common.addr {
+            net::ensure_loopback(addr)?;
+            return Ok(Self {
+                kind: TargetKind::Daemon,
+                addr,
+                server: Server::External,
+            });
+        }
+        settings.apply_overrides(&common.settings)?;
+        let bin = common
+            .daemon_bin
+            .clone()
+            .unwrap_or_else(daemon::default_binary);
+        let process = DaemonProcess::start(
+            &bin,
+            &settings,
+            common.tmp_dir.as_deref(),
+            &common.daemon_log,
+        )?;
+        Ok(Self {
+            kind: TargetKind::Daemon,
+            addr: process.addr(),
+            server: Server::Daemon(process),
+        })
+    }
+
+    /// A new `redis-server`.
+    ///
+    /// # Errors
+    /// If it is not installed or does not start.
+    pub(crate) fn redis(common: &Common, persistence: Persistence) -> anyhow::Result<Self> {
+        let process =
+            RedisProcess::start(&common.redis_bin, persistence, common.tmp_dir.as_deref())
+                .context("starting redis-server for --compare redis")?;
+        Ok(Self {
+            kind: TargetKind::Redis,
+            addr: process.addr(),
+            server: Server::Redis(process),
+        })
+    }
+
+    /// Its resident memory in bytes, when the bench started it and it runs.
+    pub(crate) fn rss_bytes(&self) -> Option<u64> {
+        match &self.server {
+            Server::Daemon(d) => d.rss_bytes(),
+            Server::Redis(r) => r.rss_bytes(),
+            Server::External => None,
+        }
+    }
+
+    /// Its data directory, when the bench started it.
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        match &self.server {
+            Server::Daemon(d) => Some(d.dir()),
+            Server::Redis(r) => Some(r.dir()),
+            Server::External => None,
+        }
+    }
+
+    /// The daemon the bench started, if this is one.
+    pub(crate) fn daemon_process(&mut self) -> Option<&mut DaemonProcess> {
+        match &mut self.server {
+            Server::Daemon(d) => Some(d),
+            Server::Redis(_) | Server::External => None,
+        }
+    }
+
+    /// The title line's details: address and pid.
+    pub(crate) fn detail(&self) -> String {
+        match &self.server {
+            Server::Daemon(d) => format!("{}, pid {}", self.addr, d.pid()),
+            Server::Redis(r) => format!("{}, pid {}", self.addr, r.pid()),
+            Server::External => format!("{}, started elsewhere", self.addr),
+        }
+    }
+
+    /// The end of the daemon's log, for error messages.
+    pub(crate) fn log_tail(&self) -> Option<String> {
+        match &self.server {
+            Server::Daemon(d) => Some(d.log_tail()),
+            Server::Redis(_) | Server::External => None,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! CI smoke test: every scenario at a tiny size against the daemon cargo built for this profile,
+//! checking correctness only — counts, no lost deliveries, CSV rows = acknowledged marks — never
+//! timing. With `redis-server` installed, one scenario also runs with `--compare redis`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+
+/// The `attendanced` of this profile (`target/<profile>/attendanced`), built on first use with
+/// the cargo that runs the tests, so the smoke test never runs a stale daemon.
+fn daemon_bin() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_daemon().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)?;
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/smoke-<hash> → target/<profile>/attendanced
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable lives in target/<profile>/deps")?;
+    let path = dir.join("attendanced");
+    ensure!(path.is_file(), "{} was not built", path.display());
+    Ok(path)
+}
+
+fn build_daemon() -> Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(()); // not run by cargo: use what is there
+    };
+    let release = std::env::current_exe()?
+        .components()
+        .any(|c| c.as_os_str() == "release");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--bins", "-p", "attendance-server"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("running cargo build for attendanced")?;
+    ensure!(status.success(), "building attendanced failed");
+    Ok(())
+}
+
+/// Runs the bench against the debug daemon; expects exit 0 and returns its JSON lines.
+fn bench(args: &[&str]) -> Result<Vec<Value>> {
+    let daemon = daemon_bin()?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attendance-bench"));
+    cmd.args(args);
+    if args.first() != Some(&"fsync") {
+        cmd.arg("--daemon-bin")
+            .arg(&daemon)
+            .args(["--timeout", "60s"]);
+    }
+    let out = cmd.output().context("running attendance-bench")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "attendance-bench {args:?} exited with {}\n--- stdout\n{stdout}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).with_context(|| format!("JSON line {l:?}")))
+        .collect()
+}
+
+fn only(lines: Vec<Value>) -> Result<Value> {
+    ensure!(lines.len() == 1, "expected one JSON line, got {lines:?}");
+    lines.into_iter().next().context("one line")
+}
+
+#[test]
+fn hold_holds_every_client() -> Result<()> {
+    let r = only(bench(&[
+        "hold",
+        "--clients",
+        "50",
+        "--class-size",
+        "10",
+        "--settle",
+        "100ms",
+    ])?)?;
+    assert_eq!(r["target"], "attendanced");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["held"], 50);
+    assert_eq!(r["failed"], 0);
+    assert_eq!(r["dropped"], 0);
+    assert!(r["rss_after_bytes"].as_u64().is_some_and(|b| b > 0), "{r}");
+    Ok(())
+}
+
+#[test]
+fn hold_spreads_clients_over_worker_processes() -> Result<()> {
+    let r = only(bench(&[
+        "hold",
+        "--clients",
+        "40",
+        "--processes",
+        "2",
+        "--settle",
+        "100ms",
+    ])?)?;
+    assert_eq!(r["processes"], 2);
+    assert_eq!(r["held"], 40, "{r}");
+    assert_eq!(r["dropped"], 0);
+    Ok(())
+}
+
+#[test]
+fn storm_delivers_every_join_announcement() -> Result<()> {
+    let r = only(bench(&["storm", "--clients", "50", "--quiet", "1s"])?)?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["joined"], 50);
+    assert_eq!(r["lagging"], 0);
+    assert_eq!(r["closed"], 0);
+    assert!(r["settled_s"].is_number(), "{r}");
+    let owed = r["owed"].as_u64().context("owed")?;
+    assert_eq!(owed, 50 * 49 / 2);
+    assert!(r["delivered"].as_u64().context("delivered")? >= owed, "{r}");
+    Ok(())
+}
+
+#[test]
+fn fanout_loses_no_message() -> Result<()> {
+    let r = only(bench(&[
+        "fanout",
+        "--clients",
+        "20",
+        "--messages",
+        "20",
+        "--rate",
+        "200",
+    ])?)?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["messages"], 20);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["closed"], 0);
+    if r["lagging"] == 0 {
+        assert_eq!(r["deliveries"], 19 * 20, "{r}");
+    }
+    assert!(r["last_p99_ms"].is_number());
+    Ok(())
+}
+
+#[test]
+fn marks_leave_one_csv_row_per_acknowledgement() -> Result<()> {
+    let r = only(bench(&["marks", "--clients", "8", "--marks", "100"])?)?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["acked"], 100);
+    assert_eq!(r["stored"], 100);
+    assert_eq!(r["failed"], 0);
+    assert!(r["fsyncs_per_s"].is_number());
+    Ok(())
+}
+
+#[test]
+fn prejoined_marks_leave_one_csv_row_per_acknowledgement() -> Result<()> {
+    let r = only(bench(&[
+        "marks",
+        "--clients",
+        "8",
+        "--marks",
+        "100",
+        "--shape",
+        "prejoined",
+        "--round",
+        "40",
+    ])?)?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["acked"], 100);
+    assert_eq!(r["stored"], 100);
+    Ok(())
+}
+
+#[test]
+fn fsync_probe_reports_a_rate() -> Result<()> {
+    let r = only(bench(&["fsync", "--count", "20"])?)?;
+    assert_eq!(r["target"], "disk");
+    assert_eq!(r["syncs"], 20);
+    assert!(r["syncs_per_s"].as_f64().is_some_and(|s| s > 0.0));
+    Ok(())
+}
+
+#[test]
+fn compare_redis_runs_the_same_shape_when_redis_is_installed() -> Result<()> {
+    let installed = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()));
+    if !installed {
+        println!(
+            "note: redis-server not installed; skipping the --compare redis smoke test (crates/bench/setup.sh installs it)"
+        );
+        return Ok(());
+    }
+    let lines = bench(&[
+        "fanout",
+        "--clients",
+        "10",
+        "--messages",
+        "10",
+        "--rate",
+        "200",
+        "--compare",
+        "redis",
+    ])?;
+    ensure!(lines.len() == 2, "expected two JSON lines, got {lines:?}");
+    assert_eq!(lines[0]["target"], "attendanced");
+    assert_eq!(lines[1]["target"], "redis");
+    for r in &lines {
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["lost"], 0);
+        assert_eq!(r["deliveries"], 9 * 10, "{r}");
+    }
+    Ok(())
+}
