@@ -1,42 +1,11 @@
 //! `attend`: command line, stdin thread and exit code around [`attendance_client::run`].
 
 use std::io::{self, BufRead, IsTerminal};
-use std::path::PathBuf;
 
+use attendance_client::cli::Args;
 use attendance_client::{IdSource, Options, Output, Trust, exit};
 use clap::Parser;
 use tokio::sync::mpsc;
-
-/// Check into a class on an attendanced server, stay for its length, and get marked present.
-///
-/// Lines you type while waiting are sent to the class as chat.
-#[derive(Debug, Parser)]
-#[command(name = "attend", version, about, long_about = None)]
-struct Args {
-    /// The server to connect to.
-    #[arg(
-        long,
-        env = "ATTEND_SERVER",
-        value_name = "HOST:PORT",
-        default_value = "127.0.0.1:65001"
-    )]
-    server: String,
-
-    /// Connect with TLS; the server's certificate must be valid for the host part of --server.
-    /// Without --ca, the system's trusted root certificates are used.
-    #[arg(long, env = "ATTEND_TLS", value_parser = clap::builder::BoolishValueParser::new())]
-    tls: bool,
-
-    /// Trust exactly the PEM certificates in FILE (e.g. your school's CA) instead of the
-    /// system's roots. Implies --tls.
-    #[arg(long, env = "ATTEND_CA", value_name = "FILE")]
-    ca: Option<PathBuf>,
-
-    /// Your ID, COURSE_DIV_NAME_ROLL (e.g. ComputerNetworks_Div1_JayPatel_18BCP043). Without it,
-    /// the first line of standard input is read.
-    #[arg(value_name = "COURSE_DIV_NAME_ROLL")]
-    id: Option<String>,
-}
 
 fn main() {
     let args = Args::parse();

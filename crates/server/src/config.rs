@@ -1,13 +1,18 @@
 //! Daemon settings: defaults < TOML file < `ATTENDANCE_*` environment < command-line flags.
 //!
-//! Every key is documented, with its default, in `config/attendanced.toml`.
+//! Every key is documented, with its default, in `config/attendanced.toml`. Besides the
+//! [`Config`] itself, loading can report where each effective value came from ([`Setting`],
+//! [`Origin`]) — for `attendanced check-config` and for errors that name the file and line.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Whether each batch of marks is `fdatasync`ed before it is acknowledged.
@@ -128,6 +133,206 @@ pub enum ConfigError {
     /// A value is out of its allowed range.
     #[error("invalid configuration: {0}")]
     Range(String),
+    /// A key is unknown or its value is bad, and we know where it was set.
+    #[error("invalid configuration: {origin}: {message}")]
+    Setting {
+        /// The key, e.g. `class_length`.
+        key: String,
+        /// Where the bad key or value was set: the file and line, the environment variable or
+        /// the flag.
+        origin: Origin,
+        /// What is wrong with it, naming the key.
+        message: String,
+    },
+}
+
+/// Where an effective setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// The config file.
+    File {
+        /// The file as given.
+        path: PathBuf,
+        /// The 1-based line of the key, when it could be found.
+        line: Option<usize>,
+    },
+    /// An `ATTENDANCE_*` environment variable, by name.
+    Env(String),
+    /// A command-line flag, e.g. `--class-length`.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File {
+                path,
+                line: Some(line),
+            } => write!(f, "{}, line {line}", path.display()),
+            Origin::File { path, line: None } => write!(f, "{}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Flag(flag) => write!(f, "command-line flag {flag}"),
+        }
+    }
+}
+
+/// One effective setting, as `attendanced check-config` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The key, e.g. `class_length`.
+    pub key: &'static str,
+    /// The effective value in TOML syntax (e.g. `"45m"`, `1024`); `None` when unset.
+    pub value: Option<String>,
+    /// Where the value came from.
+    pub origin: Origin,
+}
+
+/// Metadata name of the built-in defaults in the figment.
+const DEFAULTS: &str = "default";
+/// Metadata name of the command-line flags in the figment.
+const FLAGS: &str = "command-line flag";
+/// Prefix of the environment variables that are settings.
+const ENV_PREFIX: &str = "ATTENDANCE_";
+
+/// A provider under a name of our choosing, so the origin of a value reads "default" or
+/// "command-line flag" rather than a Rust type name.
+struct Named<P> {
+    name: &'static str,
+    provider: P,
+}
+
+impl<P: Provider> Provider for Named<P> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.provider.data()
+    }
+
+    fn profile(&self) -> Option<Profile> {
+        self.provider.profile()
+    }
+}
+
+/// The layered sources of one load, kept to say where each value came from.
+struct Layers {
+    figment: Figment,
+    file: Option<PathBuf>,
+    /// Line of each top-level key of the file.
+    lines: HashMap<String, usize>,
+}
+
+impl Layers {
+    fn new(file: Option<&Path>, overrides: impl Serialize) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Named {
+            name: DEFAULTS,
+            provider: Serialized::defaults(Config::default()),
+        });
+        let mut lines = HashMap::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_owned()));
+            }
+            // Unreadable or malformed files are reported by figment below, with its own line.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                lines = key_lines(&text);
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let figment = figment
+            // Every other ATTENDANCE_* variable is a setting: a typo is refused (exit 78) rather
+            // than silently ignored, as an unknown key in the file is.
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&["config", "log_level", "log_format"]))
+            .merge(Named {
+                name: FLAGS,
+                provider: Serialized::defaults(overrides),
+            });
+        Ok(Self {
+            figment,
+            file: file.map(Path::to_owned),
+            lines,
+        })
+    }
+
+    /// Where the effective value of `key` came from.
+    fn origin(&self, key: &str) -> Origin {
+        let Some(metadata) = self.figment.find_metadata(key) else {
+            return Origin::Default;
+        };
+        if let Some(path) = metadata.source.as_ref().and_then(|s| s.file_path()) {
+            return Origin::File {
+                path: self.file.clone().unwrap_or_else(|| path.to_owned()),
+                line: self.lines.get(key).copied(),
+            };
+        }
+        match &*metadata.name {
+            DEFAULTS => Origin::Default,
+            FLAGS => Origin::Flag(format!("--{}", key.replace('_', "-"))),
+            _ => Origin::Env(format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())),
+        }
+    }
+
+    /// Extracts and validates the config; errors name the key and where it was set.
+    fn extract(&self) -> Result<Config, ConfigError> {
+        let config: Config = self.figment.extract().map_err(|e| self.locate(e))?;
+        match config.check() {
+            Ok(()) => Ok(config),
+            Err((key, message)) => Err(match self.origin(key) {
+                Origin::Default => ConfigError::Range(message),
+                origin => ConfigError::Setting {
+                    key: key.to_owned(),
+                    origin,
+                    message,
+                },
+            }),
+        }
+    }
+
+    /// Turns a figment error about one key into [`ConfigError::Setting`].
+    fn locate(&self, error: figment::Error) -> ConfigError {
+        let (key, message) = match &error.kind {
+            figment::error::Kind::UnknownField(key, _) => (
+                key.clone(),
+                format!(
+                    "unknown key `{key}` (the keys are: {})",
+                    Config::keys().join(", ")
+                ),
+            ),
+            kind => match error.path.last() {
+                Some(key) => (key.clone(), format!("key `{key}`: {kind}")),
+                None => return ConfigError::Invalid(Box::new(error)),
+            },
+        };
+        match self.origin(&key) {
+            Origin::Default => ConfigError::Invalid(Box::new(error)),
+            origin => ConfigError::Setting {
+                key,
+                origin,
+                message,
+            },
+        }
+    }
+}
+
+/// The 1-based line of each top-level key (or `[table]` header) in a TOML text.
+fn key_lines(text: &str) -> HashMap<String, usize> {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return HashMap::new();
+    };
+    doc.as_table()
+        .iter()
+        .filter_map(|(name, _)| {
+            let (key, _) = doc.as_table().get_key_value(name)?;
+            let start = key.span()?.start;
+            let line = text.get(..start)?.matches('\n').count() + 1;
+            Some((name.to_owned(), line))
+        })
+        .collect()
 }
 
 impl Config {
@@ -135,21 +340,43 @@ impl Config {
     /// (the flags that were given), and checks the result.
     ///
     /// # Errors
-    /// [`ConfigError`] naming the bad key.
+    /// [`ConfigError`] naming the bad key, and where it was set when known (the file and line,
+    /// the environment variable or the flag).
     pub fn load(file: Option<&Path>, overrides: impl Serialize) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Missing(path.to_owned()));
-            }
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let figment = figment
-            .merge(Env::prefixed("ATTENDANCE_").ignore(&["config", "log_level", "log_format"]))
-            .merge(Serialized::defaults(overrides));
-        let config: Config = figment.extract().map_err(Box::new)?;
-        config.validate()?;
-        Ok(config)
+        Layers::new(file, overrides)?.extract()
+    }
+
+    /// Like [`Config::load`], and also reports every key's effective value and origin, in the
+    /// order of [`Config::keys`].
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_with_origins(
+        file: Option<&Path>,
+        overrides: impl Serialize,
+    ) -> Result<(Self, Vec<Setting>), ConfigError> {
+        let layers = Layers::new(file, overrides)?;
+        let config = layers.extract()?;
+        let values = toml_edit::ser::to_document(&config).ok();
+        let settings = Config::keys()
+            .iter()
+            .map(|&key| Setting {
+                key,
+                value: values
+                    .as_ref()
+                    .and_then(|doc| doc.get(key))
+                    .and_then(toml_edit::Item::as_value)
+                    .map(|v| v.to_string().trim().to_owned()),
+                origin: layers.origin(key),
+            })
+            .collect();
+        Ok((config, settings))
+    }
+
+    /// Every key, in the order they are declared (and documented in `config/attendanced.toml`).
+    pub fn keys() -> &'static [&'static str] {
+        static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+        KEYS.get_or_init(field_names::<Config>)
     }
 
     /// Checks ranges that serde cannot.
@@ -157,51 +384,84 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Range`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let range = |ok: bool, msg: &str| {
+        self.check()
+            .map_err(|(_, message)| ConfigError::Range(message))
+    }
+
+    /// Checks ranges that serde cannot; on failure, the key to blame and the message.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let range = |ok: bool, key: &'static str, msg: &str| {
             if ok {
                 Ok(())
             } else {
-                Err(ConfigError::Range(msg.to_owned()))
+                Err((key, msg.to_owned()))
             }
         };
         range(
             (64..=1 << 20).contains(&self.max_line),
+            "max_line",
             "max_line must be between 64 and 1048576 bytes",
         )?;
         range(
             self.heartbeat >= Duration::from_millis(10),
+            "heartbeat",
             "heartbeat must be at least 10ms",
         )?;
         range(
             self.max_connections >= 1,
+            "max_connections",
             "max_connections must be at least 1",
         )?;
-        range(self.max_errors >= 1, "max_errors must be at least 1")?;
+        range(
+            self.max_errors >= 1,
+            "max_errors",
+            "max_errors must be at least 1",
+        )?;
         range(
             (1..=1 << 16).contains(&self.outbound_queue),
+            "outbound_queue",
             "outbound_queue must be between 1 and 65536",
         )?;
         range(
-            self.rate_limit >= 1 && self.rate_burst >= 1,
+            self.rate_limit >= 1,
+            "rate_limit",
             "rate_limit and rate_burst must be at least 1",
         )?;
         range(
-            self.chat_rate >= 1 && self.chat_burst >= 1,
+            self.rate_burst >= 1,
+            "rate_burst",
+            "rate_limit and rate_burst must be at least 1",
+        )?;
+        range(
+            self.chat_rate >= 1,
+            "chat_rate",
+            "chat_rate and chat_burst must be at least 1",
+        )?;
+        range(
+            self.chat_burst >= 1,
+            "chat_burst",
             "chat_rate and chat_burst must be at least 1",
         )?;
         range(
             self.tls_cert.is_some() == self.tls_key.is_some(),
+            if self.tls_cert.is_some() {
+                "tls_cert"
+            } else {
+                "tls_key"
+            },
             "tls_cert and tls_key must be set together",
         )?;
         if let Some(name) = &self.timezone {
             if jiff::tz::TimeZone::get(name).is_err() {
-                return Err(ConfigError::Range(format!(
-                    "timezone {name:?} is not a known IANA time zone"
-                )));
+                return Err((
+                    "timezone",
+                    format!("timezone {name:?} is not a known IANA time zone"),
+                ));
             }
         }
         range(
             self.write_timeout >= Duration::from_millis(10),
+            "write_timeout",
             "write_timeout must be at least 10ms",
         )
     }
@@ -245,6 +505,42 @@ impl Config {
             None => self.beside_csv("attendanced.token"),
         }
     }
+}
+
+/// The field names of a struct, in declaration order, as serde's derive lists them (the list a
+/// deserializer is handed), so [`Config::keys`] cannot drift from the struct.
+fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor, value::Error};
+
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("only structs have field names"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("field names collected"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
 }
 
 #[cfg(test)]
@@ -292,5 +588,85 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/attendanced.toml");
         let c = Config::load(Some(&path), NoOverrides {}).expect("example config loads");
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn keys_are_every_field_in_declaration_order() {
+        let keys = Config::keys();
+        assert_eq!(keys.first(), Some(&"listen"));
+        assert_eq!(keys.get(1), Some(&"csv"));
+        let defaults = toml_edit::ser::to_document(&Config::default()).expect("serializes");
+        for (key, _) in defaults.iter() {
+            assert!(keys.contains(&key), "{key} missing from Config::keys()");
+        }
+    }
+
+    #[test]
+    fn origins_name_the_file_and_line_the_flag_and_the_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.toml");
+        std::fs::write(
+            &path,
+            "# comment\n\nclass_length = \"5m\"\nmax_line = 100\n",
+        )
+        .expect("write");
+        #[derive(Serialize)]
+        struct Flags {
+            max_line: usize,
+        }
+        let (config, settings) =
+            Config::load_with_origins(Some(&path), Flags { max_line: 200 }).expect("load");
+        assert_eq!(config.max_line, 200);
+        let find = |key: &str| {
+            settings
+                .iter()
+                .find(|s| s.key == key)
+                .cloned()
+                .expect("every key is reported")
+        };
+        let class_length = find("class_length");
+        assert_eq!(class_length.value.as_deref(), Some("\"5m\""));
+        assert_eq!(
+            class_length.origin,
+            Origin::File {
+                path: path.clone(),
+                line: Some(3)
+            }
+        );
+        assert_eq!(find("max_line").origin, Origin::Flag("--max-line".into()));
+        assert_eq!(find("max_line").value.as_deref(), Some("200"));
+        assert_eq!(find("heartbeat").origin, Origin::Default);
+        assert_eq!(find("timezone").value, None);
+        assert_eq!(settings.len(), Config::keys().len());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_line_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.toml");
+        std::fs::write(&path, "max_line = 100\n\nclas_length = \"5s\"\n").expect("write");
+        let err = Config::load(Some(&path), NoOverrides {}).expect_err("unknown key");
+        let ConfigError::Setting { key, origin, .. } = &err else {
+            panic!("not located: {err}");
+        };
+        assert_eq!(key, "clas_length");
+        assert_eq!(
+            *origin,
+            Origin::File {
+                path: path.clone(),
+                line: Some(3)
+            }
+        );
+        assert!(err.to_string().contains("line 3"), "{err}");
+
+        std::fs::write(&path, "heartbeat = \"1m\"\nmax_line = \"many\"\n").expect("write");
+        let err = Config::load(Some(&path), NoOverrides {}).expect_err("bad type");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(err.to_string().contains("max_line"), "{err}");
+
+        std::fs::write(&path, "max_line = 1\n").expect("write");
+        let err = Config::load(Some(&path), NoOverrides {}).expect_err("out of range");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(err.to_string().contains("max_line"), "{err}");
     }
 }

@@ -1,125 +1,39 @@
-//! `attendanced`: parse settings, start logging, bind, serve until SIGINT/SIGTERM or `SHUTDOWN`.
+//! `attendanced`: parse settings, start logging, bind, serve until SIGINT/SIGTERM or `SHUTDOWN`;
+//! or, with `check-config`, only load and report the settings.
 
 use std::io::IsTerminal as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use attendance_server::{Config, FsyncPolicy};
+use attendance_server::Config;
+use attendance_server::cli::{Cli, Command, LogFormat};
+use attendance_server::config::Setting;
 use clap::Parser;
-use serde::Serialize;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 /// Exit code for a configuration problem (sysexits EX_CONFIG): do not restart until fixed.
 const EX_CONFIG: u8 = 78;
 
-/// The network attendance daemon.
-///
-/// Settings come from defaults, then the --config file, then ATTENDANCE_* environment variables
-/// (e.g. ATTENDANCE_CLASS_LENGTH=45m), then these flags.
-#[derive(Debug, Parser, Serialize)]
-#[command(version, about)]
-struct Cli {
-    /// TOML config file (see config/attendanced.toml for every key).
-    #[arg(long, env = "ATTENDANCE_CONFIG")]
-    #[serde(skip)]
-    config: Option<PathBuf>,
-
-    /// Address to listen on [default: 0.0.0.0:65001].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<SocketAddr>,
-
-    /// Attendance CSV file [default: ./attendance.csv].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    csv: Option<PathBuf>,
-
-    /// Time a student must stay before PRESENT is accepted, e.g. 1h, 45m, 90s [default: 1h].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    class_length: Option<Duration>,
-
-    /// Interval of EVENT HEARTBEAT [default: 60s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    heartbeat: Option<Duration>,
-
-    /// Longest accepted line in bytes, excluding the line ending [default: 1024].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_line: Option<usize>,
-
-    /// File holding the admin token [default: attendanced.token beside the CSV, created if missing].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    admin_token_file: Option<PathBuf>,
-
-    /// Most connections open at once [default: 50000].
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_connections: Option<usize>,
-
-    /// Time a new connection has to JOIN [default: 60s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    login_timeout: Option<Duration>,
-
-    /// Time a client may take to read what it is sent before it is closed [default: 30s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
-    write_timeout: Option<Duration>,
-
-    /// Sync marks to disk before acknowledging them: always (default) or never (unsafe).
-    #[arg(long, value_parser = parse_fsync)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fsync: Option<FsyncPolicy>,
-
-    /// PEM certificate chain: serve the student port over TLS (with --tls-key).
-    #[arg(long, requires = "tls_key")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_cert: Option<PathBuf>,
-
-    /// PEM private key for --tls-cert.
-    #[arg(long, requires = "tls_cert")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tls_key: Option<PathBuf>,
-
-    /// Log filter when RUST_LOG is not set, e.g. info, debug, attendance_server=trace.
-    #[arg(long, env = "ATTENDANCE_LOG_LEVEL", default_value = "info")]
-    #[serde(skip)]
-    log_level: String,
-}
-
-fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
-    match s {
-        "always" => Ok(FsyncPolicy::Always),
-        "never" => Ok(FsyncPolicy::Never),
-        _ => Err(format!("expected always or never, got {s:?}")),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+    let config_file = cli.config_file();
+    if cli.command == Some(Command::CheckConfig) {
+        return check_config(config_file.as_deref(), &cli);
+    }
+    init_logging(&cli);
 
-    let config = match Config::load(cli.config.as_deref(), &cli) {
+    let config = match Config::load(config_file.as_deref(), &cli) {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(EX_CONFIG);
         }
     };
+    if let Some(file) = &config_file {
+        info!(file = %file.display(), "configuration loaded");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,6 +58,79 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` or else `--log-level`, as text or JSON lines.
+/// Text has colour only on a terminal without `NO_COLOR`, and no timestamp when standard error
+/// is the journal (which stamps every line itself).
+fn init_logging(cli: &Cli) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text if stderr_is_journal() => builder.with_ansi(false).without_time().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
+}
+
+/// Whether standard error is connected to the systemd journal: `$JOURNAL_STREAM` names its
+/// device and inode (systemd.exec(5)), which must match standard error's, since a child of the
+/// service may have inherited the variable with another stderr.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino())
+}
+
+/// `attendanced check-config`: loads the settings exactly as the daemon would and prints them as
+/// TOML, each with its origin; exit 0, or 78 with the error naming the key (and file line).
+fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
+    match Config::load_with_origins(file, cli) {
+        Ok((_, settings)) => {
+            print!("{}", render_settings(file, &settings));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("attendanced: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// The report of `check-config`: a valid TOML config with the effective values, unset keys
+/// commented out, and each key's origin as a trailing comment.
+fn render_settings(file: Option<&Path>, settings: &[Setting]) -> String {
+    let mut out = match file {
+        Some(path) => format!("# {} is valid.\n", path.display()),
+        None => format!(
+            "# No config file ({} does not exist); the settings are valid.\n",
+            attendance_server::cli::DEFAULT_CONFIG_FILE
+        ),
+    };
+    out.push_str("# Effective settings, each with where it came from:\n");
+    let lines: Vec<String> = settings
+        .iter()
+        .map(|s| match &s.value {
+            Some(value) => format!("{} = {value}", s.key),
+            None => format!("# {} (unset)", s.key),
+        })
+        .collect();
+    let width = lines.iter().map(String::len).max().unwrap_or(0);
+    for (line, setting) in lines.iter().zip(settings) {
+        out.push_str(&format!("{line:<width$}  # {}\n", setting.origin));
+    }
+    out
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
