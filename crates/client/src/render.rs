@@ -6,7 +6,7 @@
 
 use std::io::{self, IsTerminal, Write};
 
-use attendance_protocol::{Event, Hello};
+use attendance_protocol::{BurstKind, Event, Hello};
 
 use crate::countdown;
 
@@ -151,6 +151,11 @@ pub fn describe_event(event: &Event) -> Option<String> {
         Event::Present { name } => format!("* {name} was marked present"),
         Event::Say { name, text } => format!("<{name}> {text}"),
         Event::Leave { name } => format!("* {name} left the class"),
+        Event::Burst { kind, count, .. } => match kind {
+            BurstKind::Joins => format!("* {count} more students joined the class"),
+            BurstKind::Presents => format!("* {count} more students were marked present"),
+            BurstKind::Leaves => format!("* {count} more students left the class"),
+        },
         Event::Heartbeat(at) => format!("* server time {at}"),
         Event::Lagged(n) => format!("* {n} announcement(s) were skipped: this client fell behind"),
         Event::Shutdown => return None,

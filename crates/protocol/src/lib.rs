@@ -19,7 +19,7 @@ pub use id::{
     ClassKey, Field, FieldError, FieldKind, IdError, MAX_COURSE_CHARS, MAX_DIVISION_CHARS,
     MAX_NAME_CHARS, MAX_ROLL_CHARS, StudentId,
 };
-pub use server_line::{ErrorCode, Event, Hello, ParseLineError, Reply, ServerLine};
+pub use server_line::{BurstKind, ErrorCode, Event, Hello, ParseLineError, Reply, ServerLine};
 pub use text::{MAX_TOKEN_CHARS, Text, TextError, Token};
 pub use timestamp::Timestamp;
 

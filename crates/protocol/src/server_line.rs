@@ -181,12 +181,48 @@ pub enum Event {
         /// The student's name.
         name: Field,
     },
+    /// `EVENT JOINS|PRESENTS|LEAVES <course> <div> <count>`: in a burst (a whole hall joining
+    /// at once), further individual announcements of one kind are summed into one line per
+    /// window instead of one line per student.
+    Burst {
+        /// What happened `count` times.
+        kind: BurstKind,
+        /// The class.
+        class: ClassKey,
+        /// How many students (names omitted).
+        count: u64,
+    },
     /// `EVENT HEARTBEAT <now>`: sent to every client periodically.
     Heartbeat(Timestamp),
     /// `EVENT LAGGED <n>`: you fell behind and `n` announcements were skipped.
     Lagged(u64),
     /// `EVENT SHUTDOWN`: the server is shutting down and closes the connection next.
     Shutdown,
+}
+
+/// The kind of announcement a [`Event::Burst`] sums up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BurstKind {
+    /// Students joined (`EVENT JOINS`).
+    Joins,
+    /// Students were marked present (`EVENT PRESENTS`).
+    Presents,
+    /// Students left (`EVENT LEAVES`).
+    Leaves,
+}
+
+impl BurstKind {
+    /// Every kind.
+    pub const ALL: [BurstKind; 3] = [Self::Joins, Self::Presents, Self::Leaves];
+
+    /// The event word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Joins => "JOINS",
+            Self::Presents => "PRESENTS",
+            Self::Leaves => "LEAVES",
+        }
+    }
 }
 
 /// Any line the server sends.
@@ -287,6 +323,7 @@ impl fmt::Display for Event {
             Self::Present { name } => write!(f, "PRESENT {name}"),
             Self::Say { name, text } => write!(f, "SAY {name} {text}"),
             Self::Leave { name } => write!(f, "LEAVE {name}"),
+            Self::Burst { kind, class, count } => write!(f, "{} {class} {count}", kind.as_str()),
             Self::Heartbeat(t) => write!(f, "HEARTBEAT {t}"),
             Self::Lagged(n) => write!(f, "LAGGED {n}"),
             Self::Shutdown => f.write_str("SHUTDOWN"),
@@ -442,6 +479,17 @@ fn parse_event(mut w: Words<'_>) -> Result<Event, ParseLineError> {
         },
         "LEAVE" => Event::Leave {
             name: w.field(FieldKind::Name)?,
+        },
+        word @ ("JOINS" | "PRESENTS" | "LEAVES") => Event::Burst {
+            kind: BurstKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == word)
+                .ok_or(ParseLineError::Word("event kind"))?,
+            class: ClassKey {
+                course: w.field(FieldKind::Course)?,
+                division: w.field(FieldKind::Division)?,
+            },
+            count: w.parse("count")?,
         },
         "HEARTBEAT" => Event::Heartbeat(w.parse("timestamp")?),
         "LAGGED" => Event::Lagged(w.parse("count")?),

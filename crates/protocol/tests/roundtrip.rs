@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use attendance_protocol::{
-    ClassKey, Command, ErrorCode, Event, Field, FieldKind, Hello, LineCodec, MAX_TOKEN_CHARS,
-    Reply, ServerLine, StudentId, Text, Timestamp, Token,
+    BurstKind, ClassKey, Command, ErrorCode, Event, Field, FieldKind, Hello, LineCodec,
+    MAX_TOKEN_CHARS, Reply, ServerLine, StudentId, Text, Timestamp, Token,
 };
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -211,6 +211,12 @@ fn event() -> impl Strategy<Value = Event> {
         field(FieldKind::Name).prop_map(|name| Event::Present { name }),
         (field(FieldKind::Name), text()).prop_map(|(name, text)| Event::Say { name, text }),
         field(FieldKind::Name).prop_map(|name| Event::Leave { name }),
+        (
+            prop::sample::select(BurstKind::ALL.to_vec()),
+            class_key(),
+            count()
+        )
+            .prop_map(|(kind, class, count)| Event::Burst { kind, class, count }),
         timestamp().prop_map(Event::Heartbeat),
         count().prop_map(Event::Lagged),
         Just(Event::Shutdown),
@@ -477,6 +483,7 @@ fn event_variant(e: &Event) -> usize {
         Event::Heartbeat(_) => 5,
         Event::Lagged(_) => 6,
         Event::Shutdown => 7,
+        Event::Burst { .. } => 8,
     }
 }
 
@@ -513,7 +520,7 @@ fn the_generators_cover_every_message_variant() {
         seen.iter().all(|&n| n > 0),
         "replies seen per variant: {seen:?}"
     );
-    let seen = variants_seen(event(), 400, 8, event_variant);
+    let seen = variants_seen(event(), 400, 9, event_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "events seen per variant: {seen:?}"

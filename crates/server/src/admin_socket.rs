@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::connection::{Peer, serve as serve_connection};
+use crate::lines::Lines;
 use crate::server::{ServerError, Shared};
 
 /// A bound admin socket; its file is removed when this is dropped.
@@ -61,8 +62,9 @@ pub(crate) async fn serve(admin: &AdminListener, shared: &Arc<Shared>, tracker: 
                 let conn = next_id.fetch_sub(1, Ordering::Relaxed);
                 let shared = Arc::clone(shared);
                 let (read, write) = stream.into_split();
+                let lines = Lines::new(read, shared.config.max_line);
                 tracker.spawn(
-                    serve_connection(shared, read, write, Peer::Admin, conn)
+                    serve_connection(shared, lines, write, Peer::Admin, conn)
                         .instrument(info_span!("admin", id = conn)),
                 );
             }

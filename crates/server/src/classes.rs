@@ -7,11 +7,20 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use attendance_protocol::{ClassKey, Event, Field, ServerLine, StudentId};
+use attendance_protocol::{BurstKind, ClassKey, Event, Field, ServerLine, StudentId};
 use bytes::Bytes;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// Length of a burst window.
+pub const BURST_WINDOW: Duration = Duration::from_millis(250);
+/// Individual JOIN, PRESENT or LEAVE announcements a class sends per kind and window; more of
+/// that kind in the same window are summed into one `EVENT JOINS|PRESENTS|LEAVES` line at the
+/// window's end. Without this, a hall of N students joining at once costs N² lines.
+pub const BURST_INDIVIDUAL: u32 = 4;
 
 /// Identifies one connection, so a member can skip its own announcements.
 pub type ConnId = u64;
@@ -27,9 +36,111 @@ pub struct Announcement {
 
 #[derive(Debug)]
 struct Class {
-    tx: broadcast::Sender<Announcement>,
+    shared: Arc<ClassShared>,
     /// roll → the connection that holds it.
     members: HashMap<Field, ConnId>,
+}
+
+/// What the members of a class share: the channel and the burst accounting.
+#[derive(Debug)]
+struct ClassShared {
+    key: ClassKey,
+    tx: broadcast::Sender<Announcement>,
+    burst: Mutex<Burst>,
+}
+
+/// Announcements of each [`BurstKind`] in the current window.
+#[derive(Debug)]
+struct Burst {
+    window_start: Instant,
+    sent: [u32; 3],
+    pending: [u64; 3],
+    flush_scheduled: bool,
+}
+
+fn kind_index(kind: BurstKind) -> usize {
+    match kind {
+        BurstKind::Joins => 0,
+        BurstKind::Presents => 1,
+        BurstKind::Leaves => 2,
+    }
+}
+
+impl ClassShared {
+    fn send(&self, from: ConnId, event: Event) {
+        // No receivers is fine: nobody else is in the class.
+        let _ = self.tx.send(Announcement {
+            from,
+            line: ServerLine::Event(event).encode(),
+        });
+    }
+
+    /// Sends `event` now, or counts it into the window's summary if the window already carried
+    /// [`BURST_INDIVIDUAL`] of its kind.
+    fn send_counted(self: &Arc<Self>, from: ConnId, kind: BurstKind, event: Event) {
+        enum Decision {
+            SendNow,
+            Counted,
+            FlushAt(Instant),
+        }
+        let i = kind_index(kind);
+        let now = Instant::now();
+        let decision = {
+            let mut b = self.burst.lock().unwrap_or_else(PoisonError::into_inner);
+            if !b.flush_scheduled && now.duration_since(b.window_start) >= BURST_WINDOW {
+                b.window_start = now;
+                b.sent = [0; 3];
+            }
+            if b.sent[i] < BURST_INDIVIDUAL && b.pending[i] == 0 {
+                b.sent[i] += 1;
+                Decision::SendNow
+            } else {
+                b.pending[i] += 1;
+                if b.flush_scheduled {
+                    Decision::Counted
+                } else {
+                    b.flush_scheduled = true;
+                    Decision::FlushAt(b.window_start + BURST_WINDOW)
+                }
+            }
+        };
+        match decision {
+            Decision::SendNow => self.send(from, event),
+            Decision::Counted => {}
+            Decision::FlushAt(at) => {
+                let class = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    class.flush();
+                });
+            }
+        }
+    }
+
+    /// Sends the window's summaries and opens a new window.
+    fn flush(&self) {
+        let pending = {
+            let mut b = self.burst.lock().unwrap_or_else(PoisonError::into_inner);
+            b.flush_scheduled = false;
+            b.window_start = Instant::now();
+            b.sent = [0; 3];
+            std::mem::take(&mut b.pending)
+        };
+        for kind in BurstKind::ALL {
+            let count = pending[kind_index(kind)];
+            if count > 0 {
+                // From no member (0 is never a connection id): everyone gets the summary.
+                self.send(
+                    0,
+                    Event::Burst {
+                        kind,
+                        class: self.key.clone(),
+                        count,
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// Every class with at least one member.
@@ -49,20 +160,25 @@ pub struct Membership {
     /// The student.
     pub id: StudentId,
     conn: ConnId,
-    tx: broadcast::Sender<Announcement>,
+    class: Arc<ClassShared>,
     /// This member's receiver of the class's announcements.
     pub rx: broadcast::Receiver<Announcement>,
 }
 
 impl Membership {
-    /// Sends `event` to every other member of the class.
+    /// Sends `event` to every other member of the class. JOIN, PRESENT and LEAVE announcements
+    /// are subject to burst coalescing (see [`BURST_INDIVIDUAL`]); chat never is.
     pub fn announce(&self, event: Event) {
-        let line = ServerLine::Event(event).encode();
-        // No receivers is fine: nobody else is in the class.
-        let _ = self.tx.send(Announcement {
-            from: self.conn,
-            line,
-        });
+        let kind = match &event {
+            Event::Join { .. } => Some(BurstKind::Joins),
+            Event::Present { .. } => Some(BurstKind::Presents),
+            Event::Leave { .. } => Some(BurstKind::Leaves),
+            _ => None,
+        };
+        match kind {
+            Some(kind) => self.class.send_counted(self.conn, kind, event),
+            None => self.class.send(self.conn, event),
+        }
     }
 
     /// The connection holding this membership.
@@ -93,7 +209,16 @@ impl Classes {
     pub fn join(&self, id: &StudentId, conn: ConnId) -> Result<Membership, AlreadyJoined> {
         let mut map = self.lock();
         let class = map.entry(id.class.clone()).or_insert_with(|| Class {
-            tx: broadcast::channel(self.backlog).0,
+            shared: Arc::new(ClassShared {
+                key: id.class.clone(),
+                tx: broadcast::channel(self.backlog).0,
+                burst: Mutex::new(Burst {
+                    window_start: Instant::now(),
+                    sent: [0; 3],
+                    pending: [0; 3],
+                    flush_scheduled: false,
+                }),
+            }),
             members: HashMap::new(),
         });
         match class.members.entry(id.roll.clone()) {
@@ -105,8 +230,8 @@ impl Classes {
         Ok(Membership {
             id: id.clone(),
             conn,
-            tx: class.tx.clone(),
-            rx: class.tx.subscribe(),
+            rx: class.shared.tx.subscribe(),
+            class: Arc::clone(&class.shared),
         })
     }
 
@@ -177,5 +302,43 @@ mod tests {
         );
         classes.leave(a);
         assert!(classes.snapshot().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_joins_is_summed_after_the_first_few() {
+        let classes = Classes::new(64);
+        let mut watcher = classes.join(&id("CN_D1_Wat_0"), 100).expect("join");
+        let mut members = Vec::new();
+        for i in 1..=10 {
+            let m = classes
+                .join(&id(&format!("CN_D1_S{i}_{i}")), i)
+                .expect("join");
+            m.announce(Event::Join {
+                class: m.id.class.clone(),
+                name: m.id.name.clone(),
+                addr: [127, 0, 0, 1].into(),
+            });
+            members.push(m);
+        }
+        let mut lines = Vec::new();
+        while let Ok(a) = watcher.rx.try_recv() {
+            lines.push(String::from_utf8_lossy(&a.line).into_owned());
+        }
+        assert_eq!(lines.len(), BURST_INDIVIDUAL as usize, "{lines:?}");
+        assert!(lines.iter().all(|l| l.starts_with("EVENT JOIN CN D1 S")));
+        // At the end of the window, the rest arrive as one summary line.
+        let summary = watcher.rx.recv().await.expect("summary");
+        assert_eq!(&summary.line[..], b"EVENT JOINS CN D1 6\n");
+        assert_eq!(summary.from, 0, "everyone gets the summary");
+        // A quiet class announces individually again.
+        tokio::time::sleep(BURST_WINDOW).await;
+        let m = &members[0];
+        m.announce(Event::Present {
+            name: m.id.name.clone(),
+        });
+        assert_eq!(
+            &watcher.rx.try_recv().expect("line").line[..],
+            b"EVENT PRESENT S1\n"
+        );
     }
 }

@@ -8,20 +8,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attendance_protocol::{
-    Command, CommandError, ErrorCode, Event, HELP_TEXT, LineCodec, LineError, Reply, ServerLine,
-    StudentId, Text, Timestamp, Token,
+    Command, CommandError, ErrorCode, Event, HELP_TEXT, LineError, Reply, ServerLine, StudentId,
+    Text, Timestamp, Token,
 };
 use bytes::Bytes;
-use futures::{SinkExt as _, StreamExt as _};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::broadcast::error::RecvError;
+use bytes::BytesMut;
+use governor::clock::{Clock as _, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::classes::{Announcement, ConnId, Membership};
-use crate::server::Shared;
+use crate::lines::{LineItem, LineSource};
+use crate::server::{Shared, Signal};
 use crate::storage::MarkRecord;
 use crate::writer::WriteError;
 
@@ -68,48 +72,62 @@ struct Connection<W> {
     conn: ConnId,
     peer: Peer,
     accepted: Instant,
-    writer: FramedWrite<W, LineCodec>,
+    /// The socket's write half. Lines are written straight from their shared `Bytes`; no
+    /// per-connection write buffer is kept.
+    writer: W,
     joined: Option<Joined>,
     errors_in_row: u32,
-    lines: DefaultDirectRateLimiter,
-    chat: DefaultDirectRateLimiter,
+    lines: Limiter,
+    chat: Limiter,
 }
 
 /// Waits (on tokio's clock) until `limiter` allows one more cell, and takes it.
-async fn wait_turn(limiter: &DefaultDirectRateLimiter) {
-    use governor::clock::{Clock as _, DefaultClock};
+async fn wait_turn(limiter: &Limiter) {
     // Bounded: each failed check names the instant a cell frees up.
     for _ in 0..1000 {
         match limiter.check() {
             Ok(()) => return,
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let wait = not_until.wait_time_from(MonotonicClock.now());
                 tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
             }
         }
     }
 }
 
-fn limiter(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
+/// A rate limiter on the monotonic std clock: smaller per connection than governor's default
+/// (quanta) clock, and precise enough for lines per second.
+type Limiter =
+    RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+
+fn limiter(per_second: u32, burst: u32) -> Limiter {
     let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
+    RateLimiter::direct_with_clock(
+        Quota::per_second(per_second).allow_burst(burst),
+        MonotonicClock,
+    )
 }
 
+/// Most announcement lines gathered into one write.
+const MAX_GATHER: usize = 64;
+
 /// Serves one client until it quits, drops, misbehaves too often or the server shuts down.
-pub(crate) async fn serve<R, W>(shared: Arc<Shared>, read: R, write: W, peer: Peer, conn: ConnId)
-where
-    R: AsyncRead + Unpin + Send,
+pub(crate) async fn serve<L, W>(
+    shared: Arc<Shared>,
+    mut reader: L,
+    write: W,
+    peer: Peer,
+    conn: ConnId,
+) where
+    L: LineSource,
     W: AsyncWrite + Unpin + Send,
 {
     debug!("accepted");
-    let max_line = shared.config.max_line;
-    let mut reader = FramedRead::new(read, LineCodec::new(max_line));
-    let mut heartbeat = shared.heartbeat.clone();
-    heartbeat.borrow_and_update();
+    let mut signals = shared.signals.subscribe();
     let mut c = Connection {
         accepted: Instant::now(),
-        writer: FramedWrite::new(write, LineCodec::new(max_line)),
+        writer: write,
         joined: None,
         errors_in_row: 0,
         lines: limiter(shared.config.rate_limit, shared.config.rate_burst),
@@ -118,7 +136,7 @@ where
         conn,
         peer,
     };
-    let _ = c.run(&mut reader, &mut heartbeat).await;
+    let _ = c.run(&mut reader, &mut signals).await;
     if let Some(joined) = c.joined.take() {
         c.shared.classes.leave(joined.membership);
     }
@@ -133,68 +151,137 @@ async fn next_announcement(joined: &mut Option<Joined>) -> Result<Announcement, 
 }
 
 impl<W: AsyncWrite + Unpin + Send> Connection<W> {
-    async fn run<R: AsyncRead + Unpin + Send>(
+    /// The connection's loop. Memory matters here: tens of thousands of these sit idle for an
+    /// hour, so everything awaited only now and then (replies, the login timer, rate-limit
+    /// waits, forwarding) is boxed, and the idle state is just three small futures: the next
+    /// line, the next announcement and the next server-wide signal.
+    async fn run<L: LineSource>(
         &mut self,
-        reader: &mut FramedRead<R, LineCodec>,
-        heartbeat: &mut tokio::sync::watch::Receiver<Bytes>,
+        reader: &mut L,
+        signals: &mut broadcast::Receiver<Signal>,
     ) -> Step {
         let hello = self.shared.hello.clone();
         self.send(hello).await?;
-        let login_deadline = self.accepted + self.shared.config.login_timeout;
-        let shutdown = self.shared.shutdown.clone();
+        let mut login_timer = (self.peer != Peer::Admin).then(|| {
+            Box::pin(tokio::time::sleep_until(
+                self.accepted + self.shared.config.login_timeout,
+            ))
+        });
         loop {
+            if self.joined.is_some() {
+                login_timer = None;
+            }
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
-                    self.send_line(&ServerLine::Event(Event::Shutdown)).await?;
-                    return Ok(Flow::Close);
+                signal = signals.recv() => {
+                    // The flag decides, not the value: a heartbeat racing the shutdown (or a
+                    // lag that skipped it) must not hide it.
+                    if self.shared.shutdown.is_cancelled() {
+                        Box::pin(self.send_line(&ServerLine::Event(Event::Shutdown))).await?;
+                        return Ok(Flow::Close);
+                    }
+                    if let Ok(Signal::Heartbeat(line)) = signal {
+                        Box::pin(self.send(line)).await?;
+                    }
                 }
-                item = reader.next() => {
+                item = reader.next_line() => {
                     // Flooding: past the burst, each line waits its turn, so a flood costs the
                     // server nothing but the kernel's socket buffer (TCP pushes back).
-                    wait_turn(&self.lines).await;
+                    if self.lines.check().is_err() {
+                        Box::pin(wait_turn(&self.lines)).await;
+                    }
                     let flow = match item {
                         None => return Ok(Flow::Close),
                         Some(Err(e)) => {
                             debug!(error = %e, "read failed");
                             return Err(Closed);
                         }
-                        Some(Ok(Ok(line))) => self.on_line(&line).await?,
-                        Some(Ok(Err(LineError::TooLong(max)))) => {
-                            self.refuse(ErrorCode::TooLong, format!("line longer than {max} bytes; it was discarded")).await?
-                        }
-                        Some(Ok(Err(_))) => {
-                            self.refuse(ErrorCode::Encoding, "line is not valid UTF-8; it was discarded").await?
-                        }
+                        Some(Ok(line)) => Box::pin(self.on_item(line)).await?,
                     };
                     if flow == Flow::Close {
                         return Ok(Flow::Close);
                     }
                 }
                 received = next_announcement(&mut self.joined) => match received {
-                    Ok(a) if a.from != self.conn => self.send(a.line).await?,
-                    Ok(_) => {}
+                    Ok(a) => Box::pin(self.forward(a)).await?,
                     Err(RecvError::Lagged(n)) => {
-                        self.send_line(&ServerLine::Event(Event::Lagged(n))).await?;
+                        Box::pin(self.send_line(&ServerLine::Event(Event::Lagged(n)))).await?;
                     }
                     Err(RecvError::Closed) => return Ok(Flow::Close),
                 },
-                Ok(()) = heartbeat.changed() => {
-                    let line = heartbeat.borrow_and_update().clone();
-                    self.send(line).await?;
-                }
-                () = tokio::time::sleep_until(login_deadline), if self.joined.is_none() && self.peer != Peer::Admin => {
+                () = async { if let Some(t) = &mut login_timer { t.await } }, if login_timer.is_some() && self.joined.is_none() => {
                     let secs = self.shared.config.login_timeout.as_secs();
-                    self.send_line(&ServerLine::err(ErrorCode::Timeout, format!("no JOIN within {secs} seconds; closing"))).await?;
+                    let line = ServerLine::err(ErrorCode::Timeout, format!("no JOIN within {secs} seconds; closing"));
+                    Box::pin(self.send_line(&line)).await?;
                     return Ok(Flow::Close);
                 }
             }
         }
     }
 
+    /// Handles one decoded line or a line the codec refused.
+    async fn on_item(&mut self, item: LineItem) -> Step {
+        match item {
+            Ok(line) => self.on_line(&line).await,
+            Err(LineError::TooLong(max)) => {
+                let why = format!("line longer than {max} bytes; it was discarded");
+                self.refuse(ErrorCode::TooLong, why).await
+            }
+            Err(_) => {
+                self.refuse(
+                    ErrorCode::Encoding,
+                    "line is not valid UTF-8; it was discarded",
+                )
+                .await
+            }
+        }
+    }
+
+    /// Writes an announcement, and any others already waiting, in one write.
+    async fn forward(&mut self, first: Announcement) -> Result<(), Closed> {
+        let me = self.conn;
+        let mut lagged = None;
+        let mut batch: Option<BytesMut> = None;
+        let mut single = (first.from != me).then_some(first.line);
+        if let Some(j) = &mut self.joined {
+            for _ in 0..MAX_GATHER {
+                match j.membership.rx.try_recv() {
+                    Ok(a) if a.from == me => {}
+                    Ok(a) => {
+                        let buf = batch.get_or_insert_with(BytesMut::new);
+                        if let Some(line) = single.take() {
+                            buf.extend_from_slice(&line);
+                        }
+                        buf.extend_from_slice(&a.line);
+                    }
+                    Err(TryRecvError::Lagged(n)) => {
+                        lagged = Some(n);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        if let Some(buf) = batch {
+            self.send(buf.freeze()).await?;
+        } else if let Some(line) = single {
+            self.send(line).await?;
+        }
+        if let Some(n) = lagged {
+            self.send_line(&ServerLine::Event(Event::Lagged(n))).await?;
+        }
+        Ok(())
+    }
+
     /// Writes one pre-encoded line, giving up on a peer that does not read for `write_timeout`.
     async fn send(&mut self, line: Bytes) -> Result<(), Closed> {
-        match tokio::time::timeout(self.shared.config.write_timeout, self.writer.send(line)).await {
+        let writer = &mut self.writer;
+        let write = async move {
+            writer.write_all(&line).await?;
+            // A no-op on TCP; pushes out the TLS record.
+            writer.flush().await
+        };
+        match tokio::time::timeout(self.shared.config.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(error = %e, "write failed");
@@ -202,6 +289,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
             Err(_) => {
                 warn!(
+                    peer = %self.peer,
                     "client has not read for {:?}; closing",
                     self.shared.config.write_timeout
                 );
@@ -338,7 +426,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 return Ok((flow, false));
             }
         };
-        info!(student = %id, "joined");
+        debug!(student = %id, "joined");
         membership.announce(Event::Join {
             class: id.class.clone(),
             name: id.name.clone(),
@@ -406,7 +494,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         match self.shared.writer.write(record).await {
             Ok(()) => {
                 self.shared.marks.insert(&id.class, &id.roll, now);
-                info!(student = %id, "marked present");
+                debug!(student = %id, "marked present");
                 if let Some(j) = &self.joined {
                     j.membership.announce(Event::Present {
                         name: id.name.clone(),
@@ -415,7 +503,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 self.reply(Reply::Present { marked_at: now }).await
             }
             Err(WriteError::Storage(e)) => {
-                warn!(student = %id, error = %e, "mark not stored");
+                warn!(peer = %self.peer, student = %id, error = %e, "mark not stored");
                 self.refuse(ErrorCode::Storage, "the mark could not be written to disk; you are NOT marked yet, send PRESENT again").await
             }
             Err(_) => {

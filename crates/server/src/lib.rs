@@ -8,9 +8,11 @@
 pub mod admin;
 mod admin_socket;
 pub mod classes;
+pub mod cli;
 pub mod config;
 mod connection;
 pub mod limits;
+mod lines;
 pub mod marks;
 mod server;
 pub mod storage;

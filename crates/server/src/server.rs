@@ -12,15 +12,16 @@ use attendance_protocol::{ErrorCode, Event, Hello, ServerLine, Text, Timestamp, 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument as _, debug, error, info, info_span, warn};
+use tracing::{Instrument as _, debug, debug_span, error, info, warn};
 
 use crate::admin::{AdminError, AdminToken, TokenSource};
 use crate::classes::Classes;
 use crate::config::Config;
 use crate::connection::Peer;
+use crate::lines::Lines;
 use crate::marks::Marks;
 use crate::storage::{CsvLog, MarkRecord, StorageError};
 use crate::writer::{self, WriterHandle};
@@ -72,7 +73,8 @@ pub(crate) struct Shared {
     pub(crate) marks: Marks,
     pub(crate) writer: WriterHandle,
     pub(crate) admin: AdminToken,
-    pub(crate) heartbeat: watch::Receiver<Bytes>,
+    /// Server-wide signals to every connection: heartbeats and shutdown.
+    pub(crate) signals: broadcast::Sender<Signal>,
     pub(crate) hello: Bytes,
     per_address: AddressSlots,
     pub(crate) shutdown: CancellationToken,
@@ -130,10 +132,10 @@ pub async fn run_with_log(
 
     let (writer, writer_task) = writer::spawn(log);
     let cancel = CancellationToken::new();
-    let (heartbeat_tx, heartbeat) = watch::channel(Bytes::new());
+    let (signals, _) = broadcast::channel(4);
     let heartbeat_task = tokio::spawn(heartbeat_loop(
         config.heartbeat,
-        heartbeat_tx,
+        signals.clone(),
         cancel.clone(),
     ));
 
@@ -144,7 +146,7 @@ pub async fn run_with_log(
         marks,
         writer,
         admin,
-        heartbeat,
+        signals,
         hello: hello_line(),
         shutdown: cancel.clone(),
         config,
@@ -162,6 +164,7 @@ pub async fn run_with_log(
     }
     info!("shutting down: no new connections, telling clients");
     cancel.cancel();
+    let _ = shared.signals.send(Signal::Shutdown);
     drop(listener);
     drop(admin_listener);
     tracker.close();
@@ -206,7 +209,9 @@ async fn accept_loop(
             debug!(%peer, error = %e, "cannot set socket options");
         }
         let conn = next_id.fetch_add(1, Ordering::Relaxed);
-        let span = info_span!("conn", %peer, id = conn);
+        // A debug span: at the default level an idle connection carries no span data (about
+        // 250 bytes each in the registry); warnings name the peer themselves.
+        let span = debug_span!("conn", %peer, id = conn);
         let refuse_timeout = shared.config.write_timeout.min(Duration::from_secs(5));
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
             let why = "the server is at its connection limit; try again later";
@@ -219,41 +224,46 @@ async fn accept_loop(
             continue;
         };
         let shared = Arc::clone(shared);
-        let tls = tls.cloned();
-        tracker.spawn(
-            async move {
-                match tls {
-                    None => {
-                        let (read, write) = stream.into_split();
-                        crate::connection::serve(shared, read, write, Peer::Tcp(peer), conn).await;
-                    }
-                    Some(acceptor) => {
-                        let handshake = tokio::time::timeout(
-                            shared.config.login_timeout,
-                            acceptor.accept(stream),
-                        );
-                        match handshake.await {
-                            Ok(Ok(tls)) => {
-                                let (read, write) = tokio::io::split(tls);
-                                crate::connection::serve(
-                                    shared,
-                                    read,
-                                    write,
-                                    Peer::Tcp(peer),
-                                    conn,
-                                )
-                                .await;
-                            }
-                            Ok(Err(e)) => debug!(error = %e, "tls handshake failed"),
-                            Err(_) => debug!("tls handshake timed out"),
-                        }
-                    }
+        match tls {
+            None => tracker.spawn(
+                async move {
+                    let (read, write) = stream.into_split();
+                    let lines = Lines::new(read, shared.config.max_line);
+                    crate::connection::serve(shared, lines, write, Peer::Tcp(peer), conn).await;
+                    drop((permit, slot));
                 }
-                drop((permit, slot));
-            }
-            .instrument(span),
-        );
+                .instrument(span),
+            ),
+            // A separate task body: the TLS handshake's large state must not enlarge every
+            // plain connection's task.
+            Some(acceptor) => tracker.spawn(
+                serve_tls(shared, acceptor.clone(), stream, peer, conn, (permit, slot))
+                    .instrument(span),
+            ),
+        };
     }
+}
+
+/// Serves one TLS connection: handshake (bounded by `login_timeout`), then the protocol.
+async fn serve_tls<G>(
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    conn: u64,
+    guards: G,
+) {
+    let handshake = tokio::time::timeout(shared.config.login_timeout, acceptor.accept(stream));
+    match handshake.await {
+        Ok(Ok(tls)) => {
+            let (read, write) = tokio::io::split(tls);
+            let lines = Lines::new(read, shared.config.max_line);
+            crate::connection::serve(shared, lines, write, Peer::Tcp(peer), conn).await;
+        }
+        Ok(Err(e)) => debug!(error = %e, "tls handshake failed"),
+        Err(_) => debug!("tls handshake timed out"),
+    }
+    drop(guards);
 }
 
 /// Per-address connection counts, when `max_per_address` is set.
@@ -335,14 +345,29 @@ fn hello_line() -> Bytes {
     .encode()
 }
 
-async fn heartbeat_loop(period: Duration, tx: watch::Sender<Bytes>, cancel: CancellationToken) {
+/// What every connection is told at once.
+#[derive(Debug, Clone)]
+pub(crate) enum Signal {
+    /// `EVENT HEARTBEAT`, encoded once for everyone.
+    Heartbeat(Bytes),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+async fn heartbeat_loop(
+    period: Duration,
+    tx: broadcast::Sender<Signal>,
+    cancel: CancellationToken,
+) {
     let start = tokio::time::Instant::now() + period;
     let mut interval = tokio::time::interval_at(start, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = interval.tick() => {
-                tx.send_replace(ServerLine::Event(Event::Heartbeat(Timestamp::now())).encode());
+                let line = ServerLine::Event(Event::Heartbeat(Timestamp::now())).encode();
+                // No receivers (no connections) is fine.
+                let _ = tx.send(Signal::Heartbeat(line));
             }
             () = cancel.cancelled() => break,
         }

@@ -213,7 +213,9 @@ impl CsvLog {
             fsync,
         };
         let header = header_line();
-        let torn_header = !content.contains(&b'\n') && header.as_bytes().starts_with(&content);
+        let torn_header = !content.is_empty()
+            && !content.contains(&b'\n')
+            && header.as_bytes().starts_with(&content);
         if content.is_empty() || torn_header {
             // New, or a crash cut the header itself short: start the file afresh.
             if torn_header {

@@ -79,8 +79,9 @@ pub fn spawn(log: CsvLog) -> (WriterHandle, tokio::task::JoinHandle<()>) {
 }
 
 async fn run(mut log: CsvLog, mut rx: mpsc::Receiver<WriteRequest>) {
-    let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
-    let mut records: Vec<MarkRecord> = Vec::with_capacity(MAX_BATCH);
+    // Grown on demand: a quiet daemon does not hold room for a 4096-mark batch.
+    let mut batch: Vec<WriteRequest> = Vec::new();
+    let mut records: Vec<MarkRecord> = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         records.clear();
         records.extend(batch.iter().map(|r| r.record.clone()));

@@ -1,0 +1,127 @@
+//! Line sources for connections: where the bytes of a line wait until the line is complete.
+//!
+//! An idle connection must not pin a read buffer: tens of thousands of students sit silent for
+//! an hour. [`Lines`] polls its stream with a stack chunk, keeps heap memory only for a partial
+//! line and releases it once the line is complete. Waiting is poll-based (the socket's own
+//! waker slot), so a waiting `next_line` future is a single pointer.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use attendance_protocol::{LineCodec, LineError};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::codec::Decoder as _;
+
+/// One decoded line, or the reason it was refused.
+pub(crate) type LineItem = Result<String, LineError>;
+
+/// A source of lines; `None` at end of stream.
+pub(crate) trait LineSource: Send {
+    /// The next line.
+    fn next_line(&mut self) -> impl Future<Output = Option<io::Result<LineItem>>> + Send;
+}
+
+/// Bytes read per poll. Lives on the stack only while reading.
+const CHUNK: usize = 2048;
+
+/// Lines from a byte stream, with no buffer held while idle.
+#[derive(Debug)]
+pub(crate) struct Lines<R> {
+    read: R,
+    codec: LineCodec,
+    /// A partial line; empty (and unallocated) between lines.
+    partial: BytesMut,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin + Send> Lines<R> {
+    pub(crate) fn new(read: R, max_line: usize) -> Self {
+        Self {
+            read,
+            codec: LineCodec::new(max_line),
+            partial: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    fn decode(&mut self) -> io::Result<Option<LineItem>> {
+        let item = if self.eof {
+            self.codec.decode_eof(&mut self.partial)?
+        } else {
+            self.codec.decode(&mut self.partial)?
+        };
+        if self.partial.is_empty() && self.partial.capacity() > 0 {
+            // Give the memory back between lines.
+            self.partial = BytesMut::new();
+        }
+        Ok(item)
+    }
+
+    fn poll_next_line(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<LineItem>>> {
+        loop {
+            match self.decode() {
+                Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
+                Ok(None) if self.eof => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+            let mut chunk = [0u8; CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            if let Err(e) = ready!(Pin::new(&mut self.read).poll_read(cx, &mut buf)) {
+                return Poll::Ready(Some(Err(e)));
+            }
+            if buf.filled().is_empty() {
+                self.eof = true;
+            } else {
+                self.partial.extend_from_slice(buf.filled());
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send> LineSource for Lines<R> {
+    fn next_line(&mut self) -> impl Future<Output = Option<io::Result<LineItem>>> + Send {
+        std::future::poll_fn(|cx| self.poll_next_line(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt as _;
+
+    #[tokio::test]
+    async fn lines_split_across_reads_are_joined_and_memory_is_released_between_lines() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (read, _write) = server.into_split();
+        let mut lines = Lines::new(read, 64);
+        client.write_all(b"PI").await.expect("write");
+        client.flush().await.expect("flush");
+        let reader = tokio::spawn(async move {
+            let first = lines.next_line().await;
+            let cap = lines.partial.capacity();
+            let second = lines.next_line().await;
+            let third = lines.next_line().await;
+            (first, cap, second, third, lines.partial.capacity())
+        });
+        tokio::task::yield_now().await;
+        client.write_all(b"NG\r\nTIME\n").await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        let (first, cap, second, third, cap_after) = reader.await.expect("task");
+        assert_eq!(first.map(|r| r.ok()), Some(Some(Ok("PING".into()))));
+        assert_eq!(second.map(|r| r.ok()), Some(Some(Ok("TIME".into()))));
+        assert!(third.is_none());
+        // After PING the rest ("TIME\n") was still buffered; at the end nothing is held.
+        assert!(cap > 0);
+        assert_eq!(cap_after, 0);
+    }
+}
