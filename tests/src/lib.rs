@@ -68,6 +68,24 @@ fn build_binaries() {
     if release {
         cmd.arg("--release");
     }
+    // Cargo sets these for the test process, not for a build: passed on, they make build
+    // scripts that watch them (ring watches CARGO_MANIFEST_DIR) look dirty, so this build and
+    // the next `cargo test` would rebuild the TLS stack and both binaries, each in turn.
+    for (key, _) in std::env::vars_os() {
+        let key_str = key.to_string_lossy();
+        if key_str.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&key_str.as_ref())
+        {
+            cmd.env_remove(&key);
+        }
+    }
     let status = cmd
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
@@ -134,7 +152,8 @@ impl Daemon {
     pub fn run_to_failure(dir: &Path, args: &[&str]) -> Result<(ExitStatus, String)> {
         let (mut child, logs) = spawn(dir, args)?;
         let status = wait_child(&mut child, LINE_TIMEOUT)?;
-        let log: Vec<String> = logs.try_iter().collect();
+        // The reader thread ends at EOF of stderr, so this collects every line it passed on.
+        let log: Vec<String> = logs.iter().collect();
         Ok((status, log.join("\n")))
     }
 
@@ -227,14 +246,24 @@ impl Drop for Daemon {
 
 fn spawn(dir: &Path, args: &[&str]) -> Result<(Child, mpsc::Receiver<String>)> {
     let csv = dir.join("attendance.csv");
-    let mut child = Command::new(bin_path("attendanced"))
+    let mut cmd = Command::new(bin_path("attendanced"));
+    // Each test states its settings as flags or its own config file: no `ATTENDANCE_*` variable
+    // of the test's environment reaches the daemon.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ATTENDANCE_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
         .current_dir(dir)
         .args(["--listen", "127.0.0.1:0", "--csv"])
         .arg(&csv)
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .env_remove("ATTENDANCE_CONFIG")
+        // Not the machine's /etc/attendanced/attendanced.toml, should one exist; a test's own
+        // --config still wins.
+        .env("ATTENDANCE_CONFIG", "/dev/null")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -311,6 +340,12 @@ impl Client {
         }
         client.hello = hello;
         Ok(client)
+    }
+
+    /// Gives up the line framing and returns the raw socket (e.g. to stop reading it, or to
+    /// read what is left byte by byte). Lines already read into the framing buffer are lost.
+    pub fn into_stream(self) -> TcpStream {
+        self.framed.into_inner()
     }
 
     /// Sends raw bytes (no line ending added).
