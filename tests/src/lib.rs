@@ -126,7 +126,16 @@ impl Daemon {
     /// # Errors
     /// If it cannot be started or exits before listening.
     pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Result<Self> {
-        let (child, logs) = spawn(dir.path(), args)?;
+        Self::start_with(dir, args, Extra::default())
+    }
+
+    /// Starts a daemon with extra environment and, optionally, a listening socket passed as
+    /// fd 3 (systemd socket activation).
+    ///
+    /// # Errors
+    /// If it cannot be started or exits before listening.
+    pub fn start_with(dir: tempfile::TempDir, args: &[&str], extra: Extra) -> Result<Self> {
+        let (child, logs) = spawn(dir.path(), args, extra)?;
         let mut daemon = Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -150,7 +159,7 @@ impl Daemon {
     /// # Errors
     /// If it does not exit within [`LINE_TIMEOUT`].
     pub fn run_to_failure(dir: &Path, args: &[&str]) -> Result<(ExitStatus, String)> {
-        let (mut child, logs) = spawn(dir, args)?;
+        let (mut child, logs) = spawn(dir, args, Extra::default())?;
         let status = wait_child(&mut child, LINE_TIMEOUT)?;
         // The reader thread ends at EOF of stderr, so this collects every line it passed on.
         let log: Vec<String> = logs.iter().collect();
@@ -206,6 +215,14 @@ impl Daemon {
         signal(&self.child, nix::sys::signal::Signal::SIGTERM)
     }
 
+    /// Sends any signal.
+    ///
+    /// # Errors
+    /// If the signal cannot be sent.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        signal(&self.child, sig)
+    }
+
     /// Sends SIGKILL (a crash).
     ///
     /// # Errors
@@ -244,9 +261,26 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn(dir: &Path, args: &[&str]) -> Result<(Child, mpsc::Receiver<String>)> {
+/// What a test adds to the daemon's process: environment, and a socket as fd 3.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// A descriptor to pass as fd 3 (e.g. a bound listener, with `LISTEN_FDS=1` in `env`).
+    pub fd3: Option<std::os::fd::OwnedFd>,
+}
+
+fn spawn(dir: &Path, args: &[&str], extra: Extra) -> Result<(Child, mpsc::Receiver<String>)> {
+    use command_fds::{CommandFdExt as _, FdMapping};
     let csv = dir.join("attendance.csv");
     let mut cmd = Command::new(bin_path("attendanced"));
+    if let Some(fd) = extra.fd3 {
+        cmd.fd_mappings(vec![FdMapping {
+            parent_fd: fd,
+            child_fd: 3,
+        }])?;
+    }
+    cmd.envs(extra.env);
     // Each test states its settings as flags or its own config file: no `ATTENDANCE_*` variable
     // of the test's environment reaches the daemon.
     for (key, _) in std::env::vars_os() {

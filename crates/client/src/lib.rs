@@ -4,10 +4,12 @@
 //! The session logic ([`session`]) is kept apart from how it is shown ([`render`]) and from the
 //! countdown arithmetic ([`countdown`]), so each can be tested alone; [`tls`] gives it the same
 //! stream over plain TCP or TLS. The binary is only argument parsing ([`cli`]), a stdin thread
-//! and [`session::run`].
+//! and [`session::run`]. `attend admin …` ([`admin`]) talks to the daemon's admin socket
+//! instead.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod countdown;
 pub mod render;

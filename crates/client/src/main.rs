@@ -1,8 +1,9 @@
-//! `attend`: command line, stdin thread and exit code around [`attendance_client::run`].
+//! `attend`: command line, stdin thread and exit code around [`attendance_client::run`]; or,
+//! for `attend admin …`, around [`attendance_client::admin::run`].
 
 use std::io::{self, BufRead, IsTerminal};
 
-use attendance_client::cli::Args;
+use attendance_client::cli::{Args, Command};
 use attendance_client::{IdSource, Options, Output, Trust, exit};
 use clap::Parser;
 use tokio::sync::mpsc;
@@ -19,6 +20,18 @@ fn main() {
             std::process::exit(exit::FAILURE);
         }
     };
+    if let Some(Command::Admin(admin)) = &args.command {
+        let mut out = String::new();
+        let code = match runtime.block_on(attendance_client::admin::run(admin, &mut out)) {
+            Ok(()) => exit::MARKED,
+            Err(e) => {
+                eprintln!("attend: {e}");
+                e.exit_code()
+            }
+        };
+        print!("{out}");
+        std::process::exit(code);
+    }
     let id = match args.id {
         Some(id) => IdSource::Given(id),
         None => IdSource::Ask {

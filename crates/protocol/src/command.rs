@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::id::{IdError, StudentId};
+use crate::id::{ClassKey, Field, FieldKind, IdError, StudentId};
 use crate::server_line::ErrorCode;
 use crate::text::{Text, TextError, Token};
 
@@ -34,10 +34,29 @@ pub enum Command {
     /// `SHUTDOWN <token>`: stop the server (administrators only). A bare `shutdown`, as the
     /// original project accepted, parses with no token and is refused.
     Shutdown(Option<Token>),
+    /// `STATUS`: the daemon's live numbers (admin socket only).
+    Status,
+    /// `CLASSES [offset]`: every class with its number of students, one page from `offset`
+    /// (admin socket only).
+    Classes {
+        /// Position in the list of the first class to show.
+        offset: u64,
+    },
+    /// `WHO [course division] [offset]`: the students checked in, in every class or in one,
+    /// with the seconds each has left; one page from `offset` (admin socket only).
+    Who {
+        /// Only this class, if given.
+        class: Option<ClassKey>,
+        /// Position in the list of the first student to show.
+        offset: u64,
+    },
 }
 
 /// The one-line summary sent in reply to `HELP`.
 pub const HELP_TEXT: &str = "JOIN COURSE_DIV_NAME_ROLL | PRESENT | TIME | ELAPSED | CLIENTS | PING [token] | SAY text | HELP | QUIT | SHUTDOWN token";
+
+/// The reply to `HELP` on the admin socket.
+pub const ADMIN_HELP_TEXT: &str = "STATUS | CLASSES [offset] | WHO [course division] [offset] | SHUTDOWN | TIME | ELAPSED | CLIENTS | PING [token] | HELP | QUIT";
 
 /// Why a line is not a valid command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,7 +106,16 @@ impl Command {
             Self::Help => "HELP",
             Self::Quit => "QUIT",
             Self::Shutdown(_) => "SHUTDOWN",
+            Self::Status => "STATUS",
+            Self::Classes { .. } => "CLASSES",
+            Self::Who { .. } => "WHO",
         }
+    }
+
+    /// True for the commands only the admin socket answers (`STATUS`, `CLASSES`, `WHO`); a
+    /// server refuses them elsewhere with `ERR DENIED`.
+    pub fn is_admin_only(&self) -> bool {
+        matches!(self, Self::Status | Self::Classes { .. } | Self::Who { .. })
     }
 
     /// Parses one line (without its line ending).
@@ -131,6 +159,9 @@ impl Command {
             "QUIT" => no_args(Self::Quit),
             "PING" => optional_token(rest, "PING [token]").map(Self::Ping),
             "SHUTDOWN" => optional_token(rest, "SHUTDOWN token").map(Self::Shutdown),
+            "STATUS" => no_args(Self::Status),
+            "CLASSES" => parse_classes(rest),
+            "WHO" => parse_who(rest),
             "SAY" => Text::new(rest)
                 .map(Self::Say)
                 .map_err(|e| CommandError::usage("SAY text", format_args!("text {e}"))),
@@ -147,6 +178,44 @@ fn optional_token(rest: &str, usage: &str) -> Result<Option<Token>, CommandError
     Token::new(rest)
         .map(Some)
         .map_err(|e: TextError| CommandError::usage(usage, format_args!("token {e}")))
+}
+
+fn offset(word: &str, usage: &str) -> Result<u64, CommandError> {
+    word.parse()
+        .map_err(|_| CommandError::usage(usage, "the offset is a whole number"))
+}
+
+/// `CLASSES [offset]`.
+fn parse_classes(rest: &str) -> Result<Command, CommandError> {
+    const USAGE: &str = "CLASSES [offset]";
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let offset = match words.as_slice() {
+        [] => 0,
+        [n] => offset(n, USAGE)?,
+        _ => return Err(CommandError::usage(USAGE, "too many words")),
+    };
+    Ok(Command::Classes { offset })
+}
+
+/// `WHO [course division] [offset]`: one word is an offset, two a class, three both.
+fn parse_who(rest: &str) -> Result<Command, CommandError> {
+    const USAGE: &str = "WHO [course division] [offset]";
+    let class = |course: &str, division: &str| -> Result<Option<ClassKey>, CommandError> {
+        let field = |kind, s| Field::new(kind, s).map_err(|e| CommandError::usage(USAGE, e));
+        Ok(Some(ClassKey {
+            course: field(FieldKind::Course, course)?,
+            division: field(FieldKind::Division, division)?,
+        }))
+    };
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let (class, offset) = match words.as_slice() {
+        [] => (None, 0),
+        [n] => (None, offset(n, USAGE)?),
+        [course, division] => (class(course, division)?, 0),
+        [course, division, n] => (class(course, division)?, offset(n, USAGE)?),
+        _ => return Err(CommandError::usage(USAGE, "too many words")),
+    };
+    Ok(Command::Who { class, offset })
 }
 
 /// The original client's lines: `ID`, `ID_` (join) and `ID_Present` (join, then present).
@@ -175,6 +244,17 @@ impl fmt::Display for Command {
             Self::Ping(Some(t)) => write!(f, "PING {t}"),
             Self::Shutdown(Some(t)) => write!(f, "SHUTDOWN {t}"),
             Self::Say(text) => write!(f, "SAY {text}"),
+            Self::Classes { offset } if *offset > 0 => write!(f, "CLASSES {offset}"),
+            Self::Who { class, offset } => {
+                f.write_str("WHO")?;
+                if let Some(class) = class {
+                    write!(f, " {class}")?;
+                }
+                if *offset > 0 {
+                    write!(f, " {offset}")?;
+                }
+                Ok(())
+            }
             other => f.write_str(other.word()),
         }
     }
@@ -208,6 +288,63 @@ mod tests {
             Ok(Command::JoinPresent(id))
         );
         assert_eq!(parse("shutdown"), Ok(Command::Shutdown(None)));
+    }
+
+    #[test]
+    fn admin_commands_take_an_optional_class_and_offset() {
+        let class = |c: &str, d: &str| ClassKey {
+            course: Field::new(FieldKind::Course, c).expect("course"),
+            division: Field::new(FieldKind::Division, d).expect("division"),
+        };
+        assert_eq!(parse("status"), Ok(Command::Status));
+        assert_eq!(parse("CLASSES"), Ok(Command::Classes { offset: 0 }));
+        assert_eq!(parse("CLASSES 40"), Ok(Command::Classes { offset: 40 }));
+        assert_eq!(
+            parse("WHO"),
+            Ok(Command::Who {
+                class: None,
+                offset: 0
+            })
+        );
+        assert_eq!(
+            parse("WHO 7"),
+            Ok(Command::Who {
+                class: None,
+                offset: 7
+            })
+        );
+        assert_eq!(
+            parse("WHO CN D1"),
+            Ok(Command::Who {
+                class: Some(class("CN", "D1")),
+                offset: 0
+            })
+        );
+        assert_eq!(
+            parse("who CN D1 12"),
+            Ok(Command::Who {
+                class: Some(class("CN", "D1")),
+                offset: 12
+            })
+        );
+        assert!(matches!(
+            parse("STATUS now"),
+            Err(CommandError::BadFormat(_))
+        ));
+        assert!(matches!(
+            parse("CLASSES x"),
+            Err(CommandError::BadFormat(_))
+        ));
+        assert!(matches!(
+            parse("WHO CN D_1"),
+            Err(CommandError::BadFormat(_))
+        ));
+        assert!(matches!(
+            parse("WHO a b 1 2"),
+            Err(CommandError::BadFormat(_))
+        ));
+        assert!(Command::Status.is_admin_only());
+        assert!(!Command::Shutdown(None).is_admin_only());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! round-trip. The crate does no I/O of its own beyond the [`LineCodec`]; see `docs/PROTOCOL.md`
 //! for the contract in prose.
 
+mod admin;
 mod codec;
 mod command;
 mod id;
@@ -13,8 +14,9 @@ mod server_line;
 mod text;
 mod timestamp;
 
+pub use admin::{ClassCount, MAX_PAGE_BYTES, Page, Status, WhoEntry};
 pub use codec::{DEFAULT_MAX_LINE, LineCodec, LineError};
-pub use command::{Command, CommandError, HELP_TEXT};
+pub use command::{ADMIN_HELP_TEXT, Command, CommandError, HELP_TEXT};
 pub use id::{
     ClassKey, Field, FieldError, FieldKind, IdError, MAX_COURSE_CHARS, MAX_DIVISION_CHARS,
     MAX_NAME_CHARS, MAX_ROLL_CHARS, StudentId,

@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 
+use crate::admin::{ClassCount, Page, Status, WhoEntry};
 use crate::id::{ClassKey, Field, FieldKind, StudentId};
 use crate::text::{Text, Token};
 use crate::timestamp::Timestamp;
@@ -150,6 +151,12 @@ pub enum Reply {
     Bye,
     /// `OK SHUTDOWN`: the server is shutting down.
     Shutdown,
+    /// `OK STATUS <key=value …>`: the daemon's live numbers (admin socket).
+    Status(Status),
+    /// `OK CLASSES <total> <offset> [course/division=members …]` (admin socket).
+    Classes(Page<ClassCount>),
+    /// `OK WHO <total> <offset> [course/division/name/roll/seconds_left …]` (admin socket).
+    Who(Page<WhoEntry>),
 }
 
 /// `EVENT` lines, pushed without being asked.
@@ -312,6 +319,9 @@ impl fmt::Display for Reply {
             Self::Help(text) => write!(f, "HELP {text}"),
             Self::Bye => f.write_str("BYE"),
             Self::Shutdown => f.write_str("SHUTDOWN"),
+            Self::Status(status) => write!(f, "STATUS {status}"),
+            Self::Classes(page) => write!(f, "CLASSES {page}"),
+            Self::Who(page) => write!(f, "WHO {page}"),
         }
     }
 }
@@ -385,6 +395,11 @@ impl<'a> Words<'a> {
         self.parse(what).map(Some)
     }
 
+    /// The rest of the line, parsed as a whole.
+    fn rest<T: FromStr<Err = ParseLineError>>(&mut self) -> Result<T, ParseLineError> {
+        std::mem::take(&mut self.0).parse()
+    }
+
     fn end<T>(self, value: T) -> Result<T, ParseLineError> {
         if self.0.is_empty() {
             Ok(value)
@@ -455,6 +470,9 @@ fn parse_reply(mut w: Words<'_>) -> Result<Reply, ParseLineError> {
         "HELP" => Reply::Help(w.text("help text")?),
         "BYE" => Reply::Bye,
         "SHUTDOWN" => Reply::Shutdown,
+        "STATUS" => Reply::Status(w.rest()?),
+        "CLASSES" => Reply::Classes(w.rest()?),
+        "WHO" => Reply::Who(w.rest()?),
         _ => return Err(ParseLineError::Word("command")),
     };
     w.end(reply)
@@ -524,6 +542,11 @@ mod tests {
             "EVENT JOIN ComputerNetworks Div1 JayPatel ::1",
             "EVENT SAY JayPatel hello  there",
             "EVENT HEARTBEAT 2026-11-23T15:17:54.000Z",
+            "OK STATUS connections=3 joined=3 classes=2 marks_today=1 writer_queue=0 last_fsync_ms=0.412 uptime=3605 version=0.1.0",
+            "OK STATUS connections=0 joined=0 classes=0 marks_today=0 writer_queue=0 last_fsync_ms=- uptime=0 version=0.1.0",
+            "OK CLASSES 2 0 ComputerNetworks/Div1=2 ComputerNetworks/Div2=1",
+            "OK CLASSES 0 0",
+            "OK WHO 2 0 ComputerNetworks/Div1/Ann/1/0 ComputerNetworks/Div1/JayPatel/18BCP043/2417",
         ];
         for line in lines {
             let parsed: ServerLine = line.parse().unwrap_or_else(|e| panic!("{line}: {e}"));

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use attendance_protocol::{
-    BurstKind, ClassKey, Command, ErrorCode, Event, Field, FieldKind, Hello, LineCodec,
-    MAX_TOKEN_CHARS, Reply, ServerLine, StudentId, Text, Timestamp, Token,
+    BurstKind, ClassCount, ClassKey, Command, ErrorCode, Event, Field, FieldKind, Hello, LineCodec,
+    MAX_TOKEN_CHARS, Page, Reply, ServerLine, Status, StudentId, Text, Timestamp, Token, WhoEntry,
 };
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -175,7 +175,55 @@ fn command() -> impl Strategy<Value = Command> {
         Just(Command::Help),
         Just(Command::Quit),
         prop::option::of(token()).prop_map(Command::Shutdown),
+        Just(Command::Status),
+        count().prop_map(|offset| Command::Classes { offset }),
+        (prop::option::of(class_key()), count())
+            .prop_map(|(class, offset)| Command::Who { class, offset }),
     ]
+}
+
+fn status() -> impl Strategy<Value = Status> {
+    (
+        (count(), count(), count(), count(), count()),
+        prop::option::of(count()),
+        count(),
+        token(),
+    )
+        .prop_map(
+            |(
+                (connections, joined, classes, marks_today, writer_queue),
+                last_fsync_micros,
+                uptime_secs,
+                version,
+            )| Status {
+                connections,
+                joined,
+                classes,
+                marks_today,
+                writer_queue,
+                last_fsync_micros,
+                uptime_secs,
+                version,
+            },
+        )
+}
+
+fn page<T: std::fmt::Debug>(entry: impl Strategy<Value = T>) -> impl Strategy<Value = Page<T>> {
+    (count(), count(), prop::collection::vec(entry, 0..6)).prop_map(|(total, offset, entries)| {
+        Page {
+            total,
+            offset,
+            entries,
+        }
+    })
+}
+
+fn class_count() -> impl Strategy<Value = ClassCount> {
+    (class_key(), count()).prop_map(|(class, members)| ClassCount { class, members })
+}
+
+fn who_entry() -> impl Strategy<Value = WhoEntry> {
+    (student_id(), count()).prop_map(|(id, seconds_left)| WhoEntry { id, seconds_left })
 }
 
 fn hello() -> impl Strategy<Value = Hello> {
@@ -201,6 +249,9 @@ fn reply() -> impl Strategy<Value = Reply> {
         text().prop_map(Reply::Help),
         Just(Reply::Bye),
         Just(Reply::Shutdown),
+        status().prop_map(Reply::Status),
+        page(class_count()).prop_map(Reply::Classes),
+        page(who_entry()).prop_map(Reply::Who),
     ]
 }
 
@@ -448,6 +499,10 @@ fn command_variant(c: &Command) -> usize {
         Command::Quit => 10,
         Command::Shutdown(None) => 11,
         Command::Shutdown(Some(_)) => 12,
+        Command::Status => 13,
+        Command::Classes { .. } => 14,
+        Command::Who { class: None, .. } => 15,
+        Command::Who { class: Some(_), .. } => 16,
     }
 }
 
@@ -464,6 +519,18 @@ fn reply_variant(r: &Reply) -> usize {
         Reply::Help(_) => 8,
         Reply::Bye => 9,
         Reply::Shutdown => 10,
+        Reply::Status(Status {
+            last_fsync_micros: None,
+            ..
+        }) => 11,
+        Reply::Status(Status {
+            last_fsync_micros: Some(_),
+            ..
+        }) => 12,
+        Reply::Classes(p) if p.entries.is_empty() => 13,
+        Reply::Classes(_) => 14,
+        Reply::Who(p) if p.entries.is_empty() => 15,
+        Reply::Who(_) => 16,
     }
 }
 
@@ -510,12 +577,12 @@ fn variants_seen<S: Strategy>(
 /// when a strategy stops producing one, so the properties cover every message kind.
 #[test]
 fn the_generators_cover_every_message_variant() {
-    let seen = variants_seen(command(), 400, 13, command_variant);
+    let seen = variants_seen(command(), 800, 17, command_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "commands seen per variant: {seen:?}"
     );
-    let seen = variants_seen(reply(), 400, 11, reply_variant);
+    let seen = variants_seen(reply(), 800, 17, reply_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "replies seen per variant: {seen:?}"

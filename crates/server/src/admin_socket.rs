@@ -62,7 +62,7 @@ pub(crate) async fn serve(admin: &AdminListener, shared: &Arc<Shared>, tracker: 
                 let conn = next_id.fetch_sub(1, Ordering::Relaxed);
                 let shared = Arc::clone(shared);
                 let (read, write) = stream.into_split();
-                let lines = Lines::new(read, shared.config.max_line);
+                let lines = Lines::new(read, shared.config.load().max_line);
                 tracker.spawn(
                     serve_connection(shared, lines, write, Peer::Admin, conn)
                         .instrument(info_span!("admin", id = conn)),

@@ -37,8 +37,26 @@ pub struct Announcement {
 #[derive(Debug)]
 struct Class {
     shared: Arc<ClassShared>,
-    /// roll → the connection that holds it.
-    members: HashMap<Field, ConnId>,
+    /// roll → who holds it.
+    members: HashMap<Field, Member>,
+}
+
+/// One student checked in, as the admin `WHO` lists it: 48 bytes beside the roll (plus the
+/// name's heap bytes), per joined connection.
+#[derive(Debug)]
+struct Member {
+    conn: ConnId,
+    name: Field,
+    since: Instant,
+}
+
+/// A student checked in, with the instant of the `JOIN` (for the admin `WHO`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The student.
+    pub id: StudentId,
+    /// When the student joined (the class length counts from here).
+    pub since: Instant,
 }
 
 /// What the members of a class share: the channel and the burst accounting.
@@ -207,6 +225,20 @@ impl Classes {
     /// # Errors
     /// [`AlreadyJoined`] if the roll is held by another connection.
     pub fn join(&self, id: &StudentId, conn: ConnId) -> Result<Membership, AlreadyJoined> {
+        self.join_at(id, conn, Instant::now())
+    }
+
+    /// [`Classes::join`], recording `since` as the instant of the `JOIN` (listed by
+    /// [`Classes::members`]).
+    ///
+    /// # Errors
+    /// [`AlreadyJoined`] if the roll is held by another connection.
+    pub fn join_at(
+        &self,
+        id: &StudentId,
+        conn: ConnId,
+        since: Instant,
+    ) -> Result<Membership, AlreadyJoined> {
         let mut map = self.lock();
         let class = map.entry(id.class.clone()).or_insert_with(|| Class {
             shared: Arc::new(ClassShared {
@@ -224,7 +256,11 @@ impl Classes {
         match class.members.entry(id.roll.clone()) {
             Entry::Occupied(_) => return Err(AlreadyJoined),
             Entry::Vacant(v) => {
-                v.insert(conn);
+                v.insert(Member {
+                    conn,
+                    name: id.name.clone(),
+                    since,
+                });
             }
         }
         Ok(Membership {
@@ -242,7 +278,7 @@ impl Classes {
         });
         let mut map = self.lock();
         if let Some(class) = map.get_mut(&membership.id.class) {
-            if class.members.get(&membership.id.roll) == Some(&membership.conn) {
+            if class.members.get(&membership.id.roll).map(|m| m.conn) == Some(membership.conn) {
                 class.members.remove(&membership.id.roll);
             }
             if class.members.is_empty() {
@@ -257,6 +293,35 @@ impl Classes {
             .iter()
             .map(|(k, c)| (k.clone(), c.members.len()))
             .collect()
+    }
+
+    /// Every student checked in (to `class` only, if given), with the instant each joined,
+    /// sorted by class, name and roll.
+    pub fn members(&self, class: Option<&ClassKey>) -> Vec<MemberInfo> {
+        let mut list: Vec<MemberInfo> = {
+            let map = self.lock();
+            let classes: Vec<(&ClassKey, &Class)> = match class {
+                Some(key) => map.get_key_value(key).into_iter().collect(),
+                None => map.iter().collect(),
+            };
+            classes
+                .into_iter()
+                .flat_map(|(key, c)| {
+                    c.members.iter().map(|(roll, m)| MemberInfo {
+                        id: StudentId {
+                            class: key.clone(),
+                            name: m.name.clone(),
+                            roll: roll.clone(),
+                        },
+                        since: m.since,
+                    })
+                })
+                .collect()
+        };
+        list.sort_by(|a, b| {
+            (&a.id.class, &a.id.name, &a.id.roll).cmp(&(&b.id.class, &b.id.name, &b.id.roll))
+        });
+        list
     }
 }
 
@@ -302,6 +367,28 @@ mod tests {
         );
         classes.leave(a);
         assert!(classes.snapshot().is_empty());
+    }
+
+    #[test]
+    fn members_are_listed_sorted_with_their_join_instant() {
+        let classes = Classes::new(8);
+        let t0 = Instant::now();
+        let b = classes.join_at(&id("CN_D1_Bob_2"), 2, t0).expect("join");
+        let _a = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
+        let _c = classes.join(&id("CN_D2_Cat_3"), 3).expect("join");
+        let names = |list: Vec<MemberInfo>| -> Vec<String> {
+            list.into_iter().map(|m| m.id.to_string()).collect()
+        };
+        assert_eq!(
+            names(classes.members(None)),
+            ["CN_D1_Ann_1", "CN_D1_Bob_2", "CN_D2_Cat_3"]
+        );
+        let d1 = classes.members(Some(&id("CN_D1_X_0").class));
+        assert_eq!(d1.len(), 2);
+        assert_eq!(d1[1].since, t0);
+        assert!(classes.members(Some(&id("XX_D1_X_0").class)).is_empty());
+        classes.leave(b);
+        assert_eq!(names(classes.members(None)).len(), 2);
     }
 
     #[tokio::test(start_paused = true)]

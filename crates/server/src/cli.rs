@@ -108,10 +108,16 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
 
-    /// Log filter when RUST_LOG is not set, e.g. info, debug, attendance_server=trace.
-    #[arg(long, env = "ATTENDANCE_LOG_LEVEL", default_value = "info")]
-    #[serde(skip)]
-    pub log_level: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 [default: off].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log filter when RUST_LOG is not set, e.g. info, debug, attendance_server=trace
+    /// [default: info].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
 
     /// Log format on standard error: human-readable text, or one JSON object per line for log
     /// shippers.

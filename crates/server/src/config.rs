@@ -88,6 +88,12 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS.
     pub tls_key: Option<PathBuf>,
+    /// Address to serve Prometheus metrics on, at `/metrics` over HTTP; unset means no metrics
+    /// listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log filter when `RUST_LOG` is not set, e.g. `info`, `debug`,
+    /// `attendance_server=trace`; reloadable with SIGHUP.
+    pub log_level: String,
 }
 
 impl Default for Config {
@@ -116,6 +122,8 @@ impl Default for Config {
             admin_socket: None,
             tls_cert: None,
             tls_key: None,
+            metrics_listen: None,
+            log_level: "info".to_owned(),
         }
     }
 }
@@ -247,7 +255,7 @@ impl Layers {
         let figment = figment
             // Every other ATTENDANCE_* variable is a setting: a typo is refused (exit 78) rather
             // than silently ignored, as an unknown key in the file is.
-            .merge(Env::prefixed(ENV_PREFIX).ignore(&["config", "log_level", "log_format"]))
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&["config", "log_format"]))
             .merge(Named {
                 name: FLAGS,
                 provider: Serialized::defaults(overrides),
@@ -397,6 +405,11 @@ impl Config {
                 Err((key, msg.to_owned()))
             }
         };
+        range(
+            tracing_subscriber::EnvFilter::try_new(&self.log_level).is_ok(),
+            "log_level",
+            "log_level is not a valid filter (e.g. info, debug, attendance_server=trace)",
+        )?;
         range(
             (64..=1 << 20).contains(&self.max_line),
             "max_line",

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attendance_protocol::{
-    Command, CommandError, ErrorCode, Event, HELP_TEXT, LineError, Reply, ServerLine, StudentId,
-    Text, Timestamp, Token,
+    ADMIN_HELP_TEXT, Command, CommandError, ErrorCode, Event, HELP_TEXT, LineError, Reply,
+    ServerLine, StudentId, Text, Timestamp, Token,
 };
 use bytes::Bytes;
 use bytes::BytesMut;
@@ -130,8 +130,14 @@ pub(crate) async fn serve<L, W>(
         writer: write,
         joined: None,
         errors_in_row: 0,
-        lines: limiter(shared.config.rate_limit, shared.config.rate_burst),
-        chat: limiter(shared.config.chat_rate, shared.config.chat_burst),
+        lines: limiter(
+            shared.config.load().rate_limit,
+            shared.config.load().rate_burst,
+        ),
+        chat: limiter(
+            shared.config.load().chat_rate,
+            shared.config.load().chat_burst,
+        ),
         shared,
         conn,
         peer,
@@ -164,7 +170,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         self.send(hello).await?;
         let mut login_timer = (self.peer != Peer::Admin).then(|| {
             Box::pin(tokio::time::sleep_until(
-                self.accepted + self.shared.config.login_timeout,
+                self.accepted + self.shared.config.load().login_timeout,
             ))
         });
         loop {
@@ -210,7 +216,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     Err(RecvError::Closed) => return Ok(Flow::Close),
                 },
                 () = async { if let Some(t) = &mut login_timer { t.await } }, if login_timer.is_some() && self.joined.is_none() => {
-                    let secs = self.shared.config.login_timeout.as_secs();
+                    let secs = self.shared.config.load().login_timeout.as_secs();
                     let line = ServerLine::err(ErrorCode::Timeout, format!("no JOIN within {secs} seconds; closing"));
                     Box::pin(self.send_line(&line)).await?;
                     return Ok(Flow::Close);
@@ -281,7 +287,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             // A no-op on TCP; pushes out the TLS record.
             writer.flush().await
         };
-        match tokio::time::timeout(self.shared.config.write_timeout, write).await {
+        match tokio::time::timeout(self.shared.config.load().write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 debug!(error = %e, "write failed");
@@ -291,7 +297,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 warn!(
                     peer = %self.peer,
                     "client has not read for {:?}; closing",
-                    self.shared.config.write_timeout
+                    self.shared.config.load().write_timeout
                 );
                 Err(Closed)
             }
@@ -299,6 +305,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     }
 
     async fn send_line(&mut self, line: &ServerLine) -> Result<(), Closed> {
+        match line {
+            ServerLine::Err { code, .. } => self.shared.metrics.refused(*code),
+            ServerLine::Event(Event::Lagged(n)) => self.shared.metrics.lagged(*n),
+            _ => {}
+        }
         self.send(line.encode()).await
     }
 
@@ -318,7 +329,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             return Ok(Flow::Continue);
         }
         self.errors_in_row += 1;
-        if self.errors_in_row >= self.shared.config.max_errors {
+        if self.errors_in_row >= self.shared.config.load().max_errors {
             let n = self.errors_in_row;
             self.send_line(&ServerLine::err(
                 ErrorCode::TooManyErrors,
@@ -354,7 +365,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
             Command::Ping(t) => self.reply(Reply::Pong(t)).await,
             Command::Say(_) if self.joined.is_some() && self.chat.check().is_err() => {
-                let (rate, burst) = (self.shared.config.chat_rate, self.shared.config.chat_burst);
+                let (rate, burst) = (
+                    self.shared.config.load().chat_rate,
+                    self.shared.config.load().chat_burst,
+                );
                 self.refuse(ErrorCode::Rate, format!("chat is limited to {rate} messages a second (bursts of {burst}); message not sent")).await
             }
             Command::Say(text) => match &self.joined {
@@ -365,12 +379,35 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 }
                 None => self.not_joined("SAY").await,
             },
+            Command::Help if self.peer == Peer::Admin => {
+                self.reply(Reply::Help(Text::lossy(ADMIN_HELP_TEXT))).await
+            }
             Command::Help => self.reply(Reply::Help(Text::lossy(HELP_TEXT))).await,
             Command::Quit => {
                 self.reply(Reply::Bye).await?;
                 Ok(Flow::Close)
             }
             Command::Shutdown(t) => self.shutdown(t).await,
+            command if command.is_admin_only() && self.peer != Peer::Admin => {
+                let word = command.word();
+                self.refuse(
+                    ErrorCode::Denied,
+                    format!("{word} is answered only on the admin socket"),
+                )
+                .await
+            }
+            Command::Status => {
+                let status = crate::admin_report::status(&self.shared);
+                self.reply(Reply::Status(status)).await
+            }
+            Command::Classes { offset } => {
+                let page = crate::admin_report::classes(&self.shared, offset);
+                self.reply(Reply::Classes(page)).await
+            }
+            Command::Who { class, offset } => {
+                let page = crate::admin_report::who(&self.shared, class.as_ref(), offset);
+                self.reply(Reply::Who(page)).await
+            }
         }
     }
 
@@ -393,7 +430,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 .await?;
             return Ok((flow, false));
         };
-        let class_length = self.shared.config.class_length;
+        let class_length = self.shared.config.load().class_length;
         if let Some(j) = &self.joined {
             if j.membership.id != id {
                 let current = j.membership.id.to_string();
@@ -411,7 +448,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 .await?;
             return Ok((flow, true));
         }
-        let membership = match self.shared.classes.join(&id, self.conn) {
+        let since = Instant::now();
+        let membership = match self.shared.classes.join_at(&id, self.conn, since) {
             Ok(m) => m,
             Err(_) => {
                 let flow = self
@@ -427,12 +465,12 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
         };
         debug!(student = %id, "joined");
+        self.shared.metrics.joined();
         membership.announce(Event::Join {
             class: id.class.clone(),
             name: id.name.clone(),
             addr: peer.ip(),
         });
-        let since = Instant::now();
         let remaining = self.remaining(class_length, since, &id);
         self.joined = Some(Joined {
             membership,
@@ -471,7 +509,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             return self.reply(Reply::Present { marked_at: at }).await;
         }
         let served = j.since.elapsed();
-        let class_length = self.shared.config.class_length;
+        let class_length = self.shared.config.load().class_length;
         if served < class_length {
             let line = ServerLine::early(ceil_secs(class_length - served));
             self.send_line(&line).await?;
@@ -494,6 +532,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         match self.shared.writer.write(record).await {
             Ok(()) => {
                 self.shared.marks.insert(&id.class, &id.roll, now);
+                self.shared.metrics.marked();
                 debug!(student = %id, "marked present");
                 if let Some(j) = &self.joined {
                     j.membership.announce(Event::Present {

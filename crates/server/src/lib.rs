@@ -6,6 +6,7 @@
 //! server in-process on `127.0.0.1:0`.
 
 pub mod admin;
+mod admin_report;
 mod admin_socket;
 pub mod classes;
 pub mod cli;
@@ -14,10 +15,14 @@ mod connection;
 pub mod limits;
 mod lines;
 pub mod marks;
+pub mod metrics;
+mod metrics_http;
+mod notify;
+mod reload;
 mod server;
 pub mod storage;
 mod tls;
 pub mod writer;
 
 pub use config::{Config, ConfigError, FsyncPolicy};
-pub use server::{ServerError, run, run_with_log};
+pub use server::{Control, ServerError, run, run_controlled, run_with_log};

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     if cli.command == Some(Command::CheckConfig) {
         return check_config(config_file.as_deref(), &cli);
     }
-    init_logging(&cli);
+    let log_filter = init_logging(&cli);
 
     let config = match Config::load(config_file.as_deref(), &cli) {
         Ok(c) => c,
@@ -31,9 +31,19 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    log_filter.apply(&config.log_level);
     if let Some(file) = &config_file {
         info!(file = %file.display(), "configuration loaded");
     }
+    // systemd socket activation: take the passed listener now, before any thread starts
+    // (reading LISTEN_FDS also clears it, which is only sound single-threaded).
+    let passed = match listenfd::ListenFd::from_env().take_tcp_listener(0) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, "LISTEN_FDS is set but fd 3 is not a TCP listener");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,7 +54,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let reload = Reload {
+        file: config_file,
+        cli,
+        log_filter,
+    };
+    match runtime.block_on(serve(config, passed, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -60,22 +75,57 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to standard error, filtered by `RUST_LOG` or else `--log-level`, as text or JSON lines.
-/// Text has colour only on a terminal without `NO_COLOR`, and no timestamp when standard error
-/// is the journal (which stamps every line itself).
-fn init_logging(cli: &Cli) {
+/// Changes the log filter of the running subscriber (`log_level`), unless `RUST_LOG` rules.
+struct LogFilter {
+    set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+}
+
+impl LogFilter {
+    fn apply(&self, level: &str) {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return;
+        }
+        match EnvFilter::try_new(level) {
+            Ok(filter) => {
+                if let Err(e) = (self.set)(filter) {
+                    error!(error = %e, "cannot change the log filter");
+                }
+            }
+            Err(e) => error!(error = %e, level, "invalid log filter; keeping the old one"),
+        }
+    }
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` or else `--log-level` (then the config's
+/// `log_level`, applied once loaded), as text or JSON lines. Text has colour only on a terminal
+/// without `NO_COLOR`, and no timestamp when standard error is the journal (which stamps every
+/// line itself).
+fn init_logging(cli: &Cli) -> LogFilter {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
+        .or_else(|_| EnvFilter::try_new(cli.log_level.as_deref().unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // The filter goes on last: its reload handle's type depends on the formatter.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            LogFilter {
+                set: Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+            }
+        }};
+    }
     match cli.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text if stderr_is_journal() => builder.with_ansi(false).without_time().init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-            .init(),
+        LogFormat::Json => install!(builder.json()),
+        LogFormat::Text if stderr_is_journal() => {
+            install!(builder.with_ansi(false).without_time())
+        }
+        LogFormat::Text => {
+            install!(builder.with_ansi(
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            ))
+        }
     }
 }
 
@@ -133,16 +183,79 @@ fn render_settings(file: Option<&Path>, settings: &[Setting]) -> String {
     out
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = attendance_server::limits::bind_listener(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+/// What a SIGHUP needs to load the settings again.
+struct Reload {
+    file: Option<std::path::PathBuf>,
+    cli: Cli,
+    log_filter: LogFilter,
+}
+
+async fn serve(
+    config: Config,
+    passed: Option<std::net::TcpListener>,
+    reload: Reload,
+) -> anyhow::Result<()> {
+    let listener = match passed {
+        Some(std_listener) => {
+            std_listener
+                .set_nonblocking(true)
+                .context("socket passed by systemd")?;
+            info!("using the listening socket passed by systemd");
+            tokio::net::TcpListener::from_std(std_listener).context("socket passed by systemd")?
+        }
+        None => attendance_server::limits::bind_listener(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?,
+    };
     info!(
         version = env!("CARGO_PKG_VERSION"),
         class_length = %humantime::format_duration(config.class_length),
         "attendanced starting"
     );
-    attendance_server::run(listener, config, shutdown_signal()).await?;
+    let (controls, control_rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(reload_on_sighup(reload, controls));
+    attendance_server::run_controlled(listener, config, shutdown_signal(), control_rx).await?;
     Ok(())
+}
+
+/// On SIGHUP: load the settings again (refusing an invalid file, keeping the old settings),
+/// apply the log level, and hand the rest to the server, which also reopens the CSV.
+async fn reload_on_sighup(
+    reload: Reload,
+    controls: tokio::sync::mpsc::Sender<attendance_server::Control>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot watch SIGHUP; reload needs a restart");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reloading the settings and reopening the csv");
+        let config = match Config::load(reload.file.as_deref(), &reload.cli) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("refusing the new configuration, keeping the running one: {e}");
+                continue;
+            }
+        };
+        reload.log_filter.apply(&config.log_level);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if controls
+            .send(attendance_server::Control::Reload(Box::new(config), tx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match rx.await {
+            Ok(Ok(changed)) if changed.is_empty() => info!("reload done; no setting changed"),
+            Ok(Ok(changed)) => info!(changed = %changed.join("; "), "reload done"),
+            Ok(Err(e)) => error!(error = %e, "reload: the csv could not be reopened"),
+            Err(_) => return,
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

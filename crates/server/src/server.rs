@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use attendance_protocol::{ErrorCode, Event, Hello, ServerLine, Text, Timestamp, Token};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, debug_span, error, info, warn};
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::connection::Peer;
 use crate::lines::Lines;
 use crate::marks::Marks;
+use crate::metrics::Metrics;
 use crate::storage::{CsvLog, MarkRecord, StorageError};
 use crate::writer::{self, WriterHandle};
 
@@ -50,6 +52,14 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The metrics listener (`metrics_listen`) could not be bound.
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 impl ServerError {
@@ -68,10 +78,15 @@ impl ServerError {
 /// State shared by every connection.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) config: Config,
+    /// The settings; replaced whole on a reload (SIGHUP), read without locking.
+    pub(crate) config: ArcSwap<Config>,
+    /// Fixed at start: the size of the connection semaphore.
+    max_connections: usize,
     pub(crate) classes: Classes,
     pub(crate) marks: Marks,
     pub(crate) writer: WriterHandle,
+    /// Prometheus counters, also read by the admin `STATUS`.
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin: AdminToken,
     /// Server-wide signals to every connection: heartbeats and shutdown.
     pub(crate) signals: broadcast::Sender<Signal>,
@@ -84,7 +99,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Connections open now.
     pub(crate) fn open_connections(&self) -> usize {
-        self.config.max_connections - self.connections.available_permits()
+        self.max_connections - self.connections.available_permits()
     }
 }
 
@@ -103,6 +118,29 @@ pub async fn run(
     run_with_log(listener, config, log, existing, shutdown).await
 }
 
+/// A request to a running server (sent by the binary on SIGHUP).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Control {
+    /// Apply new settings where they can change live, and reopen the CSV (for rotation). The
+    /// reply lists what changed, or why nothing was.
+    Reload(Box<Config>, oneshot::Sender<Result<Vec<String>, String>>),
+}
+
+/// [`run`] with a channel of [`Control`] requests, as the daemon binary runs it.
+///
+/// # Errors
+/// [`ServerError`] if the CSV, the admin token or the admin socket cannot be opened.
+pub async fn run_controlled(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    controls: mpsc::Receiver<Control>,
+) -> Result<(), ServerError> {
+    let (log, existing) = CsvLog::open(&config.csv, config.fsync).await?;
+    serve(listener, config, log, existing, shutdown, controls).await
+}
+
 /// [`run`] on a CSV log that is already open, with the records it held (tests use this to
 /// inject storage faults).
 ///
@@ -110,10 +148,23 @@ pub async fn run(
 /// [`ServerError`] if the admin token or the admin socket cannot be opened.
 pub async fn run_with_log(
     listener: TcpListener,
+    config: Config,
+    log: CsvLog,
+    existing: Vec<MarkRecord>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    // Nobody sends controls; the sender lives until the server ends.
+    let (_keep, controls) = mpsc::channel(1);
+    serve(listener, config, log, existing, shutdown, controls).await
+}
+
+async fn serve(
+    listener: TcpListener,
     mut config: Config,
     log: CsvLog,
     existing: Vec<MarkRecord>,
     shutdown: impl Future<Output = ()>,
+    controls: mpsc::Receiver<Control>,
 ) -> Result<(), ServerError> {
     crate::limits::fit_connections_to_fd_limit(&mut config);
     let marks = Marks::from_records(&existing, config.time_zone());
@@ -129,31 +180,50 @@ pub async fn run_with_log(
     }
     let admin_listener = crate::admin_socket::bind(&config.admin_socket_path())?;
     let tls = crate::tls::acceptor(&config)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
 
-    let (writer, writer_task) = writer::spawn(log);
+    let metrics = Arc::new(Metrics::new());
+    let (writer, writer_task) = writer::spawn(log, Arc::clone(&metrics));
     let cancel = CancellationToken::new();
     let (signals, _) = broadcast::channel(4);
-    let heartbeat_task = tokio::spawn(heartbeat_loop(
-        config.heartbeat,
-        signals.clone(),
-        cancel.clone(),
-    ));
 
     let shared = Arc::new(Shared {
         connections: Arc::new(Semaphore::new(config.max_connections)),
+        max_connections: config.max_connections,
         per_address: AddressSlots::new(config.max_per_address),
         classes: Classes::new(config.outbound_queue),
         marks,
         writer,
+        metrics,
         admin,
         signals,
         hello: hello_line(),
         shutdown: cancel.clone(),
-        config,
+        config: ArcSwap::from_pointee(config),
     });
+    let heartbeat_task = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
+    let control_task = tokio::spawn(control_loop(Arc::clone(&shared), controls));
+    let watchdog_task = tokio::spawn(crate::notify::watchdog_loop(Arc::clone(&shared)));
 
     let local = listener.local_addr()?;
     info!(addr = %local, tls = tls.is_some(), "listening on {local}");
+    // Logged after the line above: both contain "listening on", and tools (the test harness)
+    // take the first such line for the student port.
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            info!(%addr, "metrics listening on {addr}");
+        }
+        tokio::spawn(crate::metrics_http::serve(l, Arc::clone(&shared)))
+    });
+    // Listener bound, CSV open and checked, token loaded: ready for systemd.
+    crate::notify::ready(&shared);
 
     let tracker = TaskTracker::new();
     tokio::select! {
@@ -163,6 +233,7 @@ pub async fn run_with_log(
         () = cancel.cancelled() => {}
     }
     info!("shutting down: no new connections, telling clients");
+    crate::notify::stopping();
     cancel.cancel();
     let _ = shared.signals.send(Signal::Shutdown);
     drop(listener);
@@ -170,6 +241,11 @@ pub async fn run_with_log(
     tracker.close();
     tracker.wait().await;
     let _ = heartbeat_task.await;
+    let _ = control_task.await;
+    let _ = watchdog_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     // The last handle to the writer goes with `shared`; the writer then drains and syncs.
     drop(shared);
     if let Err(e) = writer_task.await {
@@ -203,8 +279,8 @@ async fn accept_loop(
         };
         if let Err(e) = crate::limits::configure_socket(
             &stream,
-            shared.config.tcp_keepalive,
-            shared.config.send_buffer,
+            shared.config.load().tcp_keepalive,
+            shared.config.load().send_buffer,
         ) {
             debug!(%peer, error = %e, "cannot set socket options");
         }
@@ -212,14 +288,20 @@ async fn accept_loop(
         // A debug span: at the default level an idle connection carries no span data (about
         // 250 bytes each in the registry); warnings name the peer themselves.
         let span = debug_span!("conn", %peer, id = conn);
-        let refuse_timeout = shared.config.write_timeout.min(Duration::from_secs(5));
+        let refuse_timeout = shared
+            .config
+            .load()
+            .write_timeout
+            .min(Duration::from_secs(5));
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
             let why = "the server is at its connection limit; try again later";
+            shared.metrics.refused(ErrorCode::Full);
             tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
             continue;
         };
         let Some(slot) = shared.per_address.take(peer.ip()) else {
             let why = "too many connections from your address";
+            shared.metrics.refused(ErrorCode::Full);
             tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
             continue;
         };
@@ -228,7 +310,7 @@ async fn accept_loop(
             None => tracker.spawn(
                 async move {
                     let (read, write) = stream.into_split();
-                    let lines = Lines::new(read, shared.config.max_line);
+                    let lines = Lines::new(read, shared.config.load().max_line);
                     crate::connection::serve(shared, lines, write, Peer::Tcp(peer), conn).await;
                     drop((permit, slot));
                 }
@@ -253,11 +335,12 @@ async fn serve_tls<G>(
     conn: u64,
     guards: G,
 ) {
-    let handshake = tokio::time::timeout(shared.config.login_timeout, acceptor.accept(stream));
+    let handshake =
+        tokio::time::timeout(shared.config.load().login_timeout, acceptor.accept(stream));
     match handshake.await {
         Ok(Ok(tls)) => {
             let (read, write) = tokio::io::split(tls);
-            let lines = Lines::new(read, shared.config.max_line);
+            let lines = Lines::new(read, shared.config.load().max_line);
             crate::connection::serve(shared, lines, write, Peer::Tcp(peer), conn).await;
         }
         Ok(Err(e)) => debug!(error = %e, "tls handshake failed"),
@@ -354,22 +437,35 @@ pub(crate) enum Signal {
     Shutdown,
 }
 
-async fn heartbeat_loop(
-    period: Duration,
-    tx: broadcast::Sender<Signal>,
-    cancel: CancellationToken,
-) {
-    let start = tokio::time::Instant::now() + period;
-    let mut interval = tokio::time::interval_at(start, period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+/// Sends `EVENT HEARTBEAT` to every connection every `heartbeat` (read afresh each time, so a
+/// reload takes effect from the next beat).
+async fn heartbeat_loop(shared: Arc<Shared>) {
     loop {
+        let period = shared.config.load().heartbeat;
         tokio::select! {
-            _ = interval.tick() => {
+            () = tokio::time::sleep(period) => {
                 let line = ServerLine::Event(Event::Heartbeat(Timestamp::now())).encode();
                 // No receivers (no connections) is fine.
-                let _ = tx.send(Signal::Heartbeat(line));
+                let _ = shared.signals.send(Signal::Heartbeat(line));
             }
-            () = cancel.cancelled() => break,
+            () = shared.shutdown.cancelled() => break,
         }
+    }
+}
+
+/// Applies [`Control`] requests until shutdown.
+async fn control_loop(shared: Arc<Shared>, mut controls: mpsc::Receiver<Control>) {
+    loop {
+        let control = tokio::select! {
+            c = controls.recv() => c,
+            () = shared.shutdown.cancelled() => None,
+        };
+        let Some(Control::Reload(new, reply)) = control else {
+            break;
+        };
+        crate::notify::reloading();
+        let result = crate::reload::apply(&shared, *new).await;
+        crate::notify::ready(&shared);
+        let _ = reply.send(result);
     }
 }

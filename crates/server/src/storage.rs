@@ -158,6 +158,8 @@ pub struct CsvLog {
     /// Length of the file known to be on disk; a failed append is cut back to it.
     synced_len: u64,
     fsync: FsyncPolicy,
+    /// How long the last successful `fdatasync` of an append took (for metrics).
+    last_sync: Option<std::time::Duration>,
 }
 
 fn header_line() -> String {
@@ -211,6 +213,7 @@ impl CsvLog {
             file: Some(Box::new(file)),
             synced_len: content.len() as u64,
             fsync,
+            last_sync: None,
         };
         let header = header_line();
         let torn_header = !content.is_empty()
@@ -291,6 +294,17 @@ impl CsvLog {
         self
     }
 
+    /// The sync policy this log was opened with.
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.fsync
+    }
+
+    /// How long the `fdatasync` of the last successful append took; `None` before the first, or
+    /// with `fsync = "never"`.
+    pub fn last_sync(&self) -> Option<std::time::Duration> {
+        self.last_sync
+    }
+
     /// Length of the file known to be durable.
     pub fn synced_len(&self) -> u64 {
         self.synced_len
@@ -319,8 +333,14 @@ impl CsvLog {
         let fsync = self.fsync;
         let synced_len = self.synced_len;
         let (file, result) = tokio::task::spawn_blocking(move || {
+            let mut synced_in = None;
             let result = file.append(&bytes).and_then(|()| match fsync {
-                FsyncPolicy::Always => file.sync_data(),
+                FsyncPolicy::Always => {
+                    let started = std::time::Instant::now();
+                    file.sync_data()?;
+                    synced_in = Some(started.elapsed());
+                    Ok(())
+                }
                 FsyncPolicy::Never => Ok(()),
             });
             if let Err(e) = &result {
@@ -331,13 +351,14 @@ impl CsvLog {
                     error!(error = %e, truncate_error = %cut, "could not cut the csv back after a failed write");
                 }
             }
-            (file, result.map(|()| bytes.len() as u64))
+            (file, result.map(|()| (bytes.len() as u64, synced_in)))
         })
         .await
         .map_err(|e| StorageError::io(&self.path)(std::io::Error::other(e)))?;
         self.file = Some(file);
-        let written = result.map_err(StorageError::io(&self.path))?;
+        let (written, synced_in) = result.map_err(StorageError::io(&self.path))?;
         self.synced_len += written;
+        self.last_sync = synced_in;
         Ok(())
     }
 

@@ -5,10 +5,18 @@
 //! syncs once and then acknowledges the whole batch, so an `OK PRESENT` always means "on disk",
 //! and a thousand marks in the same moment cost one `fdatasync`. It ends when the last sender is
 //! dropped, after a final sync.
+//!
+//! Besides marks, the queue carries two control requests in order with the marks: `Reopen`
+//! (SIGHUP: finish the current file and open the configured path afresh, for log rotation) and
+//! `Ping` (the systemd watchdog: answered only when the writer gets to it, so a writer stuck in
+//! a write or sync stops the watchdog pings).
+
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error};
+use tracing::{debug, error, info};
 
+use crate::metrics::Metrics;
 use crate::storage::{CsvLog, MarkRecord, StorageError};
 
 /// Most requests written and synced as one batch.
@@ -28,10 +36,18 @@ pub struct WriteRequest {
     pub ack: oneshot::Sender<Ack>,
 }
 
+/// What the writer task is asked to do, in queue order.
+#[derive(Debug)]
+enum Request {
+    Mark(WriteRequest),
+    Reopen(oneshot::Sender<Result<(), String>>),
+    Ping(oneshot::Sender<()>),
+}
+
 /// The sending side, cloned into every connection.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<WriteRequest>,
+    tx: mpsc::Sender<Request>,
 }
 
 /// Why a mark was not acknowledged.
@@ -55,7 +71,7 @@ impl WriterHandle {
     pub async fn write(&self, record: MarkRecord) -> Result<(), WriteError> {
         let (ack, rx) = oneshot::channel();
         self.tx
-            .send(WriteRequest { record, ack })
+            .send(Request::Mark(WriteRequest { record, ack }))
             .await
             .map_err(|_| WriteError::Closed)?;
         match rx.await {
@@ -65,41 +81,109 @@ impl WriterHandle {
         }
     }
 
+    /// Finishes the current file (synced) and opens the configured path afresh: after a rename
+    /// (log rotation) a new file with a header begins. Marks queued before this request go to
+    /// the old file, marks after it to the new one.
+    ///
+    /// # Errors
+    /// Why the new file could not be opened (the writer then keeps writing the old one).
+    pub async fn reopen(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Reopen(tx))
+            .await
+            .map_err(|_| "the writer has stopped".to_owned())?;
+        rx.await.map_err(|_| "the writer has stopped".to_owned())?
+    }
+
+    /// Completes when the writer has worked through everything queued before it: proof that
+    /// it is alive and not stuck in a write or sync.
+    ///
+    /// # Errors
+    /// [`WriteError::Closed`] if the writer is gone.
+    pub async fn ping(&self) -> Result<(), WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Ping(tx))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        rx.await.map_err(|_| WriteError::Closed)
+    }
+
     /// Requests queued and not yet taken by the writer.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
-/// Starts the writer task on `log`. It runs until every [`WriterHandle`] is dropped.
-pub fn spawn(log: CsvLog) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+/// Starts the writer task on `log`. It runs until every [`WriterHandle`] is dropped, recording
+/// each batch's size and sync time in `metrics`.
+pub fn spawn(log: CsvLog, metrics: Arc<Metrics>) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let task = tokio::spawn(run(log, rx));
+    let task = tokio::spawn(run(log, rx, metrics));
     (WriterHandle { tx }, task)
 }
 
-async fn run(mut log: CsvLog, mut rx: mpsc::Receiver<WriteRequest>) {
+async fn run(mut log: CsvLog, mut rx: mpsc::Receiver<Request>, metrics: Arc<Metrics>) {
     // Grown on demand: a quiet daemon does not hold room for a 4096-mark batch.
-    let mut batch: Vec<WriteRequest> = Vec::new();
-    let mut records: Vec<MarkRecord> = Vec::new();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        records.clear();
-        records.extend(batch.iter().map(|r| r.record.clone()));
-        let result = log.append(&records).await;
-        match &result {
-            Ok(()) => debug!(batch = batch.len(), "batch on disk"),
-            Err(e) => {
-                error!(error = %e, batch = batch.len(), "could not write marks; none acknowledged")
+    let mut queue: Vec<Request> = Vec::new();
+    let mut marks: Vec<WriteRequest> = Vec::new();
+    while rx.recv_many(&mut queue, MAX_BATCH).await > 0 {
+        for request in queue.drain(..) {
+            match request {
+                Request::Mark(m) => marks.push(m),
+                Request::Ping(done) => {
+                    commit(&mut log, &mut marks, &metrics).await;
+                    let _ = done.send(());
+                }
+                Request::Reopen(done) => {
+                    commit(&mut log, &mut marks, &metrics).await;
+                    let _ = done.send(reopen(&mut log).await);
+                }
             }
         }
-        let ack: Ack = result.map_err(|e: StorageError| e.to_string());
-        for req in batch.drain(..) {
-            // The connection may have gone; its mark is on disk all the same.
-            let _ = req.ack.send(ack.clone());
-        }
+        commit(&mut log, &mut marks, &metrics).await;
     }
     if let Err(e) = log.sync().await {
         error!(error = %e, "final sync of the csv failed");
     }
     debug!(path = %log.path().display(), "writer finished");
+}
+
+/// Writes and syncs `marks` as one batch, then acknowledges each (group commit).
+async fn commit(log: &mut CsvLog, marks: &mut Vec<WriteRequest>, metrics: &Metrics) {
+    if marks.is_empty() {
+        return;
+    }
+    let records: Vec<MarkRecord> = marks.iter().map(|r| r.record.clone()).collect();
+    let result = log.append(&records).await;
+    metrics.batch(marks.len(), result.as_ref().ok().and(log.last_sync()));
+    match &result {
+        Ok(()) => debug!(batch = marks.len(), "batch on disk"),
+        Err(e) => {
+            error!(error = %e, batch = marks.len(), "could not write marks; none acknowledged")
+        }
+    }
+    let ack: Ack = result.map_err(|e: StorageError| e.to_string());
+    for req in marks.drain(..) {
+        // The connection may have gone; its mark is on disk all the same.
+        let _ = req.ack.send(ack.clone());
+    }
+}
+
+/// Syncs the current file and opens its path afresh; keeps the old file on failure.
+async fn reopen(log: &mut CsvLog) -> Result<(), String> {
+    log.sync().await.map_err(|e| e.to_string())?;
+    let path = log.path().to_owned();
+    match CsvLog::open(&path, log.fsync_policy()).await {
+        Ok((new, existing)) => {
+            info!(path = %path.display(), rows = existing.len(), "csv reopened");
+            *log = new;
+            Ok(())
+        }
+        Err(e) => {
+            error!(error = %e, "cannot reopen the csv; still writing the old file");
+            Err(e.to_string())
+        }
+    }
 }

@@ -224,3 +224,89 @@ async fn marks_arriving_together_share_one_sync() {
     let text = std::fs::read_to_string(&csv).expect("read csv");
     assert_eq!(text.lines().count(), 101);
 }
+
+/// A file whose sync blocks until the test releases it: a disk that hangs.
+#[derive(Debug)]
+struct Hanging {
+    inner: Box<dyn LogFile>,
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl LogFile for Hanging {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.inner.append(bytes)
+    }
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        let _ = self.entered.send(());
+        let _ = self.release.recv_timeout(Duration::from_secs(30));
+        self.inner.sync_data()
+    }
+    fn sync_all(&mut self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_writer_does_not_answer_the_watchdog_ping_until_it_moves_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let (release_tx, release) = std::sync::mpsc::channel();
+    let (entered, entered_rx) = std::sync::mpsc::channel();
+    let (log, _) = CsvLog::open(&csv, FsyncPolicy::Always)
+        .await
+        .expect("open csv");
+    let log = log.wrap_file(move |inner| {
+        Box::new(Hanging {
+            inner,
+            entered,
+            release,
+        })
+    });
+    let metrics = std::sync::Arc::new(attendance_server::metrics::Metrics::new());
+    let (writer, task) = attendance_server::writer::spawn(log, metrics);
+
+    // Healthy: a ping with nothing queued is answered at once.
+    writer.ping().await.expect("ping");
+    // A mark gets stuck in its sync; a ping queued behind it must not be answered.
+    let record = attendance_server::storage::MarkRecord {
+        course: "CN".into(),
+        division: "D1".into(),
+        name: "Ann".into(),
+        roll: "1".into(),
+        status: "Present".into(),
+        marked_at: "2026-11-23T10:00:00.000Z".into(),
+        joined_at: "2026-11-23T09:00:00.000Z".into(),
+        client_addr: "127.0.0.1".into(),
+    };
+    let mark = tokio::spawn({
+        let writer = writer.clone();
+        async move { writer.write(record).await }
+    });
+    // Wait until the writer is inside the hanging sync.
+    let entered_rx = tokio::task::spawn_blocking(move || {
+        entered_rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("sync entered");
+        entered_rx
+    })
+    .await
+    .expect("wait");
+    let stuck = tokio::time::timeout(Duration::from_millis(300), writer.ping()).await;
+    assert!(
+        stuck.is_err(),
+        "a writer stuck in fdatasync must not answer the watchdog ping"
+    );
+    release_tx.send(()).expect("release");
+    writer
+        .ping()
+        .await
+        .expect("answered once the sync completes");
+    drop(entered_rx);
+    mark.await.expect("task").expect("mark acknowledged");
+    drop(writer);
+    task.await.expect("writer ends");
+}
