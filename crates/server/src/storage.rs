@@ -320,7 +320,7 @@ impl CsvLog {
     ///
     /// # Errors
     /// [`StorageError`] if encoding, writing or syncing failed; nothing of the batch is kept.
-    pub async fn append(&mut self, records: &[MarkRecord]) -> Result<(), StorageError> {
+    pub async fn append(&mut self, records: &[&MarkRecord]) -> Result<(), StorageError> {
         let bytes = encode_records(records)
             .await
             .map_err(|source| StorageError::Csv {
@@ -397,7 +397,7 @@ fn sync_parent_dir(path: &Path) -> Result<(), StorageError> {
 }
 
 /// Encodes records as CSV rows (no header) with csv-async's quoting.
-async fn encode_records(records: &[MarkRecord]) -> Result<Vec<u8>, csv_async::Error> {
+async fn encode_records(records: &[&MarkRecord]) -> Result<Vec<u8>, csv_async::Error> {
     let mut ser = csv_async::AsyncWriterBuilder::new()
         .has_headers(false)
         .create_serializer(Vec::with_capacity(records.len() * 96));
@@ -459,7 +459,7 @@ mod tests {
             .await
             .expect("open");
         assert!(existing.is_empty());
-        log.append(&[record("Ann"), record("Bob, Jr")])
+        log.append(&[&record("Ann"), &record("Bob, Jr")])
             .await
             .expect("append");
         drop(log);
@@ -479,7 +479,7 @@ mod tests {
         let (mut log, _) = CsvLog::open(&path, FsyncPolicy::Always)
             .await
             .expect("open");
-        log.append(&[record("Ann")]).await.expect("append");
+        log.append(&[&record("Ann")]).await.expect("append");
         drop(log);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
