@@ -167,7 +167,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         signals: &mut broadcast::Receiver<Signal>,
     ) -> Step {
         let hello = self.shared.hello.clone();
-        self.send(hello).await?;
+        Box::pin(self.send(hello)).await?;
         let mut login_timer = (self.peer != Peer::Admin).then(|| {
             Box::pin(tokio::time::sleep_until(
                 self.accepted + self.shared.config.load().login_timeout,

@@ -53,8 +53,9 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
         } else {
             self.codec.decode(&mut self.partial)?
         };
-        if self.partial.is_empty() && self.partial.capacity() > 0 {
-            // Give the memory back between lines.
+        if self.partial.is_empty() {
+            // Give the memory back between lines. (Even at capacity 0 an emptied BytesMut can
+            // still own the buffer it was split from.)
             self.partial = BytesMut::new();
         }
         Ok(item)

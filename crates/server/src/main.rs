@@ -13,6 +13,12 @@ use clap::Parser;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc: for tens of thousands of idle connections it keeps about 200 bytes less per
+/// connection resident than glibc's malloc (measured with attendance-bench hold), and it does
+/// not shrink and regrow the heap under bursts of marks.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for a configuration problem (sysexits EX_CONFIG): do not restart until fixed.
 const EX_CONFIG: u8 = 78;
 

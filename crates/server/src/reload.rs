@@ -61,6 +61,8 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
     new.max_per_address = old.max_per_address;
     new.fsync = old.fsync;
     new.timezone.clone_from(&old.timezone);
+    new.tcp_keepalive = old.tcp_keepalive;
+    new.send_buffer = old.send_buffer;
     new.metrics_listen = old.metrics_listen;
 }
 

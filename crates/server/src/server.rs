@@ -226,8 +226,21 @@ async fn serve(
     crate::notify::ready(&shared);
 
     let tracker = TaskTracker::new();
+    crate::limits::configure_listener(
+        &listener,
+        shared.config.load().tcp_keepalive,
+        shared.config.load().send_buffer,
+    );
+    // On a worker thread, not the caller's (block_on's) thread: spawned connection tasks then
+    // go to the worker's local queue instead of waking another thread through the shared one.
+    let accepting = tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&shared),
+        tracker.clone(),
+        tls,
+    ));
     tokio::select! {
-        () = accept_loop(&listener, &shared, &tracker, tls.as_ref()) => {}
+        _ = accepting => {}
         () = crate::admin_socket::serve(&admin_listener, &shared, &tracker) => {}
         () = shutdown => info!("shutdown signal received"),
         () = cancel.cancelled() => {}
@@ -235,8 +248,8 @@ async fn serve(
     info!("shutting down: no new connections, telling clients");
     crate::notify::stopping();
     cancel.cancel();
+    // The accept loop ends on the cancellation and drops the listener.
     let _ = shared.signals.send(Signal::Shutdown);
-    drop(listener);
     drop(admin_listener);
     tracker.close();
     tracker.wait().await;
@@ -256,15 +269,23 @@ async fn serve(
 }
 
 async fn accept_loop(
-    listener: &TcpListener,
-    shared: &Arc<Shared>,
-    tracker: &TaskTracker,
-    tls: Option<&tokio_rustls::TlsAcceptor>,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let (shared, tracker, tls) = (&shared, &tracker, tls.as_ref());
     let next_id = AtomicU64::new(1);
     let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = shared.shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => {
                 backoff = Duration::from_millis(10);
                 accepted
@@ -277,13 +298,6 @@ async fn accept_loop(
                 continue;
             }
         };
-        if let Err(e) = crate::limits::configure_socket(
-            &stream,
-            shared.config.load().tcp_keepalive,
-            shared.config.load().send_buffer,
-        ) {
-            debug!(%peer, error = %e, "cannot set socket options");
-        }
         let conn = next_id.fetch_add(1, Ordering::Relaxed);
         // A debug span: at the default level an idle connection carries no span data (about
         // 250 bytes each in the registry); warnings name the peer themselves.

@@ -16,11 +16,14 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
+use crate::config::FsyncPolicy;
 use crate::metrics::Metrics;
 use crate::storage::{CsvLog, MarkRecord, StorageError};
 
 /// Most requests written and synced as one batch.
 const MAX_BATCH: usize = 4096;
+/// Most scheduler passes the writer waits for more marks before a sync.
+const GATHER_PASSES: usize = 8;
 /// Requests that may wait for the writer; further senders wait for room (backpressure).
 const QUEUE: usize = 8192;
 
@@ -129,6 +132,9 @@ async fn run(mut log: CsvLog, mut rx: mpsc::Receiver<Request>, metrics: Arc<Metr
     let mut queue: Vec<Request> = Vec::new();
     let mut marks: Vec<WriteRequest> = Vec::new();
     while rx.recv_many(&mut queue, MAX_BATCH).await > 0 {
+        if log.fsync_policy() == FsyncPolicy::Always {
+            gather_more(&mut rx, &mut queue).await;
+        }
         for request in queue.drain(..) {
             match request {
                 Request::Mark(m) => marks.push(m),
@@ -148,6 +154,26 @@ async fn run(mut log: CsvLog, mut rx: mpsc::Receiver<Request>, metrics: Arc<Metr
         error!(error = %e, "final sync of the csv failed");
     }
     debug!(path = %log.path().display(), "writer finished");
+}
+
+/// Commit delay (PostgreSQL's `commit_delay`): before paying for a sync, let the connections
+/// that are about to send their marks run, and take what they queue, until a pass brings
+/// nothing new. Without it the writer syncs the first few requests after each sync while the
+/// rest, a moment later, wait for the sync after that. Bounded by [`GATHER_PASSES`].
+async fn gather_more(rx: &mut mpsc::Receiver<Request>, queue: &mut Vec<Request>) {
+    for _ in 0..GATHER_PASSES {
+        tokio::task::yield_now().await;
+        let before = queue.len();
+        while queue.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => queue.push(r),
+                Err(_) => break,
+            }
+        }
+        if queue.len() == before {
+            break;
+        }
+    }
 }
 
 /// Writes and syncs `marks` as one batch, then acknowledges each (group commit).
