@@ -248,7 +248,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let me = self.conn;
         let mut lagged = None;
         let mut batch: Option<BytesMut> = None;
-        let mut single = (first.from != me).then_some(first.line);
+        let mut single = (first.from != me).then(|| first.line.clone());
         if let Some(j) = &mut self.joined {
             for _ in 0..MAX_GATHER {
                 match j.membership.rx.try_recv() {

@@ -23,7 +23,7 @@ use crate::storage::{CsvLog, MarkRecord, StorageError};
 /// Most requests written and synced as one batch.
 const MAX_BATCH: usize = 4096;
 /// Most scheduler passes the writer waits for more marks before a sync.
-const GATHER_PASSES: usize = 8;
+const GATHER_PASSES: usize = 32;
 /// Requests that may wait for the writer; further senders wait for room (backpressure).
 const QUEUE: usize = 8192;
 
