@@ -339,6 +339,39 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
     }
 }
 
+/// Runs the real `attend` against `server` (`HOST:PORT`) with stdin open and idle (a pipe
+/// nobody writes to), as a student who never types: it must exit by itself. No `ATTEND_*`
+/// variable of the test's environment reaches it. Returns (exit code, stdout, stderr).
+///
+/// # Errors
+/// If it cannot be started or does not exit within 30 s (it is killed then).
+pub fn run_attend(server: &str, args: &[&str]) -> Result<(i32, String, String)> {
+    use std::io::Read as _;
+    let mut child = Command::new(bin_path("attend"))
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("ATTEND_SERVER")
+        .env_remove("ATTEND_TLS")
+        .env_remove("ATTEND_CA")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let _stdin_kept_open = child.stdin.take();
+    let status = wait_child(&mut child, Duration::from_secs(30))?;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_string(&mut out)?;
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_string(&mut err)?;
+    }
+    Ok((status.code().unwrap_or(-1), out, err))
+}
+
 /// A line-protocol client over real TCP.
 pub struct Client {
     framed: Framed<TcpStream, LineCodec>,

@@ -1,45 +1,13 @@
 //! The `attend` binary completing a real check-in against the real daemon.
 
-use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use attendance_tests::{Daemon, bin_path, read_rows};
 
-/// Runs `attend` with stdin open and idle (a pipe nobody writes to), as a student who never
-/// types; it must exit by itself once marked.
 fn run_attend(daemon: &Daemon, args: &[&str]) -> Result<(i32, String, String)> {
-    let mut child = Command::new(bin_path("attend"))
-        .arg("--server")
-        .arg(daemon.addr.to_string())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let _stdin_kept_open = child.stdin.take();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("attend did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_string(&mut out)?;
-    }
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_string(&mut err)?;
-    }
-    Ok((status.code().unwrap_or(-1), out, err))
+    attendance_tests::run_attend(&daemon.addr.to_string(), args)
 }
 
 #[tokio::test]

@@ -4,15 +4,13 @@
 //! The daemon is given its certificate and key through a config file (`tls_cert`, `tls_key`),
 //! written beside the CSV in the daemon's own temporary directory.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use attendance_protocol::LineCodec;
-use attendance_tests::{Daemon, LINE_TIMEOUT, bin_path, read_rows};
+use attendance_tests::{Daemon, LINE_TIMEOUT, read_rows};
 use futures::{SinkExt as _, StreamExt as _};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -173,44 +171,7 @@ where
     }
 }
 
-/// Runs `attend --server <server> <args>` with stdin open and idle; returns (code, stdout,
-/// stderr).
-fn run_attend(server: &str, args: &[&str]) -> Result<(i32, String, String)> {
-    let mut child = Command::new(bin_path("attend"))
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("ATTEND_SERVER")
-        .env_remove("ATTEND_TLS")
-        .env_remove("ATTEND_CA")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let _stdin_kept_open = child.stdin.take();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("attend did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_string(&mut out)?;
-    }
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_string(&mut err)?;
-    }
-    Ok((status.code().unwrap_or(-1), out, err))
-}
+use attendance_tests::run_attend;
 
 #[tokio::test]
 async fn a_tls_client_is_greeted_joins_and_is_marked_present() -> Result<()> {
