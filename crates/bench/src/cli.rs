@@ -109,6 +109,12 @@ pub(crate) struct HoldArgs {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub(crate) settle: Duration,
 
+    /// While holding, one more client sends PING this often and the reply latency is reported
+    /// (with `--set heartbeat=…` shorter than `--settle`, it shows whether the heartbeat to every
+    /// held client delays replies). Keep it under the daemon's rate limit (20 lines/s).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub(crate) ping_every: Duration,
+
     #[command(flatten)]
     pub(crate) common: Common,
 }

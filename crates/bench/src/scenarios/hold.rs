@@ -6,17 +6,67 @@
 use anyhow::Context as _;
 
 use crate::cli::HoldArgs;
+use crate::cli::TargetKind;
 use crate::daemon::Settings;
 use crate::holders::{self, Plan};
+use crate::line::{LineConn, LineError, expect_ok};
 use crate::net;
 use crate::report::{Report, Value};
-use crate::stats::rate;
+use crate::stats::{Samples, rate};
 use crate::target::Target;
 use crate::workers;
+use std::time::{Duration, Instant};
 
 /// The daemon's settings for `hold`: its defaults (hour-long classes, default rate limits).
 pub(crate) fn settings() -> Settings {
     super::base_settings()
+}
+
+/// Waits `--settle` while (against the daemon) one more client PINGs every `--ping-every`.
+/// Returns the probe's reply latencies and the heartbeats it saw, or `None` for Redis.
+async fn settle_and_probe(
+    args: &HoldArgs,
+    target: &Target,
+    index: usize,
+) -> Option<Result<(Samples, u64), LineError>> {
+    if target.kind != TargetKind::Daemon {
+        tokio::time::sleep(args.settle).await;
+        return None;
+    }
+    let probe = ping_probe(target.addr, index, args.settle, args.ping_every);
+    let (_, result) = tokio::join!(tokio::time::sleep(args.settle), probe);
+    Some(result)
+}
+
+/// One joined client sending `PING` every `every` for `during`: reply latencies, heartbeats.
+async fn ping_probe(
+    addr: std::net::SocketAddr,
+    index: usize,
+    during: Duration,
+    every: Duration,
+) -> Result<(Samples, u64), LineError> {
+    let mut conn = LineConn::connect(index, addr).await?;
+    conn.join(&format!("Probe{}_P_Probe_1", super::run_id()))
+        .await?;
+    let end = Instant::now() + during;
+    let mut samples = Samples::default();
+    let mut heartbeats = 0u64;
+    while Instant::now() + every < end {
+        let sent = Instant::now();
+        conn.send("PING").await?;
+        loop {
+            let line = conn.reader.expect().await?;
+            if line.starts_with("EVENT HEARTBEAT") {
+                heartbeats += 1;
+            } else if !line.starts_with("EVENT ") {
+                expect_ok(line, "PONG")?;
+                break;
+            }
+        }
+        samples.push(sent.elapsed());
+        tokio::time::sleep(every).await;
+    }
+    Ok((samples, heartbeats))
 }
 
 /// Runs `hold` against `target`.
@@ -41,18 +91,19 @@ pub(crate) async fn run(args: &HoldArgs, target: &mut Target) -> anyhow::Result<
     };
     let rss_before = target.rss_bytes();
 
-    let (established, rss_after, dropped) = if processes == 1 {
+    let probe_index = args.clients;
+    let (established, rss_after, dropped, probe) = if processes == 1 {
         let (established, held) = holders::establish(&plan).await;
-        tokio::time::sleep(args.settle).await;
+        let probe = settle_and_probe(args, target, probe_index).await;
         let rss_after = target.rss_bytes();
-        (established, rss_after, held.release().await)
+        (established, rss_after, held.release().await, probe)
     } else {
         let (established, workers) = workers::establish(&plan, processes)
             .await
             .context("holding clients in worker processes")?;
-        tokio::time::sleep(args.settle).await;
+        let probe = settle_and_probe(args, target, probe_index).await;
         let rss_after = target.rss_bytes();
-        (established, rss_after, workers.release().await?)
+        (established, rss_after, workers.release().await?, probe)
     };
 
     let mut report = Report::new("hold", target.kind.name(), target.detail());
@@ -108,6 +159,25 @@ pub(crate) async fn run(args: &HoldArgs, target: &mut Target) -> anyhow::Result<
         "closed by the server while held",
         Value::Count(dropped as u64),
     );
+    match probe {
+        Some(Ok((mut samples, heartbeats))) => {
+            let summary = samples.summary();
+            let pings = summary.as_ref().map_or(0, |s| s.count);
+            report.info("pings", "PINGs while holding", Value::Count(pings as u64));
+            report.info(
+                "heartbeats_seen",
+                "heartbeats seen meanwhile",
+                Value::Count(heartbeats),
+            );
+            report.latency(
+                ["ping_p50_ms", "ping_p99_ms", "ping_max_ms"],
+                ["PING reply p50", "PING reply p99", "PING reply max"],
+                summary,
+            );
+        }
+        Some(Err(e)) => report.problem(format!("the PING probe failed: {e}")),
+        None => {}
+    }
     if established.failed > 0 {
         report.problem(format!(
             "{} of {} clients not established; first error: {}",
