@@ -19,31 +19,108 @@ const DISK_FULL: u8 = 1;
 /// The write succeeds, the sync fails with EIO.
 const SYNC_FAILS: u8 = 2;
 
-#[derive(Debug)]
-struct Faulty {
-    inner: Box<dyn LogFile>,
-    mode: Arc<AtomicU8>,
+/// What a test changes about the CSV file; everything not overridden goes to the real file.
+trait Fault: Send + std::fmt::Debug + 'static {
+    fn append(&mut self, file: &mut dyn LogFile, bytes: &[u8]) -> std::io::Result<()> {
+        file.append(bytes)
+    }
+    fn sync_data(&mut self, file: &mut dyn LogFile) -> std::io::Result<()> {
+        file.sync_data()
+    }
 }
 
-impl LogFile for Faulty {
+/// The real file with a [`Fault`] in front of it.
+#[derive(Debug)]
+struct Hooked<F> {
+    inner: Box<dyn LogFile>,
+    fault: F,
+}
+
+impl<F: Fault> LogFile for Hooked<F> {
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.mode.load(Ordering::SeqCst) == DISK_FULL {
-            self.inner.append(&bytes[..bytes.len() / 2])?;
-            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
-        }
-        self.inner.append(bytes)
+        self.fault.append(self.inner.as_mut(), bytes)
     }
     fn sync_data(&mut self) -> std::io::Result<()> {
-        if self.mode.load(Ordering::SeqCst) == SYNC_FAILS {
-            return Err(std::io::Error::from_raw_os_error(5)); // EIO
-        }
-        self.inner.sync_data()
+        self.fault.sync_data(self.inner.as_mut())
     }
     fn sync_all(&mut self) -> std::io::Result<()> {
         self.inner.sync_all()
     }
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
         self.inner.truncate(len)
+    }
+}
+
+/// Opens the CSV at `csv` with `fault` in front of the file.
+async fn open_with(csv: &std::path::Path, fault: impl Fault) -> (CsvLog, u64) {
+    let (log, existing) = CsvLog::open(csv, FsyncPolicy::Always)
+        .await
+        .expect("open csv");
+    assert!(existing.is_empty(), "a fresh file");
+    let header_len = log.synced_len();
+    (
+        log.wrap_file(move |inner| Box::new(Hooked { inner, fault })),
+        header_len,
+    )
+}
+
+/// Switchable faults: healthy, disk full mid-write, or failing syncs.
+#[derive(Debug)]
+struct Switch(Arc<AtomicU8>);
+
+impl Fault for Switch {
+    fn append(&mut self, file: &mut dyn LogFile, bytes: &[u8]) -> std::io::Result<()> {
+        if self.0.load(Ordering::SeqCst) == DISK_FULL {
+            file.append(&bytes[..bytes.len() / 2])?;
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        file.append(bytes)
+    }
+    fn sync_data(&mut self, file: &mut dyn LogFile) -> std::io::Result<()> {
+        if self.0.load(Ordering::SeqCst) == SYNC_FAILS {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        file.sync_data()
+    }
+}
+
+/// The daemon, in-process on 127.0.0.1:0 with 0-second classes, over a prepared CSV log.
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), attendance_server::ServerError>>,
+}
+
+impl Running {
+    async fn start(csv: &std::path::Path, log: CsvLog) -> Self {
+        let config = Config {
+            csv: csv.to_owned(),
+            class_length: Duration::ZERO,
+            ..Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(attendance_server::run_with_log(
+            listener,
+            config,
+            log,
+            Vec::new(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self { addr, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
     }
 }
 
@@ -85,33 +162,9 @@ async fn failed_writes_and_syncs_acknowledge_nothing_and_the_daemon_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("attendance.csv");
     let mode = Arc::new(AtomicU8::new(HEALTHY));
-    let (log, existing) = CsvLog::open(&csv, FsyncPolicy::Always)
-        .await
-        .expect("open csv");
-    let header_len = log.synced_len();
-    let log = log.wrap_file({
-        let mode = Arc::clone(&mode);
-        move |inner| Box::new(Faulty { inner, mode })
-    });
-    let config = Config {
-        csv: csv.clone(),
-        class_length: Duration::ZERO,
-        ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(attendance_server::run_with_log(
-        listener,
-        config,
-        log,
-        existing,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (log, header_len) = open_with(&csv, Switch(Arc::clone(&mode))).await;
+    let server = Running::start(&csv, log).await;
+    let addr = server.addr;
 
     let mut ann = Student::connect(addr).await;
     assert!(ann.cmd("JOIN CN_D1_Ann_1").await.starts_with("OK JOIN"));
@@ -136,8 +189,7 @@ async fn failed_writes_and_syncs_acknowledge_nothing_and_the_daemon_recovers() {
     assert!(bob.cmd("JOIN CN_D1_Bob_2").await.starts_with("OK JOIN"));
     assert!(bob.cmd("PRESENT").await.starts_with("OK PRESENT "));
 
-    let _ = stop.send(());
-    server.await.expect("server task").expect("clean shutdown");
+    server.stop().await;
     let text = std::fs::read_to_string(&csv).expect("read csv");
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "exactly the two acknowledged marks:\n{text}");
@@ -147,25 +199,13 @@ async fn failed_writes_and_syncs_acknowledge_nothing_and_the_daemon_recovers() {
 
 /// Counts syncs and makes each one slow, as a real disk's flush is.
 #[derive(Debug)]
-struct CountingSlowSync {
-    inner: Box<dyn LogFile>,
-    syncs: Arc<std::sync::atomic::AtomicUsize>,
-}
+struct CountingSlowSync(Arc<std::sync::atomic::AtomicUsize>);
 
-impl LogFile for CountingSlowSync {
-    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.inner.append(bytes)
-    }
-    fn sync_data(&mut self) -> std::io::Result<()> {
-        self.syncs.fetch_add(1, Ordering::SeqCst);
+impl Fault for CountingSlowSync {
+    fn sync_data(&mut self, file: &mut dyn LogFile) -> std::io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(20));
-        self.inner.sync_data()
-    }
-    fn sync_all(&mut self) -> std::io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
-        self.inner.truncate(len)
+        file.sync_data()
     }
 }
 
@@ -174,32 +214,9 @@ async fn marks_arriving_together_share_one_sync() {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("attendance.csv");
     let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (log, existing) = CsvLog::open(&csv, FsyncPolicy::Always)
-        .await
-        .expect("open csv");
-    let log = log.wrap_file({
-        let syncs = Arc::clone(&syncs);
-        move |inner| Box::new(CountingSlowSync { inner, syncs })
-    });
-    let config = Config {
-        csv: csv.clone(),
-        class_length: Duration::ZERO,
-        ..Config::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(attendance_server::run_with_log(
-        listener,
-        config,
-        log,
-        existing,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (log, _) = open_with(&csv, CountingSlowSync(Arc::clone(&syncs))).await;
+    let server = Running::start(&csv, log).await;
+    let addr = server.addr;
     let mut students = Vec::new();
     for i in 0..100 {
         let mut s = Student::connect(addr).await;
@@ -219,34 +236,23 @@ async fn marks_arriving_together_share_one_sync() {
     let n = syncs.load(Ordering::SeqCst);
     // 100 marks at once against a 20 ms sync: the writer batches what queued meanwhile.
     assert!(n < 50, "100 marks took {n} syncs: no group commit");
-    let _ = stop.send(());
-    server.await.expect("server task").expect("clean shutdown");
+    server.stop().await;
     let text = std::fs::read_to_string(&csv).expect("read csv");
     assert_eq!(text.lines().count(), 101);
 }
 
-/// A file whose sync blocks until the test releases it: a disk that hangs.
+/// A sync that blocks until the test releases it: a disk that hangs.
 #[derive(Debug)]
 struct Hanging {
-    inner: Box<dyn LogFile>,
     entered: std::sync::mpsc::Sender<()>,
     release: std::sync::mpsc::Receiver<()>,
 }
 
-impl LogFile for Hanging {
-    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.inner.append(bytes)
-    }
-    fn sync_data(&mut self) -> std::io::Result<()> {
+impl Fault for Hanging {
+    fn sync_data(&mut self, file: &mut dyn LogFile) -> std::io::Result<()> {
         let _ = self.entered.send(());
         let _ = self.release.recv_timeout(Duration::from_secs(30));
-        self.inner.sync_data()
-    }
-    fn sync_all(&mut self) -> std::io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
-        self.inner.truncate(len)
+        file.sync_data()
     }
 }
 
@@ -256,16 +262,7 @@ async fn a_stuck_writer_does_not_answer_the_watchdog_ping_until_it_moves_again()
     let csv = dir.path().join("attendance.csv");
     let (release_tx, release) = std::sync::mpsc::channel();
     let (entered, entered_rx) = std::sync::mpsc::channel();
-    let (log, _) = CsvLog::open(&csv, FsyncPolicy::Always)
-        .await
-        .expect("open csv");
-    let log = log.wrap_file(move |inner| {
-        Box::new(Hanging {
-            inner,
-            entered,
-            release,
-        })
-    });
+    let (log, _) = open_with(&csv, Hanging { entered, release }).await;
     let metrics = std::sync::Arc::new(attendance_server::metrics::Metrics::new());
     let (writer, task) = attendance_server::writer::spawn(log, metrics);
 
