@@ -15,6 +15,10 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+/// The maps are keyed by client-chosen strings, so they need a seeded hasher; foldhash is much
+/// faster than std's SipHash for short keys and still seeded randomly per process (and per map).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Length of a burst window.
 pub const BURST_WINDOW: Duration = Duration::from_millis(250);
 /// Individual JOIN, PRESENT or LEAVE announcements a class sends per kind and window; more of
@@ -42,7 +46,7 @@ pub struct AnnouncementLine {
 struct Class {
     shared: Arc<ClassShared>,
     /// roll → who holds it.
-    members: HashMap<Field, Member>,
+    members: Map<Field, Member>,
 }
 
 /// One student checked in, as the admin `WHO` lists it: 48 bytes beside the roll (plus the
@@ -176,7 +180,7 @@ impl ClassShared {
 /// Every class with at least one member.
 #[derive(Debug)]
 pub struct Classes {
-    inner: Mutex<HashMap<ClassKey, Class>>,
+    inner: Mutex<Map<ClassKey, Class>>,
     backlog: usize,
 }
 
@@ -221,12 +225,12 @@ impl Classes {
     /// An empty hub whose classes keep `backlog` announcements for slow members.
     pub fn new(backlog: usize) -> Self {
         Self {
-            inner: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Map::default()),
             backlog,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ClassKey, Class>> {
+    fn lock(&self) -> MutexGuard<'_, Map<ClassKey, Class>> {
         // A panic elsewhere cannot leave the map half-updated: every update is one insert/remove.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -263,7 +267,7 @@ impl Classes {
                     flush_scheduled: false,
                 }),
             }),
-            members: HashMap::new(),
+            members: Map::default(),
         });
         match class.members.entry(id.roll.clone()) {
             Entry::Occupied(_) => return Err(AlreadyJoined),

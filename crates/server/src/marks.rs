@@ -13,12 +13,27 @@ use jiff::tz::TimeZone;
 
 use crate::storage::MarkRecord;
 
-type Key = (ClassKey, Field, Date);
+/// Keys are client-chosen strings, so the maps need a seeded hasher (a fixed one would let a
+/// client pick colliding keys). foldhash is much faster than std's SipHash for these short
+/// keys and is still seeded randomly per process (and per map).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The first mark of each day a roll was marked, as (day, mark), sorted by day.
+type Days = Vec<(Date, Timestamp)>;
+
+/// class → roll → days. Nested rather than keyed by `(class, roll, day)` so a look-up borrows
+/// the caller's class and roll instead of cloning three strings into a key.
+#[derive(Debug, Default)]
+struct Inner {
+    classes: Map<ClassKey, Map<Field, Days>>,
+    /// Marks in `classes` (all days).
+    len: usize,
+}
 
 /// The set of marks known from the file and made since start-up.
 #[derive(Debug)]
 pub struct Marks {
-    inner: Mutex<HashMap<Key, Timestamp>>,
+    inner: Mutex<Inner>,
     tz: TimeZone,
 }
 
@@ -27,7 +42,7 @@ impl Marks {
     /// skipped (they cannot match a valid student anyway).
     pub fn from_records(records: &[MarkRecord], tz: TimeZone) -> Self {
         let marks = Self {
-            inner: Mutex::new(HashMap::with_capacity(records.len())),
+            inner: Mutex::new(Inner::default()),
             tz,
         };
         for r in records {
@@ -44,40 +59,61 @@ impl Marks {
         marks
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The calendar day of `at` in the configured time zone.
     pub fn day(&self, at: Timestamp) -> Date {
-        jiff::Timestamp::from_millisecond(i64::try_from(at.unix_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-            .to_zoned(self.tz.clone())
-            .date()
+        let at =
+            jiff::Timestamp::from_millisecond(i64::try_from(at.unix_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        // The same civil date as `at.to_zoned(tz).date()`, without cloning the zone.
+        self.tz.to_datetime(at).date()
     }
 
     /// When `roll` of `class` was marked on the day of `now`, if it was.
     pub fn get(&self, class: &ClassKey, roll: &Field, now: Timestamp) -> Option<Timestamp> {
-        let key = (class.clone(), roll.clone(), self.day(now));
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .copied()
+        let day = self.day(now);
+        let inner = self.lock();
+        let days = inner.classes.get(class)?.get(roll)?;
+        days.binary_search_by_key(&day, |&(d, _)| d)
+            .ok()
+            .map(|i| days[i].1)
     }
 
-    /// Records a mark that is on disk.
+    /// Records a mark that is on disk. The first mark of a day is kept.
     pub fn insert(&self, class: &ClassKey, roll: &Field, at: Timestamp) {
-        let key = (class.clone(), roll.clone(), self.day(at));
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_insert(at);
+        let day = self.day(at);
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if let Some(days) = inner
+            .classes
+            .get_mut(class)
+            .and_then(|rolls| rolls.get_mut(roll))
+        {
+            if let Err(i) = days.binary_search_by_key(&day, |&(d, _)| d) {
+                days.insert(i, (day, at));
+                inner.len += 1;
+            }
+            return;
+        }
+        // A roll not marked before: only now are the roll (and for a new class, the class)
+        // cloned into keys.
+        let days = vec![(day, at)];
+        if let Some(rolls) = inner.classes.get_mut(class) {
+            rolls.insert(roll.clone(), days);
+        } else {
+            let mut rolls = Map::default();
+            rolls.insert(roll.clone(), days);
+            inner.classes.insert(class.clone(), rolls);
+        }
+        inner.len += 1;
     }
 
     /// Marks known (all days).
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.lock().len
     }
 
     /// True if no mark is known.
@@ -88,11 +124,11 @@ impl Marks {
     /// Marks made on the day of `now`.
     pub fn count_on_day_of(&self, now: Timestamp) -> usize {
         let today = self.day(now);
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .filter(|(_, _, d)| *d == today)
+        self.lock()
+            .classes
+            .values()
+            .flat_map(Map::values)
+            .filter(|days| days.binary_search_by_key(&today, |&(d, _)| d).is_ok())
             .count()
     }
 }
@@ -150,5 +186,41 @@ mod tests {
             Some("2026-11-23T08:00:00.000Z".into())
         );
         assert_eq!(marks.count_on_day_of(now), 1);
+    }
+
+    #[test]
+    fn marks_are_kept_per_class_roll_and_day_in_any_order() {
+        let ts = |s: &str| -> Timestamp { s.parse().expect("ts") };
+        let marks = Marks::from_records(&[], TimeZone::UTC);
+        let (class, roll) = key();
+        let other: attendance_protocol::StudentId = "CN_D2_Bob_1".parse().expect("valid");
+        // Days out of order, a second mark on a known day, another class with the same roll.
+        marks.insert(&class, &roll, ts("2026-11-25T08:00:00.000Z"));
+        marks.insert(&class, &roll, ts("2026-11-23T08:00:00.000Z"));
+        marks.insert(&class, &roll, ts("2026-11-24T08:00:00.000Z"));
+        marks.insert(&class, &roll, ts("2026-11-23T09:00:00.000Z"));
+        marks.insert(&other.class, &other.roll, ts("2026-11-23T10:00:00.000Z"));
+        assert_eq!(marks.len(), 4);
+        for (now, first) in [
+            ("2026-11-23T23:00:00.000Z", "2026-11-23T08:00:00.000Z"),
+            ("2026-11-24T00:00:00.000Z", "2026-11-24T08:00:00.000Z"),
+            ("2026-11-25T12:00:00.000Z", "2026-11-25T08:00:00.000Z"),
+        ] {
+            assert_eq!(marks.get(&class, &roll, ts(now)), Some(ts(first)), "{now}");
+        }
+        assert_eq!(
+            marks.get(&class, &roll, ts("2026-11-26T00:00:00.000Z")),
+            None
+        );
+        assert_eq!(marks.count_on_day_of(ts("2026-11-23T12:00:00.000Z")), 2);
+        assert_eq!(marks.count_on_day_of(ts("2026-11-24T12:00:00.000Z")), 1);
+        assert_eq!(marks.count_on_day_of(ts("2026-11-22T12:00:00.000Z")), 0);
+        let unknown: attendance_protocol::StudentId = "CN_D1_Cat_2".parse().expect("valid");
+        let day = ts("2026-11-23T12:00:00.000Z");
+        assert_eq!(marks.get(&unknown.class, &unknown.roll, day), None);
+        assert_eq!(
+            marks.get(&other.class, &other.roll, day),
+            Some(ts("2026-11-23T10:00:00.000Z"))
+        );
     }
 }

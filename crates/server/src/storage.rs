@@ -160,7 +160,14 @@ pub struct CsvLog {
     fsync: FsyncPolicy,
     /// How long the last successful `fdatasync` of an append took (for metrics).
     last_sync: Option<std::time::Duration>,
+    /// The buffer the last batch was encoded into, reused by the next so a steady stream of
+    /// batches does not allocate one each time; one grown past [`KEEP_BUF_BYTES`] is dropped.
+    buf: Vec<u8>,
 }
+
+/// Largest encoding buffer kept between appends (about 600 typical rows); a larger batch's
+/// buffer is freed after its write rather than held for the life of the daemon.
+const KEEP_BUF_BYTES: usize = 64 * 1024;
 
 fn header_line() -> String {
     HEADER.join(",")
@@ -214,6 +221,7 @@ impl CsvLog {
             synced_len: content.len() as u64,
             fsync,
             last_sync: None,
+            buf: Vec::new(),
         };
         let header = header_line();
         let torn_header = !content.is_empty()
@@ -321,7 +329,7 @@ impl CsvLog {
     /// # Errors
     /// [`StorageError`] if encoding, writing or syncing failed; nothing of the batch is kept.
     pub async fn append(&mut self, records: &[&MarkRecord]) -> Result<(), StorageError> {
-        let bytes = encode_records(records)
+        let bytes = encode_records(records, std::mem::take(&mut self.buf))
             .await
             .map_err(|source| StorageError::Csv {
                 path: self.path.clone(),
@@ -332,7 +340,7 @@ impl CsvLog {
         })?;
         let fsync = self.fsync;
         let synced_len = self.synced_len;
-        let (file, result) = tokio::task::spawn_blocking(move || {
+        let (file, bytes, result) = tokio::task::spawn_blocking(move || {
             let mut synced_in = None;
             let result = file.append(&bytes).and_then(|()| match fsync {
                 FsyncPolicy::Always => {
@@ -351,12 +359,16 @@ impl CsvLog {
                     error!(error = %e, truncate_error = %cut, "could not cut the csv back after a failed write");
                 }
             }
-            (file, result.map(|()| (bytes.len() as u64, synced_in)))
+            (file, bytes, result.map(|()| synced_in))
         })
         .await
         .map_err(|e| StorageError::io(&self.path)(std::io::Error::other(e)))?;
         self.file = Some(file);
-        let (written, synced_in) = result.map_err(StorageError::io(&self.path))?;
+        let written = bytes.len() as u64;
+        if bytes.capacity() <= KEEP_BUF_BYTES {
+            self.buf = bytes;
+        }
+        let synced_in = result.map_err(StorageError::io(&self.path))?;
         self.synced_len += written;
         self.last_sync = synced_in;
         Ok(())
@@ -396,11 +408,17 @@ fn sync_parent_dir(path: &Path) -> Result<(), StorageError> {
         .map_err(StorageError::io(dir))
 }
 
-/// Encodes records as CSV rows (no header) with csv-async's quoting.
-async fn encode_records(records: &[&MarkRecord]) -> Result<Vec<u8>, csv_async::Error> {
+/// Encodes records as CSV rows (no header) with csv-async's quoting, into `out` (emptied first:
+/// a buffer passed back from the previous batch).
+async fn encode_records(
+    records: &[&MarkRecord],
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, csv_async::Error> {
+    out.clear();
+    out.reserve(records.len() * 96);
     let mut ser = csv_async::AsyncWriterBuilder::new()
         .has_headers(false)
-        .create_serializer(Vec::with_capacity(records.len() * 96));
+        .create_serializer(out);
     for r in records {
         ser.serialize(r).await?;
     }
@@ -470,6 +488,24 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.matches("course,division").count(), 1);
         assert!(text.contains("\"Bob, Jr\""));
+    }
+
+    #[tokio::test]
+    async fn batches_after_a_larger_one_hold_only_their_own_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.csv");
+        let (mut log, _) = CsvLog::open(&path, FsyncPolicy::Never).await.expect("open");
+        let (ann, bob, cat) = (record("Ann"), record("Bob, Jr"), record("Cat"));
+        log.append(&[&ann, &bob]).await.expect("append");
+        log.append(&[&cat]).await.expect("append");
+        log.append(&[]).await.expect("append nothing");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(log.synced_len(), text.len() as u64);
+        drop(log);
+        let (_log, existing) = CsvLog::open(&path, FsyncPolicy::Never)
+            .await
+            .expect("reopen");
+        assert_eq!(existing, vec![ann, bob, cat]);
     }
 
     #[tokio::test]
