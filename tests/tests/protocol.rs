@@ -352,3 +352,34 @@ async fn quit_says_bye_and_closes() -> Result<()> {
     assert!(c.closed().await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_may_send_before_the_greeting_and_is_answered_in_order() -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let d = Daemon::start(&[])?;
+    // Bounded: a few connections, so that both ways the server can find the lines (already
+    // there when it accepts, or arriving after its greeting) are likely taken.
+    for i in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(d.addr).await?;
+        stream
+            .write_all(
+                format!("PING a{i}\nJOIN ComputerNetworks_Div1_Early_{i}\nPING b{i}\n").as_bytes(),
+            )
+            .await?;
+        // from_stream insists that the first line is the greeting.
+        let mut c = attendance_tests::Client::from_stream(stream).await?;
+        assert_eq!(c.reply().await?, format!("OK PONG a{i}"));
+        let join = c.reply().await?;
+        let want = format!("OK JOIN ComputerNetworks Div1 Early {i} ");
+        assert!(join.starts_with(&want), "{join}");
+        assert_eq!(c.reply().await?, format!("OK PONG b{i}"));
+        assert_eq!(c.cmd("QUIT").await?, "OK BYE");
+    }
+    // A QUIT sent at once is answered after the greeting, then the connection closes.
+    let mut stream = tokio::net::TcpStream::connect(d.addr).await?;
+    stream.write_all(b"QUIT\n").await?;
+    let mut c = attendance_tests::Client::from_stream(stream).await?;
+    assert_eq!(c.reply().await?, "OK BYE");
+    assert!(c.closed().await?.is_empty());
+    Ok(())
+}

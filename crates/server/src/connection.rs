@@ -79,6 +79,9 @@ struct Connection<W> {
     errors_in_row: u32,
     lines: Limiter,
     chat: Limiter,
+    /// While answering lines that arrived before the greeting went out: everything sent is
+    /// gathered here and written at once. Boxed: `None` for almost every connection.
+    corked: Option<Box<BytesMut>>,
 }
 
 /// Waits (on tokio's clock) until `limiter` allows one more cell, and takes it.
@@ -112,6 +115,9 @@ fn limiter(per_second: u32, burst: u32) -> Limiter {
 /// Most announcement lines gathered into one write.
 const MAX_GATHER: usize = 64;
 
+/// Most lines answered together with the greeting (see `Connection::answer_early`).
+const MAX_EARLY_LINES: usize = 8;
+
 /// Serves one client until it quits, drops, misbehaves too often or the server shuts down.
 pub(crate) async fn serve<L, W>(
     shared: Arc<Shared>,
@@ -141,6 +147,7 @@ pub(crate) async fn serve<L, W>(
         shared,
         conn,
         peer,
+        corked: None,
     };
     let _ = c.run(&mut reader, &mut signals).await;
     if let Some(joined) = c.joined.take() {
@@ -167,7 +174,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         signals: &mut broadcast::Receiver<Signal>,
     ) -> Step {
         let hello = self.shared.hello.clone();
-        Box::pin(self.send(hello)).await?;
+        match Box::pin(self.answer_early(reader, hello)).await? {
+            Flow::Continue => {}
+            Flow::Close => return Ok(Flow::Close),
+        }
         let mut login_timer = (self.peer != Peer::Admin).then(|| {
             Box::pin(tokio::time::sleep_until(
                 self.accepted + self.shared.config.load().login_timeout,
@@ -191,20 +201,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     }
                 }
                 item = reader.next_line() => {
-                    // Flooding: past the burst, each line waits its turn, so a flood costs the
-                    // server nothing but the kernel's socket buffer (TCP pushes back).
-                    if self.lines.check().is_err() {
-                        Box::pin(wait_turn(&self.lines)).await;
-                    }
-                    let flow = match item {
-                        None => return Ok(Flow::Close),
-                        Some(Err(e)) => {
-                            debug!(error = %e, "read failed");
-                            return Err(Closed);
-                        }
-                        Some(Ok(line)) => Box::pin(self.on_item(line)).await?,
-                    };
-                    if flow == Flow::Close {
+                    if Box::pin(self.take_line(item)).await? == Flow::Close {
                         return Ok(Flow::Close);
                     }
                 }
@@ -222,6 +219,49 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     return Ok(Flow::Close);
                 }
             }
+        }
+    }
+
+    /// Greets the client. A client that sent lines without waiting for the greeting (a program
+    /// may) has them answered now, and the greeting and the replies go out in one write.
+    async fn answer_early<L: LineSource>(&mut self, reader: &mut L, hello: Bytes) -> Step {
+        let Some(first) = reader.buffered_line() else {
+            self.send(hello).await?;
+            return Ok(Flow::Continue);
+        };
+        self.corked = Some(Box::new(BytesMut::from(&hello[..])));
+        let mut flow = self.take_line(Some(first)).await;
+        // Bounded: the lines of the first read only, and at most a handful.
+        for _ in 1..MAX_EARLY_LINES {
+            if !matches!(flow, Ok(Flow::Continue)) {
+                break;
+            }
+            let Some(item) = reader.buffered_line() else {
+                break;
+            };
+            flow = self.take_line(Some(item)).await;
+        }
+        // Whatever happened, what was gathered goes out (a QUIT's BYE, an ERR before closing).
+        if let Some(out) = self.corked.take() {
+            self.send(out.freeze()).await?;
+        }
+        flow
+    }
+
+    /// Handles what the line source gave: a line, a refused line, an error or the end.
+    async fn take_line(&mut self, item: Option<std::io::Result<LineItem>>) -> Step {
+        // Flooding: past the burst, each line waits its turn, so a flood costs the server
+        // nothing but the kernel's socket buffer (TCP pushes back).
+        if self.lines.check().is_err() {
+            Box::pin(wait_turn(&self.lines)).await;
+        }
+        match item {
+            None => Ok(Flow::Close),
+            Some(Err(e)) => {
+                debug!(error = %e, "read failed");
+                Err(Closed)
+            }
+            Some(Ok(line)) => self.on_item(line).await,
         }
     }
 
@@ -281,6 +321,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
 
     /// Writes one pre-encoded line, giving up on a peer that does not read for `write_timeout`.
     async fn send(&mut self, line: Bytes) -> Result<(), Closed> {
+        if let Some(out) = &mut self.corked {
+            out.extend_from_slice(&line);
+            return Ok(());
+        }
         let writer = &mut self.writer;
         let write = async move {
             writer.write_all(&line).await?;

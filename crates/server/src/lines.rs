@@ -22,10 +22,15 @@ pub(crate) type LineItem = Result<String, LineError>;
 pub(crate) trait LineSource: Send {
     /// The next line.
     fn next_line(&mut self) -> impl Future<Output = Option<io::Result<LineItem>>> + Send;
+
+    /// A whole line that is already buffered, decoded without any I/O; `None` if there is none.
+    fn buffered_line(&mut self) -> Option<io::Result<LineItem>> {
+        None
+    }
 }
 
 /// Bytes read per poll. Lives on the stack only while reading.
-const CHUNK: usize = 2048;
+pub(crate) const CHUNK: usize = 2048;
 
 /// Lines from a byte stream, with no buffer held while idle.
 #[derive(Debug)]
@@ -45,6 +50,13 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
             partial: BytesMut::new(),
             eof: false,
         }
+    }
+
+    /// Lines whose first bytes were already read from the socket (see [`read_early`]).
+    pub(crate) fn with_early(read: R, max_line: usize, early: &[u8]) -> Self {
+        let mut lines = Self::new(read, max_line);
+        lines.partial.extend_from_slice(early);
+        lines
     }
 
     fn decode(&mut self) -> io::Result<Option<LineItem>> {
@@ -87,12 +99,58 @@ impl<R: AsyncRead + Unpin + Send> LineSource for Lines<R> {
     fn next_line(&mut self) -> impl Future<Output = Option<io::Result<LineItem>>> + Send {
         std::future::poll_fn(|cx| self.poll_next_line(cx))
     }
+
+    fn buffered_line(&mut self) -> Option<io::Result<LineItem>> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        self.decode().transpose()
+    }
+}
+
+/// Whatever a just-accepted client has already sent, read without waiting (empty if nothing).
+///
+/// A program may send its first line without waiting for the greeting; reading it now lets the
+/// connection answer with the greeting and the reply in one write (one segment instead of two).
+/// It reads the socket directly: tokio learns of the socket's readiness only from the next poll
+/// of its driver, so its own read would not even try yet. For a client that waits for the
+/// greeting this costs one `recv` that finds nothing.
+pub(crate) fn read_early(stream: &tokio::net::TcpStream, chunk: &mut [u8; CHUNK]) -> usize {
+    use std::io::Read as _;
+    let sock = socket2::SockRef::from(stream);
+    let mut socket: &socket2::Socket = &sock;
+    // The socket is non-blocking: nothing there is `WouldBlock`. End of stream (0) and errors
+    // are left for the connection's own reads to find again.
+    socket.read(chunk).unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt as _;
+
+    #[tokio::test]
+    async fn early_bytes_are_whole_lines_without_io_and_a_partial_one_is_completed_by_reads() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut lines = Lines::with_early(server, 64, b"PING 1\nTIME\nJO");
+        assert_eq!(
+            lines.buffered_line().map(|r| r.ok()),
+            Some(Some(Ok("PING 1".into())))
+        );
+        assert_eq!(
+            lines.buffered_line().map(|r| r.ok()),
+            Some(Some(Ok("TIME".into())))
+        );
+        // "JO" is not a line yet, and nothing is read to complete it.
+        assert!(lines.buffered_line().is_none());
+        client.write_all(b"IN x\n").await.expect("write");
+        assert_eq!(
+            lines.next_line().await.map(|r| r.ok()),
+            Some(Some(Ok("JOIN x".into())))
+        );
+        assert!(lines.buffered_line().is_none());
+        assert_eq!(lines.partial.capacity(), 0);
+    }
 
     #[tokio::test]
     async fn lines_split_across_reads_are_joined_and_memory_is_released_between_lines() {

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use attendance_protocol::{ErrorCode, Event, Hello, ServerLine, Text, Timestamp, Token};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt as _;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -323,8 +324,7 @@ async fn accept_loop(
         match tls {
             None => tracker.spawn(
                 async move {
-                    let (read, write) = stream.into_split();
-                    let lines = Lines::new(read, shared.config.load().max_line);
+                    let (lines, write) = split_early(stream, shared.config.load().max_line);
                     crate::connection::serve(shared, lines, write, Peer::Tcp(peer), conn).await;
                     drop((permit, slot));
                 }
@@ -338,6 +338,16 @@ async fn accept_loop(
             ),
         };
     }
+}
+
+/// Splits a plain TCP connection into its line source, holding whatever the client has already
+/// sent (see [`crate::lines::read_early`]), and its write half. Not async: the read chunk lives
+/// on the stack only here, never in the connection's task.
+fn split_early(stream: TcpStream, max_line: usize) -> (Lines<OwnedReadHalf>, OwnedWriteHalf) {
+    let mut chunk = [0u8; crate::lines::CHUNK];
+    let n = crate::lines::read_early(&stream, &mut chunk);
+    let (read, write) = stream.into_split();
+    (Lines::with_early(read, max_line, &chunk[..n]), write)
 }
 
 /// Serves one TLS connection: handshake (bounded by `login_timeout`), then the protocol.
