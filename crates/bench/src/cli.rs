@@ -80,6 +80,13 @@ pub(crate) struct Common {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 256)]
     pub(crate) connect_concurrency: usize,
+
+    /// Daemon clients read the greeting before they send JOIN (as a person at netcat does).
+    /// By default a client sends JOIN as soon as it is connected, as a program may (Redis
+    /// clients, too, send SUBSCRIBE at once); the daemon then answers with the greeting and
+    /// `OK JOIN` in one write.
+    #[arg(long)]
+    pub(crate) wait_hello: bool,
 }
 
 /// Servers the same load can be compared with.
@@ -115,8 +122,50 @@ pub(crate) struct HoldArgs {
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub(crate) ping_every: Duration,
 
+    /// While holding, read the server's RSS this often (e.g. 10s), from once every client is
+    /// established to the end of `--settle`, and report the number of samples, the first, last
+    /// and peak RSS, and the growth first → last and first → peak in percent. At most
+    /// settle/interval + 1 and at most 10 000 samples (a longer settle is sampled less often).
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    pub(crate) rss_every: Option<Duration>,
+
+    /// With `--rss-every`: report a problem (exit 1) when the daemon's RSS grew by more than
+    /// this many percent from the first to the last sample (a soak's leak check, e.g. 5), or
+    /// could not be sampled. Redis's growth under `--compare redis` is reported, not checked.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        value_parser = parse_percent,
+        requires = "rss_every",
+        conflicts_with = "addr"
+    )]
+    pub(crate) max_rss_growth: Option<f64>,
+
     #[command(flatten)]
     pub(crate) common: Common,
+}
+
+/// A humantime duration greater than zero.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_millis(1) => Ok(d),
+        Ok(_) => Err("must be at least 1ms".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A finite, non-negative number of percent.
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let pct: f64 = text
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    if pct.is_finite() && pct >= 0.0 {
+        Ok(pct)
+    } else {
+        Err("must be a non-negative number of percent".to_owned())
+    }
 }
 
 /// `storm`.
@@ -230,6 +279,9 @@ pub(crate) struct WorkerArgs {
     /// Connections being opened at once.
     #[arg(long)]
     pub(crate) connect_concurrency: usize,
+    /// Read the greeting before sending JOIN.
+    #[arg(long)]
+    pub(crate) wait_hello: bool,
     /// Identity prefix shared by the run.
     #[arg(long)]
     pub(crate) run_id: String,
@@ -301,5 +353,34 @@ mod tests {
             "x",
         ]);
         assert!(r.is_err());
+    }
+
+    fn hold(args: &[&str]) -> Result<HoldArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["attendance-bench", "hold"].iter().chain(args))?;
+        let Scenario::Hold(args) = cli.scenario else {
+            panic!("expected hold");
+        };
+        Ok(args)
+    }
+
+    #[test]
+    fn rss_sampling_is_off_by_default_and_the_growth_limit_needs_it() -> Result<(), clap::Error> {
+        let plain = hold(&[])?;
+        assert_eq!((plain.rss_every, plain.max_rss_growth), (None, None));
+        let soak = hold(&["--rss-every", "10s", "--max-rss-growth", "5"])?;
+        assert_eq!(soak.rss_every, Some(Duration::from_secs(10)));
+        assert_eq!(soak.max_rss_growth, Some(5.0));
+        assert_eq!(
+            hold(&["--rss-every", "500ms", "--max-rss-growth", "2.5%"])?.max_rss_growth,
+            Some(2.5)
+        );
+        assert!(hold(&["--max-rss-growth", "5"]).is_err());
+        assert!(hold(&["--rss-every", "0s"]).is_err());
+        assert!(hold(&["--rss-every", "1s", "--max-rss-growth", "-1"]).is_err());
+        assert!(hold(&["--rss-every", "1s", "--max-rss-growth", "NaN"]).is_err());
+        let addr = ["--addr", "127.0.0.1:65001", "--rss-every", "1s"];
+        assert!(hold(&addr).is_ok());
+        assert!(hold(&[&addr[..], &["--max-rss-growth", "5"]].concat()).is_err());
+        Ok(())
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Plan {
     pub(crate) class_size: usize,
     /// Connections being opened at once.
     pub(crate) concurrency: usize,
+    /// Daemon clients send JOIN without waiting for the greeting.
+    pub(crate) pipelined: bool,
     /// Identity prefix of the run.
     pub(crate) run_id: String,
     /// Bound on establishing them all.
@@ -165,11 +167,10 @@ async fn open(plan: &Plan, index: usize) -> Result<Client, String> {
     let class = index / plan.class_size.max(1);
     match plan.kind {
         TargetKind::Daemon => {
-            let mut conn = LineConn::connect(index, plan.addr)
+            let id = format!("Hold{}_C{class}_S{index}_R{index}", plan.run_id);
+            let conn = LineConn::connect_and_join(index, plan.addr, &id, plan.pipelined)
                 .await
                 .map_err(|e| e.to_string())?;
-            let id = format!("Hold{}_C{class}_S{index}_R{index}", plan.run_id);
-            conn.join(&id).await.map_err(|e| e.to_string())?;
             Ok(Client::Daemon(conn))
         }
         TargetKind::Redis => {

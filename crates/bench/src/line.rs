@@ -119,6 +119,39 @@ impl LineConn {
         Ok(Self { reader, writer })
     }
 
+    /// Connects client number `index` and JOINs as `id`. `pipelined`: JOIN is sent at once,
+    /// without waiting for the greeting (as a program may; the daemon then answers with the
+    /// greeting and `OK JOIN` in one write); otherwise the greeting is read first, as a person
+    /// at netcat does.
+    ///
+    /// # Errors
+    /// If the connection fails, the first line is not `HELLO` or the reply is not `OK JOIN`.
+    pub(crate) async fn connect_and_join(
+        index: usize,
+        addr: SocketAddr,
+        id: &str,
+        pipelined: bool,
+    ) -> Result<Self, LineError> {
+        if !pipelined {
+            let mut conn = Self::connect(index, addr).await?;
+            conn.join(id).await?;
+            return Ok(conn);
+        }
+        let stream = net::connect_from(index, addr).await?;
+        let (read, mut writer) = stream.into_split();
+        send(&mut writer, &format!("JOIN {id}")).await?;
+        let mut reader = LineReader {
+            read: BufReader::with_capacity(READ_BUFFER, read),
+            buf: Vec::new(),
+        };
+        let hello = reader.expect().await?;
+        if !hello.starts_with("HELLO ") {
+            return Err(LineError::Unexpected(hello.to_owned()));
+        }
+        expect_ok(reader.reply().await?, "JOIN")?;
+        Ok(Self { reader, writer })
+    }
+
     /// Sends `line` (a line ending is added).
     ///
     /// # Errors

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! attendance-bench hold   --clients 5000 [--class-size 100] [--processes K] [--compare redis]
+//! attendance-bench hold   --clients 19000 --settle 600s --rss-every 10s --max-rss-growth 5
 //! attendance-bench storm  --clients 1000 [--compare redis]
 //! attendance-bench fanout --clients 2000 --messages 100 [--rate 50] [--compare redis]
 //! attendance-bench marks  --clients 256 --marks 20000 [--compare redis]
@@ -24,6 +25,7 @@ mod process;
 mod redis;
 mod report;
 mod resp;
+mod rss;
 mod scenarios;
 mod stats;
 mod target;

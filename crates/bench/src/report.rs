@@ -25,6 +25,9 @@ pub(crate) enum Value {
     Ratio(f64),
     /// Bytes.
     Bytes(u64),
+    /// A change in percent (e.g. RSS growth), shown with its sign. Never put in a ratio: a ratio
+    /// of two growths means nothing (and one of them is often 0).
+    Percent(f64),
     /// Text (a mode, a name).
     Text(&'static str),
     /// Not measured in this run (e.g. RSS of a daemon the bench did not start).
@@ -42,7 +45,7 @@ impl Value {
             Self::Count(n) | Self::Bytes(n) => Some(n as f64),
             Self::Secs(d) | Self::Millis(d) | Self::Micros(d) => Some(d.as_secs_f64()),
             Self::Rate(r) | Self::Ratio(r) => Some(r),
-            Self::Text(_) | Self::Missing => None,
+            Self::Percent(_) | Self::Text(_) | Self::Missing => None,
         }
     }
 
@@ -56,7 +59,7 @@ impl Value {
             Self::Secs(d) => number(d.as_secs_f64()),
             Self::Millis(d) => number(d.as_secs_f64() * 1e3),
             Self::Micros(d) => number(d.as_secs_f64() * 1e6),
-            Self::Rate(r) | Self::Ratio(r) => number(*r),
+            Self::Rate(r) | Self::Ratio(r) | Self::Percent(r) => number(*r),
             Self::Text(t) => serde_json::Value::from(*t).to_string(),
             Self::Missing => "null".to_owned(),
         }
@@ -73,6 +76,7 @@ impl std::fmt::Display for Value {
             Self::Rate(r) if *r >= 100.0 => write!(f, "{r:.0} /s"),
             Self::Rate(r) => write!(f, "{r:.2} /s"),
             Self::Ratio(r) => write!(f, "{r:.2}"),
+            Self::Percent(p) => write!(f, "{p:+.2} %"),
             Self::Bytes(b) if *b < 1024 => write!(f, "{b} B"),
             Self::Bytes(b) if *b < 1024 * 1024 => write!(f, "{:.2} KiB", *b as f64 / 1024.0),
             Self::Bytes(b) => write!(f, "{:.1} MiB", *b as f64 / (1024.0 * 1024.0)),
@@ -296,6 +300,21 @@ mod tests {
     }
 
     #[test]
+    fn percentages_are_never_put_in_a_ratio() {
+        let growth = |pct| {
+            let mut r = Report::new("hold", "x", String::new());
+            r.figure("rss_growth_pct", "RSS growth", Value::Percent(pct));
+            r
+        };
+        let text = comparison(&growth(4.0), &growth(2.0));
+        let row = text
+            .lines()
+            .find(|l| l.contains("RSS growth"))
+            .unwrap_or("");
+        assert!(row.trim_end().ends_with('-'), "{text}");
+    }
+
+    #[test]
     fn small_ratios_do_not_round_to_zero() {
         assert_eq!(format_ratio(0.002), "2.0e-3");
         assert_eq!(format_ratio(0.093), "0.093");
@@ -312,5 +331,8 @@ mod tests {
             "1.500 ms"
         );
         assert_eq!(Value::Rate(9000.4).to_string(), "9000 /s");
+        assert_eq!(Value::Percent(0.0312).to_string(), "+0.03 %");
+        assert_eq!(Value::Percent(-2.5).to_string(), "-2.50 %");
+        assert_eq!(Value::Percent(1.23456).json(), "1.235");
     }
 }

@@ -67,6 +67,7 @@ pub(crate) async fn establish(
             .args(["--class-size", &plan.class_size.to_string()])
             .args(["--connect-concurrency", &concurrency.to_string()])
             .args(["--run-id", &plan.run_id])
+            .args((!plan.pipelined).then_some("--wait-hello"))
             .args([
                 "--timeout",
                 &humantime::format_duration(plan.timeout).to_string(),
@@ -158,6 +159,7 @@ pub(crate) async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         count: args.count,
         class_size: args.class_size,
         concurrency: args.connect_concurrency,
+        pipelined: !args.wait_hello,
         run_id: args.run_id,
         timeout: args.timeout,
     };

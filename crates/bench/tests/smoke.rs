@@ -117,6 +117,34 @@ fn hold_spreads_clients_over_worker_processes() -> Result<()> {
 }
 
 #[test]
+fn hold_samples_rss_while_settling() -> Result<()> {
+    let r = only(bench(&[
+        "hold",
+        "--clients",
+        "20",
+        "--settle",
+        "2s",
+        "--rss-every",
+        "500ms",
+        "--max-rss-growth",
+        "1000",
+    ])?)?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["held"], 20);
+    let samples = r["rss_samples"].as_u64().context("rss_samples")?;
+    assert!((2..=5).contains(&samples), "{r}");
+    let first = r["rss_first_bytes"].as_u64().context("rss_first_bytes")?;
+    let max = r["rss_max_bytes"].as_u64().context("rss_max_bytes")?;
+    assert!(first > 0 && max >= first, "{r}");
+    assert!(r["rss_growth_pct"].is_number(), "{r}");
+    assert!(
+        r["rss_max_growth_pct"].as_f64().is_some_and(|g| g >= 0.0),
+        "{r}"
+    );
+    Ok(())
+}
+
+#[test]
 fn storm_delivers_every_join_announcement() -> Result<()> {
     let r = only(bench(&["storm", "--clients", "50", "--quiet", "1s"])?)?;
     assert_eq!(r["ok"], true, "{r}");

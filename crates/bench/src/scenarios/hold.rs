@@ -1,6 +1,7 @@
 //! `hold`: N clients connect and JOIN (Redis: SUBSCRIBE), in classes of `--class-size`, and stay
 //! connected. Reports how many succeeded, the time to establish them all, connects+joins per
-//! second, and the server's RSS before, after, and per held connection. When one process cannot
+//! second, and the server's RSS before, after, and per held connection; with `--rss-every`, the
+//! RSS sampled throughout `--settle` and its growth (see [`crate::rss`]). When one process cannot
 //! hold N sockets, the clients are spread over worker processes.
 
 use anyhow::Context as _;
@@ -12,6 +13,7 @@ use crate::holders::{self, Plan};
 use crate::line::{LineConn, LineError, expect_ok};
 use crate::net;
 use crate::report::{Report, Value};
+use crate::rss::{self, Trace};
 use crate::stats::{Samples, rate};
 use crate::target::Target;
 use crate::workers;
@@ -22,20 +24,35 @@ pub(crate) fn settings() -> Settings {
     super::base_settings()
 }
 
-/// Waits `--settle` while (against the daemon) one more client PINGs every `--ping-every`.
-/// Returns the probe's reply latencies and the heartbeats it saw, or `None` for Redis.
+/// The PING probe's outcome: reply latencies and heartbeats seen.
+type Probe = Result<(Samples, u64), LineError>;
+
+/// Waits `--settle` while (against the daemon) one more client PINGs every `--ping-every` and
+/// (with `--rss-every`) the server's RSS is sampled, all at once. Returns the probe's outcome
+/// (`None` for Redis) and the RSS trace (`None` without `--rss-every`). Every part ends within
+/// the settle (the probe and the sampler stop by its end themselves).
 async fn settle_and_probe(
     args: &HoldArgs,
     target: &Target,
     index: usize,
-) -> Option<Result<(Samples, u64), LineError>> {
-    if target.kind != TargetKind::Daemon {
-        tokio::time::sleep(args.settle).await;
-        return None;
-    }
-    let probe = ping_probe(target.addr, index, args.settle, args.ping_every);
-    let (_, result) = tokio::join!(tokio::time::sleep(args.settle), probe);
-    Some(result)
+) -> (Option<Probe>, Option<Trace>) {
+    let probe = async {
+        if target.kind == TargetKind::Daemon {
+            Some(ping_probe(target.addr, index, args.settle, args.ping_every).await)
+        } else {
+            None
+        }
+    };
+    let sampler = async {
+        match args.rss_every {
+            Some(every) => {
+                Some(rss::sample(rss::schedule(args.settle, every), || target.rss_bytes()).await)
+            }
+            None => None,
+        }
+    };
+    let ((), probe, trace) = tokio::join!(tokio::time::sleep(args.settle), probe, sampler);
+    (probe, trace)
 }
 
 /// One joined client sending `PING` every `every` for `during`: reply latencies, heartbeats.
@@ -86,24 +103,25 @@ pub(crate) async fn run(args: &HoldArgs, target: &mut Target) -> anyhow::Result<
         count: args.clients,
         class_size: args.class_size,
         concurrency: args.common.connect_concurrency,
+        pipelined: !args.common.wait_hello,
         run_id: super::run_id(),
         timeout: args.common.timeout,
     };
     let rss_before = target.rss_bytes();
 
     let probe_index = args.clients;
-    let (established, rss_after, dropped, probe) = if processes == 1 {
+    let (established, rss_after, dropped, (probe, trace)) = if processes == 1 {
         let (established, held) = holders::establish(&plan).await;
-        let probe = settle_and_probe(args, target, probe_index).await;
+        let settled = settle_and_probe(args, target, probe_index).await;
         let rss_after = target.rss_bytes();
-        (established, rss_after, held.release().await, probe)
+        (established, rss_after, held.release().await, settled)
     } else {
         let (established, workers) = workers::establish(&plan, processes)
             .await
             .context("holding clients in worker processes")?;
-        let probe = settle_and_probe(args, target, probe_index).await;
+        let settled = settle_and_probe(args, target, probe_index).await;
         let rss_after = target.rss_bytes();
-        (established, rss_after, workers.release().await?, probe)
+        (established, rss_after, workers.release().await?, settled)
     };
 
     let mut report = Report::new("hold", target.kind.name(), target.detail());
@@ -154,6 +172,13 @@ pub(crate) async fn run(args: &HoldArgs, target: &mut Target) -> anyhow::Result<
         "RSS per held connection",
         Value::bytes(per_conn),
     );
+    if let Some(trace) = &trace {
+        // The limit is the daemon's soak target; Redis's growth is shown for comparison only.
+        let limit = args
+            .max_rss_growth
+            .filter(|_| target.kind == TargetKind::Daemon);
+        rss::add_to(&mut report, trace, limit);
+    }
     report.info(
         "dropped",
         "closed by the server while held",

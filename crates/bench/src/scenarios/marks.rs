@@ -192,6 +192,7 @@ async fn concurrently(
     deadline: Instant,
 ) -> (Tally, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
+    let pipelined = !args.common.wait_hello;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for worker in 0..args.clients {
@@ -199,7 +200,8 @@ async fn concurrently(
         tasks.spawn(async move {
             match kind {
                 TargetKind::Daemon => {
-                    daemon_client(addr, worker, &run_id, &next, total, deadline).await
+                    let client = Client { worker, pipelined };
+                    daemon_client(addr, client, &run_id, &next, total, deadline).await
                 }
                 TargetKind::Redis => {
                     redis_client(addr, worker, &run_id, &next, total, deadline).await
@@ -230,19 +232,17 @@ async fn prejoined(
     let mut tally = Tally::default();
     let mut timed = Duration::ZERO;
     let mut first = 0;
+    let pipelined = !args.common.wait_hello;
     while first < args.marks && Instant::now() < deadline {
         let size = round.min(args.marks - first);
         let left = deadline.saturating_duration_since(Instant::now());
         let opened = open_many(size, args.common.connect_concurrency, left, |k| {
             let (i, run_id) = (first + k, run_id.to_owned());
             async move {
-                let mut conn = LineConn::connect(i, addr)
+                let id = format!("Marks{run_id}_C{i}_S{i}_R{i}");
+                LineConn::connect_and_join(i, addr, &id, pipelined)
                     .await
-                    .map_err(|e| e.to_string())?;
-                conn.join(&format!("Marks{run_id}_C{i}_S{i}_R{i}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(conn)
+                    .map_err(|e| e.to_string())
             }
         })
         .await;
@@ -308,10 +308,17 @@ async fn present(conn: &mut LineConn) -> Result<Duration, String> {
     }
 }
 
+/// Which client of the run, and whether it sends JOIN without waiting for the greeting.
+#[derive(Debug, Clone, Copy)]
+struct Client {
+    worker: usize,
+    pipelined: bool,
+}
+
 /// One daemon client: fresh connection, JOIN, PRESENT, for each mark it takes.
 async fn daemon_client(
     addr: SocketAddr,
-    worker: usize,
+    Client { worker, pipelined }: Client,
     run_id: &str,
     next: &AtomicUsize,
     total: usize,
@@ -324,7 +331,7 @@ async fn daemon_client(
             return tally;
         }
         let id = format!("Marks{run_id}_W{worker}_S{i}_R{i}");
-        match tokio::time::timeout(OP_TIMEOUT, daemon_mark(addr, i, &id)).await {
+        match tokio::time::timeout(OP_TIMEOUT, daemon_mark(addr, i, &id, pipelined)).await {
             Ok(Ok(latency)) => {
                 tally.acked += 1;
                 tally.latencies.push(latency);
@@ -336,11 +343,15 @@ async fn daemon_client(
 }
 
 /// One mark: returns the time from sending PRESENT to its OK.
-async fn daemon_mark(addr: SocketAddr, index: usize, id: &str) -> Result<Duration, String> {
-    let mut conn = LineConn::connect(index, addr)
+async fn daemon_mark(
+    addr: SocketAddr,
+    index: usize,
+    id: &str,
+    pipelined: bool,
+) -> Result<Duration, String> {
+    let mut conn = LineConn::connect_and_join(index, addr, id, pipelined)
         .await
         .map_err(|e| e.to_string())?;
-    conn.join(id).await.map_err(|e| e.to_string())?;
     present(&mut conn).await
 }
 
