@@ -81,6 +81,12 @@ pub(crate) struct Common {
     #[arg(long, default_value_t = 256)]
     pub(crate) connect_concurrency: usize,
 
+    /// With `--compare`: run the daemon and the other server alternately this many times each,
+    /// and end with the median, lowest and highest ratio of every figure (one round can be off
+    /// by ±15 % on a shared machine).
+    #[arg(long, default_value_t = 1, requires = "compare", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub(crate) rounds: u32,
+
     /// Daemon clients read the greeting before they send JOIN (as a person at netcat does).
     /// By default a client sends JOIN as soon as it is connected, as a program may (Redis
     /// clients, too, send SUBSCRIBE at once); the daemon then answers with the greeting and

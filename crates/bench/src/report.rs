@@ -161,6 +161,11 @@ impl Report {
         self.problems.push(problem);
     }
 
+    /// What the run was against (`attendanced`, `redis`).
+    pub(crate) fn target(&self) -> &'static str {
+        self.target
+    }
+
     /// Whether the run found no problem.
     pub(crate) fn ok(&self) -> bool {
         self.problems.is_empty()
@@ -234,6 +239,91 @@ pub(crate) fn comparison(a: &Report, b: &Report) -> String {
     out
 }
 
+/// Every compared figure both runs measured, as (key, label, ratio `a / b`).
+pub(crate) fn ratios(a: &Report, b: &Report) -> Vec<(&'static str, &'static str, f64)> {
+    a.metrics
+        .iter()
+        .filter(|m| m.compared)
+        .filter_map(|m| {
+            let other = b.metrics.iter().find(|o| o.key == m.key)?;
+            match (m.value.number(), other.value.number()) {
+                (Some(x), Some(y)) if y != 0.0 => Some((m.key, m.label, x / y)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The ratios of several rounds of the same comparison: per figure the median, the lowest and
+/// the highest, as a table and a JSON line. On a shared, noisy machine one round can be off by
+/// ±15 %; the median of alternating rounds is the figure to quote.
+pub(crate) fn ratio_summary(
+    scenario: &str,
+    targets: (&str, &str),
+    rounds: &[Vec<(&'static str, &'static str, f64)>],
+) -> String {
+    let mut keys: Vec<(&'static str, &'static str)> = Vec::new();
+    for (key, label, _) in rounds.iter().flatten() {
+        if !keys.iter().any(|(k, _)| k == key) {
+            keys.push((key, label));
+        }
+    }
+    let width = keys.iter().map(|(_, l)| l.len()).max().unwrap_or(6).max(6);
+    let mut out = format!(
+        "{scenario} — {} / {} over {} alternating rounds\n  {:width$}  {:>8}  {:>8}  {:>8}\n",
+        targets.0,
+        targets.1,
+        rounds.len(),
+        "figure",
+        "median",
+        "lowest",
+        "highest"
+    );
+    let mut json = format!(
+        "{{\"scenario\":{},\"summary\":\"ratios\",\"rounds\":{}",
+        serde_json::Value::from(scenario),
+        rounds.len()
+    );
+    for (key, label) in keys {
+        let mut values: Vec<f64> = rounds
+            .iter()
+            .flatten()
+            .filter(|(k, _, _)| *k == key)
+            .map(|(_, _, r)| *r)
+            .collect();
+        values.sort_by(f64::total_cmp);
+        let (Some(low), Some(high)) = (values.first(), values.last()) else {
+            continue;
+        };
+        let median = median(&values);
+        let _ = writeln!(
+            out,
+            "  {label:width$}  {:>8}  {:>8}  {:>8}",
+            format_ratio(median),
+            format_ratio(*low),
+            format_ratio(*high)
+        );
+        let _ = write!(
+            json,
+            ",\"{key}_ratio_median\":{}",
+            Value::Ratio(median).json()
+        );
+    }
+    json.push('}');
+    out.push('\n');
+    out.push_str(&json);
+    out
+}
+
+/// The median of sorted `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// Two decimals, or enough to tell a small ratio from zero.
 fn format_ratio(r: f64) -> String {
     match r.abs() {
@@ -246,6 +336,27 @@ fn format_ratio(r: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_takes_the_median_of_the_rounds_ratios() {
+        let rounds: Vec<_> = [(1.0, 2.0), (3.0, 2.0), (2.0, 2.0)]
+            .iter()
+            .map(|&(a, b)| ratios(&sample("attendanced", a), &sample("redis", b)))
+            .collect();
+        let text = ratio_summary("hold", ("attendanced", "redis"), &rounds);
+        assert!(text.contains("over 3 alternating rounds"), "{text}");
+        // Rates 1/2, 3/2 and 2/2: median 1.00, lowest 0.50, highest 1.50.
+        let row = text
+            .lines()
+            .find(|l| l.contains("connects+joins per second"))
+            .unwrap_or_default();
+        assert!(
+            row.contains("1.00") && row.contains("0.50") && row.contains("1.50"),
+            "{row}"
+        );
+        assert!(text.contains("\"rate_per_s_ratio_median\":1.0"), "{text}");
+        assert_eq!(median(&[1.0, 2.0, 3.0, 4.0]), 2.5);
+    }
 
     fn sample(target: &'static str, rate: f64) -> Report {
         let mut r = Report::new("hold", target, "127.0.0.1:1".into());

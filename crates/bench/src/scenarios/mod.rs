@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::cli::{Common, CompareWith, FanoutArgs, HoldArgs, MarksArgs, Scenario, StormArgs};
 use crate::daemon::Settings;
 use crate::redis::Persistence;
-use crate::report::{Report, comparison};
+use crate::report::{Report, comparison, ratio_summary, ratios};
 use crate::target::Target;
 use crate::workers;
 
@@ -37,6 +37,15 @@ impl Load {
             Self::Storm(a) => &a.common,
             Self::Fanout(a) => &a.common,
             Self::Marks(a) => &a.common,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Hold(_) => "hold",
+            Self::Storm(_) => "storm",
+            Self::Fanout(_) => "fanout",
+            Self::Marks(_) => "marks",
         }
     }
 
@@ -88,29 +97,40 @@ pub(crate) async fn run(scenario: Scenario) -> anyhow::Result<bool> {
         }
     };
     let common = load.common().clone();
-
-    let mut daemon = Target::daemon(&common, load.daemon_settings())?;
-    let report = load.run(&mut daemon).await;
-    let report = match report {
-        Ok(report) => report,
-        Err(e) => {
-            let log = daemon.log_tail().unwrap_or_default();
-            return Err(e.context(format!("the daemon's log ends with:\n{log}")));
+    let mut ok = true;
+    let mut rounds = Vec::new();
+    let mut names = ("", "");
+    for _ in 0..common.rounds {
+        let report = run_daemon(&load, &common).await?;
+        print(&report);
+        ok &= report.ok();
+        if let Some(CompareWith::Redis) = common.compare {
+            let mut redis = Target::redis(&common, load.persistence())?;
+            let other = load.run(&mut redis).await?;
+            drop(redis);
+            print(&other);
+            println!("{}", comparison(&report, &other));
+            ok &= other.ok();
+            rounds.push(ratios(&report, &other));
+            names = (report.target(), other.target());
         }
-    };
-    drop(daemon);
-    print(&report);
-    let mut ok = report.ok();
-
-    if let Some(CompareWith::Redis) = common.compare {
-        let mut redis = Target::redis(&common, load.persistence())?;
-        let other = load.run(&mut redis).await?;
-        drop(redis);
-        print(&other);
-        println!("{}", comparison(&report, &other));
-        ok &= other.ok();
+    }
+    if rounds.len() > 1 {
+        println!("{}", ratio_summary(load.name(), names, &rounds));
     }
     Ok(ok)
+}
+
+/// One run against a daemon of its own (or the one at `--addr`).
+async fn run_daemon(load: &Load, common: &Common) -> anyhow::Result<Report> {
+    let mut daemon = Target::daemon(common, load.daemon_settings())?;
+    match load.run(&mut daemon).await {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            let log = daemon.log_tail().unwrap_or_default();
+            Err(e.context(format!("the daemon's log ends with:\n{log}")))
+        }
+    }
 }
 
 fn print(report: &Report) {
