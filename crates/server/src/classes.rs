@@ -93,14 +93,16 @@ fn kind_index(kind: BurstKind) -> usize {
 }
 
 impl ClassShared {
+    /// Whether anyone but `from` would hear an announcement. (A member's own receiver counts
+    /// as one.)
+    fn has_listeners(&self, from: ConnId) -> bool {
+        self.tx.receiver_count() > usize::from(from != 0)
+    }
+
     fn send(&self, from: ConnId, event: Event) {
         // A member alone in its class (or a class with nobody left) has no one to tell: skip
-        // the formatting. (A member's own receiver counts as one.)
-        let others = self
-            .tx
-            .receiver_count()
-            .saturating_sub(usize::from(from != 0));
-        if others == 0 {
+        // the formatting.
+        if !self.has_listeners(from) {
             return;
         }
         let _ = self.tx.send(Arc::new(AnnouncementLine {
@@ -116,6 +118,10 @@ impl ClassShared {
             SendNow,
             Counted,
             FlushAt(Instant),
+        }
+        // Nobody to tell, nothing to count: a later member is not told of joins before its own.
+        if !self.has_listeners(from) {
+            return;
         }
         let i = kind_index(kind);
         let now = Instant::now();

@@ -547,7 +547,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let Some(j) = &self.joined else {
             return self.not_joined("PRESENT").await;
         };
-        let id = j.membership.id.clone();
+        // The identity is borrowed from the membership throughout (no clone per mark).
+        let id = &j.membership.id;
         let now = Timestamp::now();
         if let Some(at) = self.shared.marks.get(&id.class, &id.roll, now) {
             return self.reply(Reply::Present { marked_at: at }).await;
@@ -573,16 +574,19 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             },
         }
         .neutralised();
-        match self.shared.writer.write(record).await {
+        let written = self.shared.writer.write(record).await;
+        let Some(j) = &self.joined else {
+            return Ok(Flow::Close);
+        };
+        let id = &j.membership.id;
+        match written {
             Ok(()) => {
                 self.shared.marks.insert(&id.class, &id.roll, now);
                 self.shared.metrics.marked();
                 debug!(student = %id, "marked present");
-                if let Some(j) = &self.joined {
-                    j.membership.announce(Event::Present {
-                        name: id.name.clone(),
-                    });
-                }
+                j.membership.announce(Event::Present {
+                    name: id.name.clone(),
+                });
                 self.reply(Reply::Present { marked_at: now }).await
             }
             Err(WriteError::Storage(e)) => {
