@@ -5,7 +5,6 @@
 //! sender or anyone else. A std `Mutex` guards the map: it is held only for map updates, never
 //! across an `.await`.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -15,9 +14,8 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-/// The maps are keyed by client-chosen strings, so they need a seeded hasher; foldhash is much
-/// faster than std's SipHash for short keys and still seeded randomly per process (and per map).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+// Keys are client-chosen strings: a hasher seeded from the OS (crate::hashing).
+use crate::hashing::Map;
 
 /// Length of a burst window.
 pub const BURST_WINDOW: Duration = Duration::from_millis(250);

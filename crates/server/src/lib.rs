@@ -12,6 +12,7 @@ pub mod classes;
 pub mod cli;
 pub mod config;
 mod connection;
+mod hashing;
 pub mod limits;
 mod lines;
 pub mod marks;

@@ -4,19 +4,15 @@
 //! The day is the calendar day in the configured time zone (a class at 00:30 local time belongs
 //! to that local day, whatever the UTC date).
 
-use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use attendance_protocol::{ClassKey, Field, Timestamp};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
+// Keys are client-chosen strings: a hasher seeded from the OS (crate::hashing).
+use crate::hashing::Map;
 use crate::storage::MarkRecord;
-
-/// Keys are client-chosen strings, so the maps need a seeded hasher (a fixed one would let a
-/// client pick colliding keys). foldhash is much faster than std's SipHash for these short
-/// keys and is still seeded randomly per process (and per map).
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The first mark of each day a roll was marked, as (day, mark), sorted by day.
 type Days = Vec<(Date, Timestamp)>;
