@@ -106,17 +106,7 @@ impl LineConn {
     /// # Errors
     /// If the connection fails or the first line is not `HELLO`.
     pub(crate) async fn connect(index: usize, addr: SocketAddr) -> Result<Self, LineError> {
-        let stream = net::connect_from(index, addr).await?;
-        let (read, writer) = stream.into_split();
-        let mut reader = LineReader {
-            read: BufReader::with_capacity(READ_BUFFER, read),
-            buf: Vec::new(),
-        };
-        let hello = reader.expect().await?;
-        if !hello.starts_with("HELLO ") {
-            return Err(LineError::Unexpected(hello.to_owned()));
-        }
-        Ok(Self { reader, writer })
+        Self::open(index, addr, None).await
     }
 
     /// Connects client number `index` and JOINs as `id`. `pipelined`: JOIN is sent at once,
@@ -132,14 +122,22 @@ impl LineConn {
         id: &str,
         pipelined: bool,
     ) -> Result<Self, LineError> {
+        let join = format!("JOIN {id}");
+        let mut conn = Self::open(index, addr, pipelined.then_some(join.as_str())).await?;
         if !pipelined {
-            let mut conn = Self::connect(index, addr).await?;
-            conn.join(id).await?;
-            return Ok(conn);
+            conn.send(&join).await?;
         }
+        expect_ok(conn.reader.reply().await?, "JOIN")?;
+        Ok(conn)
+    }
+
+    /// Connects, sends `first` (if any) before reading anything, then reads the greeting.
+    async fn open(index: usize, addr: SocketAddr, first: Option<&str>) -> Result<Self, LineError> {
         let stream = net::connect_from(index, addr).await?;
         let (read, mut writer) = stream.into_split();
-        send(&mut writer, &format!("JOIN {id}")).await?;
+        if let Some(line) = first {
+            send(&mut writer, line).await?;
+        }
         let mut reader = LineReader {
             read: BufReader::with_capacity(READ_BUFFER, read),
             buf: Vec::new(),
@@ -148,7 +146,6 @@ impl LineConn {
         if !hello.starts_with("HELLO ") {
             return Err(LineError::Unexpected(hello.to_owned()));
         }
-        expect_ok(reader.reply().await?, "JOIN")?;
         Ok(Self { reader, writer })
     }
 

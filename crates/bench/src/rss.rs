@@ -164,15 +164,14 @@ pub(crate) fn add_to(report: &mut Report, trace: &Trace, limit_pct: Option<f64>)
         "RSS growth allowed",
         Value::Percent(limit),
     );
-    match growth.as_ref().map(|g| (g, g.growth_pct)) {
-        Some((g, Some(_))) => {
-            if let Some(problem) = check(g, limit) {
-                report.problem(problem);
-            }
-        }
-        Some((_, None)) | None => report.problem(format!(
+    let problem = match growth.as_ref().filter(|g| g.growth_pct.is_some()) {
+        Some(g) => check(g, limit),
+        None => Some(format!(
             "--max-rss-growth {limit} % given, but the server's RSS could not be sampled"
         )),
+    };
+    if let Some(problem) = problem {
+        report.problem(problem);
     }
 }
 

@@ -174,9 +174,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         signals: &mut broadcast::Receiver<Signal>,
     ) -> Step {
         let hello = self.shared.hello.clone();
-        match Box::pin(self.answer_early(reader, hello)).await? {
-            Flow::Continue => {}
-            Flow::Close => return Ok(Flow::Close),
+        if Box::pin(self.answer_early(reader, hello)).await? == Flow::Close {
+            return Ok(Flow::Close);
         }
         let mut login_timer = (self.peer != Peer::Admin).then(|| {
             Box::pin(tokio::time::sleep_until(
@@ -574,12 +573,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             },
         }
         .neutralised();
-        let written = self.shared.writer.write(record).await;
-        let Some(j) = &self.joined else {
-            return Ok(Flow::Close);
-        };
-        let id = &j.membership.id;
-        match written {
+        match self.shared.writer.write(record).await {
             Ok(()) => {
                 self.shared.marks.insert(&id.class, &id.roll, now);
                 self.shared.metrics.marked();
