@@ -383,3 +383,97 @@ async fn a_client_may_send_before_the_greeting_and_is_answered_in_order() -> Res
     assert!(c.closed().await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_marked_connection_checks_in_the_next_student() -> Result<()> {
+    let d = Daemon::start(&["--class-length", "0s"])?;
+    let mut watcher = d.connect().await?;
+    let mut kiosk = d.connect().await?;
+    assert!(
+        watcher
+            .cmd("JOIN ComputerNetworks_Div1_Wat_9")
+            .await?
+            .starts_with("OK JOIN")
+    );
+    assert!(
+        kiosk
+            .cmd(&format!("JOIN {ANN}"))
+            .await?
+            .starts_with("OK JOIN")
+    );
+    assert!(watcher.event("EVENT JOIN").await?.contains(" Ann "));
+    // Until Ann is marked, the connection is hers.
+    let refused = kiosk.cmd(&format!("JOIN {BOB}")).await?;
+    assert!(refused.starts_with("ERR JOINED "), "{refused}");
+    assert!(refused.contains("PRESENT"), "{refused}");
+    assert!(kiosk.cmd("PRESENT").await?.starts_with("OK PRESENT "));
+    // Marked: the next student checks in on the same connection.
+    assert_eq!(
+        kiosk.cmd(&format!("JOIN {BOB}")).await?,
+        "OK JOIN ComputerNetworks Div1 Bob 2 0"
+    );
+    assert_eq!(watcher.event("EVENT PRESENT").await?, "EVENT PRESENT Ann");
+    assert_eq!(watcher.event("EVENT LEAVE").await?, "EVENT LEAVE Ann");
+    assert!(watcher.event("EVENT JOIN").await?.contains(" Bob "));
+    assert!(kiosk.cmd("PRESENT").await?.starts_with("OK PRESENT "));
+    assert_eq!(watcher.event("EVENT PRESENT").await?, "EVENT PRESENT Bob");
+
+    // A roll held on another connection is refused, and the kiosk stays Bob, in his class.
+    let mut cat = d.connect().await?;
+    assert!(
+        cat.cmd("JOIN Compilers_Div1_Cat_3")
+            .await?
+            .starts_with("OK JOIN")
+    );
+    assert!(
+        kiosk
+            .cmd("JOIN Compilers_Div1_Cat_3")
+            .await?
+            .starts_with("ERR ALREADY ")
+    );
+    assert_eq!(kiosk.cmd("SAY still Bob").await?, "OK SAY");
+    assert_eq!(watcher.event("EVENT SAY").await?, "EVENT SAY Bob still Bob");
+    // Into another class: Bob leaves this one, Dan joins that one.
+    assert!(
+        kiosk
+            .cmd("JOIN Compilers_Div1_Dan_4")
+            .await?
+            .starts_with("OK JOIN Compilers Div1 Dan 4 ")
+    );
+    assert_eq!(watcher.event("EVENT LEAVE").await?, "EVENT LEAVE Bob");
+    assert!(cat.event("EVENT JOIN").await?.contains(" Dan "));
+    // Ann's roll is free again; she is marked, so she need not stay.
+    let mut ann = d.connect().await?;
+    assert_eq!(
+        ann.cmd(&format!("JOIN {ANN}")).await?,
+        "OK JOIN ComputerNetworks Div1 Ann 1 0"
+    );
+
+    let names: Vec<String> = read_rows(&d.csv_path())
+        .await?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["Ann", "Bob"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pipelined_lines_are_answered_in_order_across_a_mark() -> Result<()> {
+    let d = Daemon::start(&["--class-length", "0s"])?;
+    let mut c = d.connect().await?;
+    // Bounded: a few rounds of a kiosk program sending each student's JOIN and PRESENT at once.
+    for i in 0..10 {
+        c.send_bytes(
+            format!("PING a{i}\nJOIN Compilers_Div2_Kiosk_{i}\nPRESENT\nPING b{i}\n").as_bytes(),
+        )
+        .await?;
+        assert_eq!(c.reply().await?, format!("OK PONG a{i}"));
+        let join = c.reply().await?;
+        assert_eq!(join, format!("OK JOIN Compilers Div2 Kiosk {i} 0"));
+        assert!(c.reply().await?.starts_with("OK PRESENT "));
+        assert_eq!(c.reply().await?, format!("OK PONG b{i}"));
+    }
+    assert_eq!(read_rows(&d.csv_path()).await?.len(), 10);
+    Ok(())
+}

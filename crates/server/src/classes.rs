@@ -291,6 +291,58 @@ impl Classes {
         })
     }
 
+    /// Hands the connection holding `membership` to another student, `id` (a lab kiosk: the
+    /// next student checks in once this one is marked). The class hears `EVENT LEAVE` of the
+    /// old student; announcing the new one is the caller's. Within one class the member keeps
+    /// its receiver and the class is never emptied on the way; into another class it is a
+    /// join there and a leave here.
+    ///
+    /// # Errors
+    /// [`AlreadyJoined`] if `id`'s roll is held by another connection; `membership` is then
+    /// unchanged.
+    pub fn rejoin(
+        &self,
+        membership: &mut Membership,
+        id: &StudentId,
+        since: Instant,
+    ) -> Result<(), AlreadyJoined> {
+        let conn = membership.conn;
+        if id.class != membership.id.class {
+            let new = self.join_at(id, conn, since)?;
+            let old = std::mem::replace(membership, new);
+            self.leave(old);
+            return Ok(());
+        }
+        {
+            let mut map = self.lock();
+            let Some(class) = map.get_mut(&id.class) else {
+                // Unreachable while `membership` lives (a member keeps its class); but if it
+                // were so, joining afresh is the right answer.
+                drop(map);
+                *membership = self.join_at(id, conn, since)?;
+                return Ok(());
+            };
+            if class.members.get(&id.roll).is_some_and(|m| m.conn != conn) {
+                return Err(AlreadyJoined);
+            }
+            if class.members.get(&membership.id.roll).map(|m| m.conn) == Some(conn) {
+                class.members.remove(&membership.id.roll);
+            }
+            class.members.insert(
+                id.roll.clone(),
+                Member {
+                    conn,
+                    name: id.name.clone(),
+                    since,
+                },
+            );
+        }
+        let old = std::mem::replace(&mut membership.id, id.clone());
+        // Our own receiver counts as the one listener `has_listeners` expects from a member.
+        membership.announce(Event::Leave { name: old.name });
+        Ok(())
+    }
+
     /// Removes a member, telling the others, and forgets the class once it is empty.
     pub fn leave(&self, membership: Membership) {
         membership.announce(Event::Leave {
@@ -387,6 +439,65 @@ mod tests {
         );
         classes.leave(a);
         assert!(classes.snapshot().is_empty());
+    }
+
+    #[test]
+    fn a_connection_hands_over_to_the_next_student() {
+        let classes = Classes::new(8);
+        let mut watcher = classes.join(&id("CN_D1_Wat_0"), 9).expect("join");
+        let mut kiosk = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
+        let other = classes.join(&id("CN_D2_Cat_3"), 3).expect("join");
+        // Within the class: the old student leaves, the class keeps its other member.
+        classes
+            .rejoin(&mut kiosk, &id("CN_D1_Bob_2"), Instant::now())
+            .expect("rejoin");
+        assert_eq!(kiosk.id, id("CN_D1_Bob_2"));
+        assert_eq!(
+            &watcher.rx.try_recv().expect("leave").line[..],
+            b"EVENT LEAVE Ann\n"
+        );
+        // Alone in a class, there is no one to tell: nothing is even formatted.
+        let mut lone = classes.join(&id("CN_D4_Eve_5"), 6).expect("join");
+        classes
+            .rejoin(&mut lone, &id("CN_D4_Fay_6"), Instant::now())
+            .expect("rejoin");
+        assert!(lone.rx.try_recv().is_err());
+        // The roll it left is free again; the one it holds is not.
+        assert!(classes.join(&id("CN_D1_Ann_1"), 4).is_ok());
+        assert_eq!(
+            classes.join(&id("CN_D1_Bob_2"), 5).err(),
+            Some(AlreadyJoined)
+        );
+        // A roll held elsewhere is refused and nothing changes.
+        assert_eq!(
+            classes.rejoin(&mut kiosk, &id("CN_D2_Cat_3"), Instant::now()),
+            Err(AlreadyJoined)
+        );
+        assert_eq!(kiosk.id, id("CN_D1_Bob_2"));
+        // Into another class: a leave here and a join there.
+        classes
+            .rejoin(&mut kiosk, &id("CN_D3_Dan_4"), Instant::now())
+            .expect("rejoin");
+        assert_eq!(
+            &watcher.rx.try_recv().expect("leave").line[..],
+            b"EVENT LEAVE Bob\n"
+        );
+        let rolls: Vec<String> = classes
+            .members(None)
+            .into_iter()
+            .map(|m| m.id.to_string())
+            .collect();
+        assert_eq!(
+            rolls,
+            [
+                "CN_D1_Ann_1",
+                "CN_D1_Wat_0",
+                "CN_D2_Cat_3",
+                "CN_D3_Dan_4",
+                "CN_D4_Fay_6"
+            ]
+        );
+        drop(other);
     }
 
     #[test]

@@ -115,8 +115,8 @@ fn limiter(per_second: u32, burst: u32) -> Limiter {
 /// Most announcement lines gathered into one write.
 const MAX_GATHER: usize = 64;
 
-/// Most lines answered together with the greeting (see `Connection::answer_early`).
-const MAX_EARLY_LINES: usize = 8;
+/// Most lines whose replies are gathered into one write (see `Connection::answer_corked`).
+const MAX_CORKED_LINES: usize = 8;
 
 /// Serves one client until it quits, drops, misbehaves too often or the server shuts down.
 pub(crate) async fn serve<L, W>(
@@ -200,7 +200,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     }
                 }
                 item = reader.next_line() => {
-                    if Box::pin(self.take_line(item)).await? == Flow::Close {
+                    if Box::pin(self.answer_lines(reader, item)).await? == Flow::Close {
                         return Ok(Flow::Close);
                     }
                 }
@@ -228,10 +228,38 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             self.send(hello).await?;
             return Ok(Flow::Continue);
         };
-        self.corked = Some(Box::new(BytesMut::from(&hello[..])));
+        self.answer_corked(reader, first, BytesMut::from(&hello[..]))
+            .await
+    }
+
+    /// Answers a line that arrived with others behind it (a program pipelining `JOIN` and
+    /// `PRESENT`, a paste into netcat): the lines already read are answered in turn and their
+    /// replies go out in one write. A lone line is answered straight away.
+    async fn answer_lines<L: LineSource>(
+        &mut self,
+        reader: &mut L,
+        item: Option<std::io::Result<LineItem>>,
+    ) -> Step {
+        match item {
+            Some(first) if reader.has_buffered() => {
+                self.answer_corked(reader, first, BytesMut::new()).await
+            }
+            item => self.take_line(item).await,
+        }
+    }
+
+    /// Answers `first` and the lines buffered behind it, gathering everything sent after
+    /// `head` into one write.
+    async fn answer_corked<L: LineSource>(
+        &mut self,
+        reader: &mut L,
+        first: std::io::Result<LineItem>,
+        head: BytesMut,
+    ) -> Step {
+        self.corked = Some(Box::new(head));
         let mut flow = self.take_line(Some(first)).await;
-        // Bounded: the lines of the first read only, and at most a handful.
-        for _ in 1..MAX_EARLY_LINES {
+        // Bounded: only lines already read, and at most a handful per write.
+        for _ in 1..MAX_CORKED_LINES {
             if !matches!(flow, Ok(Flow::Continue)) {
                 break;
             }
@@ -241,7 +269,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             flow = self.take_line(Some(item)).await;
         }
         // Whatever happened, what was gathered goes out (a QUIT's BYE, an ERR before closing).
-        if let Some(out) = self.corked.take() {
+        if let Some(out) = self.corked.take().filter(|out| !out.is_empty()) {
             self.send(out.freeze()).await?;
         }
         flow
@@ -474,25 +502,38 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             return Ok((flow, false));
         };
         let class_length = self.shared.config.load().class_length;
-        if let Some(j) = &self.joined {
-            if j.membership.id != id {
-                let current = j.membership.id.to_string();
+        let since = Instant::now();
+        let taken = match self.joined.take() {
+            Some(j) if j.membership.id == id => {
+                let remaining = self.remaining(class_length, j.since, &id);
+                self.joined = Some(j);
                 let flow = self
-                    .refuse(ErrorCode::Joined, format!("this connection is checked in as {current}; connect again to check in someone else"))
+                    .reply(Reply::Join {
+                        id,
+                        required_seconds: remaining,
+                    })
+                    .await?;
+                return Ok((flow, true));
+            }
+            Some(j) if !self.is_marked(&j.membership.id) => {
+                let current = j.membership.id.to_string();
+                self.joined = Some(j);
+                let flow = self
+                    .refuse(ErrorCode::Joined, format!("this connection is checked in as {current}, who is not marked present yet; send PRESENT first, or connect again to check in someone else"))
                     .await?;
                 return Ok((flow, false));
             }
-            let remaining = self.remaining(class_length, j.since, &id);
-            let flow = self
-                .reply(Reply::Join {
-                    id,
-                    required_seconds: remaining,
-                })
-                .await?;
-            return Ok((flow, true));
-        }
-        let since = Instant::now();
-        let membership = match self.shared.classes.join_at(&id, self.conn, since) {
+            // Marked: the connection is free for the next student (a lab kiosk).
+            Some(mut j) => match self.shared.classes.rejoin(&mut j.membership, &id, since) {
+                Ok(()) => Ok(j.membership),
+                Err(e) => {
+                    self.joined = Some(j);
+                    Err(e)
+                }
+            },
+            None => self.shared.classes.join_at(&id, self.conn, since),
+        };
+        let membership = match taken {
             Ok(m) => m,
             Err(_) => {
                 let flow = self
@@ -529,14 +570,17 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         Ok((flow, true))
     }
 
-    /// Whole seconds (rounded up) the student must still stay; zero if already marked today.
-    fn remaining(&self, class_length: Duration, since: Instant, id: &StudentId) -> u64 {
-        if self
-            .shared
+    /// Whether `id` is marked present today.
+    fn is_marked(&self, id: &StudentId) -> bool {
+        self.shared
             .marks
             .get(&id.class, &id.roll, Timestamp::now())
             .is_some()
-        {
+    }
+
+    /// Whole seconds (rounded up) the student must still stay; zero if already marked today.
+    fn remaining(&self, class_length: Duration, since: Instant, id: &StudentId) -> u64 {
+        if self.is_marked(id) {
             return 0;
         }
         ceil_secs(class_length.saturating_sub(since.elapsed()))

@@ -27,6 +27,12 @@ pub(crate) trait LineSource: Send {
     fn buffered_line(&mut self) -> Option<io::Result<LineItem>> {
         None
     }
+
+    /// Whether bytes that arrived with the last line are still waiting (possibly only part of
+    /// a line).
+    fn has_buffered(&self) -> bool {
+        false
+    }
 }
 
 /// Bytes read per poll. Lives on the stack only while reading.
@@ -105,6 +111,10 @@ impl<R: AsyncRead + Unpin + Send> LineSource for Lines<R> {
             return None;
         }
         self.decode().transpose()
+    }
+
+    fn has_buffered(&self) -> bool {
+        !self.partial.is_empty()
     }
 }
 
