@@ -279,8 +279,40 @@ impl ServerLine {
     }
 
     /// The line with its `\n`, ready to be written (or shared among many receivers).
+    ///
+    /// The replies of every mark (`OK JOIN`, `OK PRESENT`) are written directly, the rest
+    /// through `Display`; both give the same text (a test checks).
     pub fn encode(&self) -> Bytes {
-        Bytes::from(format!("{self}\n"))
+        let mut out = Vec::with_capacity(64);
+        match self {
+            Self::Ok(Reply::Join {
+                id,
+                required_seconds,
+            }) => {
+                out.extend_from_slice(b"OK JOIN ");
+                for part in [
+                    id.course().as_str(),
+                    id.division().as_str(),
+                    id.name.as_str(),
+                    id.roll.as_str(),
+                ] {
+                    out.extend_from_slice(part.as_bytes());
+                    out.push(b' ');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(*required_seconds).as_bytes());
+            }
+            Self::Ok(Reply::Present { marked_at }) => {
+                out.extend_from_slice(b"OK PRESENT ");
+                marked_at.write_to(&mut out);
+            }
+            other => {
+                use std::io::Write as _;
+                // Writing into a Vec cannot fail; a Display impl that fails leaves what it wrote.
+                let _ = write!(out, "{other}");
+            }
+        }
+        out.push(b'\n');
+        Bytes::from(out)
     }
 }
 
@@ -520,6 +552,30 @@ fn parse_event(mut w: Words<'_>) -> Result<Event, ParseLineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_matches_display_for_the_direct_paths_and_the_rest() {
+        let id: StudentId = "Compilers_Div2_José_18BCP043".parse().expect("valid id");
+        let lines = [
+            ServerLine::Ok(Reply::Join {
+                id: id.clone(),
+                required_seconds: 0,
+            }),
+            ServerLine::Ok(Reply::Join {
+                id,
+                required_seconds: u64::MAX,
+            }),
+            ServerLine::Ok(Reply::Present {
+                marked_at: "2026-11-23T15:17:54.123Z".parse().expect("valid"),
+            }),
+            ServerLine::Ok(Reply::Pong(None)),
+            ServerLine::early(42),
+            ServerLine::Event(Event::Lagged(7)),
+        ];
+        for line in lines {
+            assert_eq!(&line.encode()[..], format!("{line}\n").as_bytes());
+        }
+    }
 
     #[test]
     fn early_carries_the_seconds_remaining() {

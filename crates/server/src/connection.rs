@@ -609,10 +609,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             name: id.name.to_string(),
             roll: id.roll.to_string(),
             status: "Present".to_owned(),
-            marked_at: now.to_string(),
-            joined_at: j.at.to_string(),
+            marked_at: now.to_wire_string(),
+            joined_at: j.at.to_wire_string(),
             client_addr: match self.peer {
-                Peer::Tcp(addr) => addr.ip().to_string(),
+                Peer::Tcp(addr) => ip_string(addr.ip()),
                 Peer::Admin => String::new(),
             },
         }
@@ -673,6 +673,44 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     }
 }
 
+/// `ip` as text; an IPv4 address without the formatting machinery (once per mark, it showed
+/// in profiles).
+fn ip_string(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(itoa::Buffer::new().format(octet));
+            }
+            out
+        }
+        std::net::IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.3.4",
+            "::1",
+            "fe80::1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("valid");
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
+    }
 }

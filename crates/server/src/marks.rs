@@ -24,6 +24,34 @@ struct Inner {
     classes: Map<ClassKey, Map<Field, Days>>,
     /// Marks in `classes` (all days).
     len: usize,
+    /// The day last looked up: a mark looks its day up three or four times, and a time-zone
+    /// conversion each time showed in profiles.
+    day: Option<DaySpan>,
+}
+
+/// A calendar day and the instants it spans, [start, end) in Unix milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct DaySpan {
+    start: i64,
+    end: i64,
+    date: Date,
+}
+
+impl DaySpan {
+    /// The day of `at` in `tz`, if its bounds can be computed (always, short of the ends of
+    /// jiff's range).
+    fn of(at: jiff::Timestamp, tz: &TimeZone) -> Option<Self> {
+        let date = tz.to_datetime(at).date();
+        let start = date.to_zoned(tz.clone()).ok()?.timestamp().as_millisecond();
+        let end = date
+            .tomorrow()
+            .ok()?
+            .to_zoned(tz.clone())
+            .ok()?
+            .timestamp()
+            .as_millisecond();
+        Some(Self { start, end, date })
+    }
 }
 
 /// The set of marks known from the file and made since start-up.
@@ -61,17 +89,27 @@ impl Marks {
 
     /// The calendar day of `at` in the configured time zone.
     pub fn day(&self, at: Timestamp) -> Date {
-        let at =
-            jiff::Timestamp::from_millisecond(i64::try_from(at.unix_millis()).unwrap_or(i64::MAX))
-                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         // The same civil date as `at.to_zoned(tz).date()`, without cloning the zone.
-        self.tz.to_datetime(at).date()
+        self.tz.to_datetime(jiff_timestamp(at)).date()
+    }
+
+    /// [`Marks::day`], from the span of the day last looked up when `at` falls in it.
+    fn day_cached(&self, inner: &mut Inner, at: Timestamp) -> Date {
+        let ms = i64::try_from(at.unix_millis()).unwrap_or(i64::MAX);
+        match inner.day {
+            Some(span) if (span.start..span.end).contains(&ms) => span.date,
+            _ => {
+                let at = jiff_timestamp(at);
+                inner.day = DaySpan::of(at, &self.tz);
+                self.tz.to_datetime(at).date()
+            }
+        }
     }
 
     /// When `roll` of `class` was marked on the day of `now`, if it was.
     pub fn get(&self, class: &ClassKey, roll: &Field, now: Timestamp) -> Option<Timestamp> {
-        let day = self.day(now);
-        let inner = self.lock();
+        let mut inner = self.lock();
+        let day = self.day_cached(&mut inner, now);
         let days = inner.classes.get(class)?.get(roll)?;
         days.binary_search_by_key(&day, |&(d, _)| d)
             .ok()
@@ -80,8 +118,8 @@ impl Marks {
 
     /// Records a mark that is on disk. The first mark of a day is kept.
     pub fn insert(&self, class: &ClassKey, roll: &Field, at: Timestamp) {
-        let day = self.day(at);
         let mut guard = self.lock();
+        let day = self.day_cached(&mut guard, at);
         let inner = &mut *guard;
         if let Some(days) = inner
             .classes
@@ -129,6 +167,11 @@ impl Marks {
     }
 }
 
+fn jiff_timestamp(at: Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(i64::try_from(at.unix_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +207,31 @@ mod tests {
             utc.get(&class, &roll, later_same_local_day).is_none(),
             "a new UTC day"
         );
+    }
+
+    #[test]
+    fn the_cached_day_agrees_with_the_zone_across_dst_changes() {
+        // Berlin changes at 02:00/03:00 local; Beirut and Santiago have changed at midnight.
+        for zone in ["Europe/Berlin", "Asia/Beirut", "America/Santiago", "UTC"] {
+            let tz = TimeZone::get(zone).expect("tzdb");
+            let marks = Marks::from_records(&[], tz);
+            let mut inner = Inner::default();
+            // Bounded: every 37 minutes through 2026, in order (as a daemon looks days up).
+            let start: Timestamp = "2026-01-01T00:00:00.000Z".parse().expect("ts");
+            let start_ms = i64::try_from(start.unix_millis()).expect("in range");
+            for step in 0..(365 * 24 * 60 / 37) {
+                let ms = start_ms + step * 37 * 60 * 1000;
+                let at = Timestamp::from_datetime(
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                        .expect("in range"),
+                );
+                assert_eq!(
+                    marks.day_cached(&mut inner, at),
+                    marks.day(at),
+                    "{zone} {at}"
+                );
+            }
+        }
     }
 
     #[test]
