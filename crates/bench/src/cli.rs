@@ -221,11 +221,12 @@ pub(crate) struct MarksArgs {
     #[arg(long, short = 'm', default_value_t = 10_000)]
     pub(crate) marks: usize,
 
-    /// How a daemon mark is made: `fresh` times a new connection, JOIN and PRESENT per mark (what
-    /// a check-in costs); `prejoined` connects and JOINs the identities first, untimed, in rounds
-    /// of up to `--round`, and times only PRESENT → OK PRESENT (the durable write path, the
-    /// match for an RPUSH on an open connection).
-    #[arg(long, value_enum, default_value_t = MarksShape::Fresh)]
+    /// How a daemon mark is made: `kiosk` sends JOIN and PRESENT together on each client's one
+    /// connection, identity after identity (the match for an RPUSH on an open connection);
+    /// `fresh` times a new connection, JOIN and PRESENT per mark (what a student's own check-in
+    /// costs); `prejoined` connects and JOINs the identities first, untimed, in rounds of up to
+    /// `--round`, and times only PRESENT → OK PRESENT.
+    #[arg(long, value_enum, default_value_t = MarksShape::Kiosk)]
     pub(crate) shape: MarksShape,
 
     /// With `--shape prejoined`: identities connected and joined per round (bounded by the
@@ -240,6 +241,8 @@ pub(crate) struct MarksArgs {
 /// How `marks` makes a daemon mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum MarksShape {
+    /// One connection per client; per mark, JOIN and PRESENT sent together, all timed.
+    Kiosk,
     /// A new connection, JOIN and PRESENT per mark, all timed.
     Fresh,
     /// Connections joined beforehand; only PRESENT is timed.

@@ -181,32 +181,25 @@ fn fanout_loses_no_message() -> Result<()> {
 }
 
 #[test]
-fn marks_leave_one_csv_row_per_acknowledgement() -> Result<()> {
-    let r = only(bench(&["marks", "--clients", "8", "--marks", "100"])?)?;
-    assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(r["acked"], 100);
-    assert_eq!(r["stored"], 100);
-    assert_eq!(r["failed"], 0);
-    assert!(r["fsyncs_per_s"].is_number());
-    Ok(())
-}
-
-#[test]
-fn prejoined_marks_leave_one_csv_row_per_acknowledgement() -> Result<()> {
-    let r = only(bench(&[
-        "marks",
-        "--clients",
-        "8",
-        "--marks",
-        "100",
-        "--shape",
-        "prejoined",
-        "--round",
-        "40",
-    ])?)?;
-    assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(r["acked"], 100);
-    assert_eq!(r["stored"], 100);
+fn every_marks_shape_leaves_one_csv_row_per_acknowledgement() -> Result<()> {
+    for (extra, timed) in [
+        (&[][..], "JOIN+PRESENT on open connections"),
+        (&["--shape", "fresh"][..], "connect+JOIN+PRESENT per mark"),
+        (
+            &["--shape", "prejoined", "--round", "40"][..],
+            "PRESENT on joined connections",
+        ),
+    ] {
+        let mut args = vec!["marks", "--clients", "8", "--marks", "100"];
+        args.extend_from_slice(extra);
+        let r = only(bench(&args)?)?;
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["shape"], timed, "{r}");
+        assert_eq!(r["acked"], 100, "{r}");
+        assert_eq!(r["stored"], 100, "{r}");
+        assert_eq!(r["failed"], 0, "{r}");
+        assert!(r["fsyncs_per_s"].is_number(), "{r}");
+    }
     Ok(())
 }
 

@@ -4,11 +4,14 @@
 //! average group-commit batch), and checks after stopping the daemon with SIGTERM that the CSV
 //! holds exactly one row per acknowledged mark.
 //!
-//! A roll is marked once per day, so a connection marks one identity. `--shape fresh` (the
-//! default) times a new connection, `JOIN` and `PRESENT` per mark, each client in a class of its
-//! own so no announcements interfere: what a check-in costs. `--shape prejoined` connects and
-//! joins the identities first, untimed, in rounds (each identity in a class of its own), then C
-//! clients send `PRESENT` on them and only that phase is timed: the durable write path alone.
+//! A roll is marked once per day, so every mark is for a new identity. `--shape kiosk` (the
+//! default) gives each client one connection, in a class of its own, on which it checks in
+//! identity after identity: `JOIN` and `PRESENT` sent together, answered together once the mark
+//! is on disk (a connection may JOIN the next student once its student is marked). `--shape
+//! fresh` times a new connection, `JOIN` and `PRESENT` per mark, each client in a class of its
+//! own so no announcements interfere: what a student's own check-in costs. `--shape prejoined`
+//! connects and joins the identities first, untimed, in rounds (each identity in a class of its
+//! own), then C clients send `PRESENT` on them and only that phase is timed.
 //!
 //! Redis (`appendonly yes`, `appendfsync always`): C persistent connections, one `RPUSH` of a
 //! CSV-like row per mark; checked with `LLEN`.
@@ -26,7 +29,7 @@ use super::fsync;
 use super::open_many;
 use crate::cli::{MarksArgs, MarksShape, TargetKind};
 use crate::daemon::Settings;
-use crate::line::{self, Incoming, LineConn, classify};
+use crate::line::{self, LineConn};
 use crate::net;
 use crate::redis;
 use crate::report::{Report, Value};
@@ -41,10 +44,14 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const PROBE_SYNCS: usize = 1000;
 const PROBE_TIME: Duration = Duration::from_secs(2);
 
-/// The daemon's settings for `marks`: PRESENT is accepted at once after JOIN.
+/// The daemon's settings for `marks`: PRESENT is accepted at once after JOIN, and a kiosk
+/// connection may send lines as fast as its marks are acknowledged (the per-connection line
+/// rate limit, 20/s by default, is meant for people, not for a check-in machine).
 pub(crate) fn settings() -> Settings {
     let mut s = super::base_settings();
-    s.set("class_length", "\"0s\"");
+    s.set("class_length", "\"0s\"")
+        .set("rate_limit", "1000000")
+        .set("rate_burst", "1000000");
     s
 }
 
@@ -89,7 +96,7 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         (TargetKind::Daemon, MarksShape::Prejoined) => {
             prejoined(args, addr, &run_id, deadline).await
         }
-        (TargetKind::Daemon, MarksShape::Fresh) | (TargetKind::Redis, _) => {
+        (TargetKind::Daemon, MarksShape::Fresh | MarksShape::Kiosk) | (TargetKind::Redis, _) => {
             concurrently(args, kind, addr, &run_id, deadline).await
         }
     };
@@ -113,6 +120,7 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         "shape",
         "what is timed",
         Value::Text(match (kind, args.shape) {
+            (TargetKind::Daemon, MarksShape::Kiosk) => "JOIN+PRESENT on open connections",
             (TargetKind::Daemon, MarksShape::Fresh) => "connect+JOIN+PRESENT per mark",
             (TargetKind::Daemon, MarksShape::Prejoined) => "PRESENT on joined connections",
             (TargetKind::Redis, _) => "RPUSH on open connections",
@@ -167,8 +175,12 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         ));
     }
     if tally.acked + tally.failed < args.marks {
+        let why = match (tally.failed, &tally.first_error) {
+            (0, Some(e)) => format!("; a client gave up: {e}"),
+            _ => String::new(),
+        };
         report.problem(format!(
-            "only {} of {} marks attempted within {:?}",
+            "only {} of {} marks attempted within {:?}{why}",
             tally.acked + tally.failed,
             args.marks,
             args.common.timeout
@@ -182,8 +194,8 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     Ok(report)
 }
 
-/// C clients taking marks from a shared counter until all are done: the daemon's `fresh` shape,
-/// and Redis. Returns the tally and the time taken.
+/// C clients taking marks from a shared counter until all are done: the daemon's `kiosk` and
+/// `fresh` shapes, and Redis. Returns the tally and the time taken.
 async fn concurrently(
     args: &MarksArgs,
     kind: TargetKind,
@@ -193,17 +205,21 @@ async fn concurrently(
 ) -> (Tally, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
     let pipelined = !args.common.wait_hello;
+    let shape = args.shape;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for worker in 0..args.clients {
         let (next, run_id, total) = (next.clone(), run_id.to_owned(), args.marks);
         tasks.spawn(async move {
-            match kind {
-                TargetKind::Daemon => {
+            match (kind, shape) {
+                (TargetKind::Daemon, MarksShape::Kiosk) => {
+                    kiosk_client(addr, worker, &run_id, &next, total, deadline).await
+                }
+                (TargetKind::Daemon, _) => {
                     let client = Client { worker, pipelined };
                     daemon_client(addr, client, &run_id, &next, total, deadline).await
                 }
-                TargetKind::Redis => {
+                (TargetKind::Redis, _) => {
                     redis_client(addr, worker, &run_id, &next, total, deadline).await
                 }
             }
@@ -300,12 +316,8 @@ async fn present(conn: &mut LineConn) -> Result<Duration, String> {
         .await
         .map_err(|e| e.to_string())?;
     let reply = conn.reader.reply().await.map_err(|e| e.to_string())?;
-    match classify(reply) {
-        Incoming::Ok {
-            command: "PRESENT", ..
-        } => Ok(sent.elapsed()),
-        _ => Err(reply.to_owned()),
-    }
+    line::expect_ok(reply, "PRESENT").map_err(|e| e.to_string())?;
+    Ok(sent.elapsed())
 }
 
 /// Which client of the run, and whether it sends JOIN without waiting for the greeting.
@@ -353,6 +365,67 @@ async fn daemon_mark(
         .await
         .map_err(|e| e.to_string())?;
     present(&mut conn).await
+}
+
+/// One kiosk client: one connection, and per mark it takes, `JOIN <new identity>` and `PRESENT`
+/// in one write. The identities share the client's class, so each JOIN replaces the student
+/// just marked.
+async fn kiosk_client(
+    addr: SocketAddr,
+    worker: usize,
+    run_id: &str,
+    next: &AtomicUsize,
+    total: usize,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut conn = match tokio::time::timeout(OP_TIMEOUT, LineConn::connect(worker, addr)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            // This client's share is taken by the others.
+            tally.first_error = Some(e.to_string());
+            return tally;
+        }
+        Err(_) => {
+            tally.first_error = Some(format!("no greeting within {OP_TIMEOUT:?}"));
+            return tally;
+        }
+    };
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= total || Instant::now() >= deadline {
+            return tally;
+        }
+        let id = format!("Marks{run_id}_W{worker}_S{i}_R{i}");
+        match tokio::time::timeout(OP_TIMEOUT, kiosk_mark(&mut conn, &id)).await {
+            Ok(Ok(latency)) => {
+                tally.acked += 1;
+                tally.latencies.push(latency);
+            }
+            // The connection's state is unknown now: this client stops.
+            Ok(Err(e)) => {
+                tally.fail(e);
+                return tally;
+            }
+            Err(_) => {
+                tally.fail(format!("no OK PRESENT within {OP_TIMEOUT:?}"));
+                return tally;
+            }
+        }
+    }
+}
+
+/// One kiosk mark: returns the time from sending `JOIN` and `PRESENT` to `OK PRESENT`.
+async fn kiosk_mark(conn: &mut LineConn, id: &str) -> Result<Duration, String> {
+    let sent = Instant::now();
+    conn.send(&format!("JOIN {id}\nPRESENT"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let join = conn.reader.reply().await.map_err(|e| e.to_string())?;
+    line::expect_ok(join, "JOIN").map_err(|e| e.to_string())?;
+    let reply = conn.reader.reply().await.map_err(|e| e.to_string())?;
+    line::expect_ok(reply, "PRESENT").map_err(|e| e.to_string())?;
+    Ok(sent.elapsed())
 }
 
 /// One Redis client: one connection, one RPUSH per mark it takes.
