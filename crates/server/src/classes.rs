@@ -219,6 +219,14 @@ impl Membership {
         }
     }
 
+    /// [`Membership::announce`] of the event `make` builds, built only if anyone else would
+    /// hear it (most marks are made alone in a class or a kiosk's: no clones for nobody).
+    pub fn announce_with(&self, make: impl FnOnce() -> Event) {
+        if self.class.has_listeners(self.conn) {
+            self.announce(make());
+        }
+    }
+
     /// The connection holding this membership.
     pub fn conn(&self) -> ConnId {
         self.conn
@@ -345,7 +353,7 @@ impl Classes {
 
     /// Removes a member, telling the others, and forgets the class once it is empty.
     pub fn leave(&self, membership: Membership) {
-        membership.announce(Event::Leave {
+        membership.announce_with(|| Event::Leave {
             name: membership.id.name.clone(),
         });
         let mut map = self.lock();

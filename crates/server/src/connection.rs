@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use crate::classes::{Announcement, ConnId, Membership};
 use crate::lines::{LineItem, LineSource};
 use crate::server::{Shared, Signal};
-use crate::storage::MarkRecord;
+use crate::storage::encode_row;
 use crate::writer::WriteError;
 
 /// The connection must close (the peer is gone or stuck).
@@ -46,6 +46,9 @@ struct Joined {
     membership: Membership,
     since: Instant,
     at: Timestamp,
+    /// Marked present (today, or on the day it was marked): the connection may take the next
+    /// student. Kept here so the hand-over needs no look-up.
+    marked: bool,
 }
 
 /// Who is on the other end.
@@ -515,7 +518,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     .await?;
                 return Ok((flow, true));
             }
-            Some(j) if !self.is_marked(&j.membership.id) => {
+            Some(j) if !j.marked => {
                 let current = j.membership.id.to_string();
                 self.joined = Some(j);
                 let flow = self
@@ -550,16 +553,23 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         };
         debug!(student = %id, "joined");
         self.shared.metrics.joined();
-        membership.announce(Event::Join {
+        membership.announce_with(|| Event::Join {
             class: id.class.clone(),
             name: id.name.clone(),
             addr: peer.ip(),
         });
-        let remaining = self.remaining(class_length, since, &id);
+        let now = Timestamp::now();
+        let marked = self.shared.marks.get(&id.class, &id.roll, now).is_some();
+        let remaining = if marked {
+            0
+        } else {
+            ceil_secs(class_length.saturating_sub(since.elapsed()))
+        };
         self.joined = Some(Joined {
             membership,
             since,
-            at: Timestamp::now(),
+            at: now,
+            marked,
         });
         let flow = self
             .reply(Reply::Join {
@@ -570,17 +580,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         Ok((flow, true))
     }
 
-    /// Whether `id` is marked present today.
-    fn is_marked(&self, id: &StudentId) -> bool {
-        self.shared
+    /// Whole seconds (rounded up) the student must still stay; zero if already marked today.
+    fn remaining(&self, class_length: Duration, since: Instant, id: &StudentId) -> u64 {
+        if self
+            .shared
             .marks
             .get(&id.class, &id.roll, Timestamp::now())
             .is_some()
-    }
-
-    /// Whole seconds (rounded up) the student must still stay; zero if already marked today.
-    fn remaining(&self, class_length: Duration, since: Instant, id: &StudentId) -> u64 {
-        if self.is_marked(id) {
+        {
             return 0;
         }
         ceil_secs(class_length.saturating_sub(since.elapsed()))
@@ -594,6 +601,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let id = &j.membership.id;
         let now = Timestamp::now();
         if let Some(at) = self.shared.marks.get(&id.class, &id.roll, now) {
+            if let Some(j) = &mut self.joined {
+                j.marked = true;
+            }
             return self.reply(Reply::Present { marked_at: at }).await;
         }
         let served = j.since.elapsed();
@@ -603,28 +613,35 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             self.send_line(&line).await?;
             return Ok(Flow::Continue);
         }
-        let record = MarkRecord {
-            course: id.course().to_string(),
-            division: id.division().to_string(),
-            name: id.name.to_string(),
-            roll: id.roll.to_string(),
-            status: "Present".to_owned(),
-            marked_at: now.to_wire_string(),
-            joined_at: j.at.to_wire_string(),
-            client_addr: match self.peer {
-                Peer::Tcp(addr) => ip_string(addr.ip()),
-                Peer::Admin => String::new(),
-            },
-        }
-        .neutralised();
-        match self.shared.writer.write(record).await {
+        let client_addr = match self.peer {
+            Peer::Tcp(addr) => ip_string(addr.ip()),
+            Peer::Admin => String::new(),
+        };
+        let mut row = Vec::with_capacity(128);
+        encode_row(
+            [
+                id.course().as_str(),
+                id.division().as_str(),
+                id.name.as_str(),
+                id.roll.as_str(),
+                "Present",
+                &now.to_wire_string(),
+                &j.at.to_wire_string(),
+                &client_addr,
+            ],
+            &mut row,
+        );
+        match self.shared.writer.write(row).await {
             Ok(()) => {
                 self.shared.marks.insert(&id.class, &id.roll, now);
                 self.shared.metrics.marked();
                 debug!(student = %id, "marked present");
-                j.membership.announce(Event::Present {
+                j.membership.announce_with(|| Event::Present {
                     name: id.name.clone(),
                 });
+                if let Some(j) = &mut self.joined {
+                    j.marked = true;
+                }
                 self.reply(Reply::Present { marked_at: now }).await
             }
             Err(WriteError::Storage(e)) => {

@@ -18,7 +18,7 @@ use tracing::{debug, error, info};
 
 use crate::config::FsyncPolicy;
 use crate::metrics::Metrics;
-use crate::storage::{CsvLog, MarkRecord, StorageError};
+use crate::storage::{CsvLog, StorageError};
 
 /// Most requests written and synced as one batch.
 const MAX_BATCH: usize = 4096;
@@ -33,8 +33,9 @@ pub type Ack = Result<(), String>;
 /// A mark to append, with the channel its acknowledgement goes back on.
 #[derive(Debug)]
 pub struct WriteRequest {
-    /// The row.
-    pub record: MarkRecord,
+    /// The row, encoded by [`crate::storage::encode_row`] (the connection's work, not the
+    /// writer's).
+    pub row: Vec<u8>,
     /// Where the acknowledgement goes.
     pub ack: oneshot::Sender<Ack>,
 }
@@ -66,15 +67,16 @@ pub enum WriteError {
 }
 
 impl WriterHandle {
-    /// Queues `record` and waits until it is on disk.
+    /// Queues `row` (one CSV row, see [`crate::storage::encode_row`]) and waits until it is
+    /// on disk.
     ///
     /// # Errors
     /// [`WriteError::Storage`] if the batch could not be written, [`WriteError::Closed`] if the
     /// writer is gone.
-    pub async fn write(&self, record: MarkRecord) -> Result<(), WriteError> {
+    pub async fn write(&self, row: Vec<u8>) -> Result<(), WriteError> {
         let (ack, rx) = oneshot::channel();
         self.tx
-            .send(Request::Mark(WriteRequest { record, ack }))
+            .send(Request::Mark(WriteRequest { row, ack }))
             .await
             .map_err(|_| WriteError::Closed)?;
         match rx.await {
@@ -181,10 +183,10 @@ async fn commit(log: &mut CsvLog, marks: &mut Vec<WriteRequest>, metrics: &Metri
     if marks.is_empty() {
         return;
     }
-    // References, not clones: the records are serialised straight from the requests.
-    let records: Vec<&MarkRecord> = marks.iter().map(|r| &r.record).collect();
-    let result = log.append(&records).await;
-    drop(records);
+    // References, not clones: the rows are copied straight from the requests into one write.
+    let rows: Vec<&[u8]> = marks.iter().map(|r| &r.row[..]).collect();
+    let result = log.append(&rows).await;
+    drop(rows);
     metrics.batch(marks.len(), result.as_ref().ok().and(log.last_sync()));
     match &result {
         Ok(()) => debug!(batch = marks.len(), "batch on disk"),

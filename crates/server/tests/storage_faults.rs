@@ -281,7 +281,7 @@ async fn a_stuck_writer_does_not_answer_the_watchdog_ping_until_it_moves_again()
     };
     let mark = tokio::spawn({
         let writer = writer.clone();
-        async move { writer.write(record).await }
+        async move { writer.write(record.encode()).await }
     });
     // Wait until the writer is inside the hanging sync.
     let entered_rx = tokio::task::spawn_blocking(move || {
