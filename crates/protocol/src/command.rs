@@ -141,7 +141,19 @@ impl Command {
                 )))
             }
         };
-        match word.to_ascii_uppercase().as_str() {
+        // Upper-cased on the stack: every command word is short (a longer word is unknown, or
+        // a bare identifier, below).
+        let mut upper = [0u8; 8];
+        let key = match upper.get_mut(..word.len()) {
+            Some(buf) => {
+                buf.copy_from_slice(word.as_bytes());
+                buf.make_ascii_uppercase();
+                // Upper-casing ASCII letters keeps UTF-8 valid; the whole word was copied.
+                std::str::from_utf8(buf).unwrap_or_default()
+            }
+            None => "",
+        };
+        match key {
             "JOIN" => {
                 if rest.is_empty() || rest.contains(char::is_whitespace) {
                     return Err(CommandError::usage(
@@ -276,6 +288,11 @@ mod tests {
             parse("  PiNg  abc "),
             Ok(Command::Ping(Token::new("abc").ok()))
         );
+        // The longest words, and words that only start like one.
+        assert_eq!(parse("sHuTdOwN"), Ok(Command::Shutdown(None)));
+        assert_eq!(parse("clients"), Ok(Command::Clients));
+        assert!(matches!(parse("shutdowns"), Err(CommandError::Unknown(_))));
+        assert!(matches!(parse("présent"), Err(CommandError::Unknown(_))));
     }
 
     #[test]
