@@ -477,3 +477,31 @@ async fn pipelined_lines_are_answered_in_order_across_a_mark() -> Result<()> {
     assert_eq!(read_rows(&d.csv_path()).await?.len(), 10);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_original_clients_join_and_present_line_is_answered_in_one_write() -> Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let d = Daemon::start(&["--class-length", "0s"])?;
+    let mut stream = tokio::net::TcpStream::connect(d.addr).await?;
+    let within = std::time::Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Bounded: the greeting is one short line.
+    while !got.contains(&b'\n') {
+        let n = tokio::time::timeout(within, stream.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "closed before the greeting");
+        got.extend_from_slice(&buf[..n]);
+    }
+    stream
+        .write_all(b"ComputerNetworks_Div1_Kim_9_Present\n")
+        .await?;
+    // Both replies come in the same write: the first read after the line holds both (OK
+    // PRESENT waits for the disk, so two writes would arrive apart).
+    let n = tokio::time::timeout(within, stream.read(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text:?}");
+    assert_eq!(lines[0], "OK JOIN ComputerNetworks Div1 Kim 9 0");
+    assert!(lines[1].starts_with("OK PRESENT "), "{text:?}");
+    Ok(())
+}

@@ -272,10 +272,16 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             flow = self.take_line(Some(item)).await;
         }
         // Whatever happened, what was gathered goes out (a QUIT's BYE, an ERR before closing).
-        if let Some(out) = self.corked.take().filter(|out| !out.is_empty()) {
-            self.send(out.freeze()).await?;
-        }
+        self.uncork().await?;
         flow
+    }
+
+    /// Stops gathering and writes what was gathered, if anything.
+    async fn uncork(&mut self) -> Result<(), Closed> {
+        match self.corked.take().filter(|out| !out.is_empty()) {
+            Some(out) => self.send(out.freeze()).await,
+            None => Ok(()),
+        }
     }
 
     /// Handles what the line source gave: a line, a refused line, an error or the end.
@@ -423,10 +429,22 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         };
         match command {
             Command::Join(id) => self.join(id).await.map(|(flow, _)| flow),
-            Command::JoinPresent(id) => match self.join(id).await? {
-                (Flow::Continue, true) => self.present().await,
-                (flow, _) => Ok(flow),
-            },
+            Command::JoinPresent(id) => {
+                // Two replies to one line: one write, unless already gathering.
+                let cork = self.corked.is_none();
+                if cork {
+                    self.corked = Some(Box::default());
+                }
+                let flow = match self.join(id).await {
+                    Ok((Flow::Continue, true)) => self.present().await,
+                    Ok((flow, _)) => Ok(flow),
+                    Err(closed) => Err(closed),
+                };
+                if cork {
+                    self.uncork().await?;
+                }
+                flow
+            }
             Command::Present => self.present().await,
             Command::Time => self.reply(Reply::Time(Timestamp::now())).await,
             Command::Elapsed => {
