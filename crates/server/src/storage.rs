@@ -74,6 +74,19 @@ pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
         if i > 0 {
             drain(out, &mut |o| w.delimiter(o));
         }
+        // The usual cell (letters, digits, a timestamp, an address) needs no quoting and goes
+        // straight in. Skipping csv_core for it is safe: an unquoted field leaves no state in
+        // its writer that the next delimiter needs, and the byte count its terminator checks
+        // (to quote a record that is one empty field) is non-zero from the seven delimiters.
+        if !cell.is_empty()
+            && !is_formula(cell)
+            && !cell
+                .bytes()
+                .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+        {
+            out.extend_from_slice(cell.as_bytes());
+            continue;
+        }
         let prefixed;
         let mut input = if is_formula(cell) {
             prefixed = format!("'{cell}");
