@@ -65,6 +65,34 @@ struct Tally {
 }
 
 impl Tally {
+    /// A client that could not start: its share is taken by the others, and `why` is named
+    /// if marks go missing.
+    fn gave_up(why: String) -> Self {
+        Self {
+            first_error: Some(why),
+            ..Self::default()
+        }
+    }
+
+    /// Counts one mark's outcome (its latency, its error, or the time-out). Returns what the
+    /// client does next: `after_error` if it failed, [`AfterError::GoOn`] otherwise.
+    fn record(
+        &mut self,
+        outcome: Result<Result<Duration, String>, tokio::time::error::Elapsed>,
+        after_error: AfterError,
+    ) -> AfterError {
+        match outcome {
+            Ok(Ok(latency)) => {
+                self.acked += 1;
+                self.latencies.push(latency);
+                return AfterError::GoOn;
+            }
+            Ok(Err(e)) => self.fail(e),
+            Err(_) => self.fail(format!("no acknowledgement within {OP_TIMEOUT:?}")),
+        }
+        after_error
+    }
+
     fn fail(&mut self, why: String) {
         self.failed += 1;
         self.first_error.get_or_insert(why);
@@ -280,14 +308,9 @@ async fn prejoined(
                 loop {
                     let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
                     let Some(mut conn) = next else { return tally };
-                    match tokio::time::timeout(OP_TIMEOUT, present(&mut conn)).await {
-                        Ok(Ok(latency)) => {
-                            tally.acked += 1;
-                            tally.latencies.push(latency);
-                        }
-                        Ok(Err(e)) => tally.fail(e),
-                        Err(_) => tally.fail(format!("no OK PRESENT within {OP_TIMEOUT:?}")),
-                    }
+                    // Each connection is used once: a failure does not stop the client.
+                    let outcome = tokio::time::timeout(OP_TIMEOUT, present(&mut conn)).await;
+                    tally.record(outcome, AfterError::GoOn);
                     // Closed after the timed phase: closing is not part of a mark.
                     finished
                         .lock()
@@ -327,6 +350,22 @@ struct Client {
     pipelined: bool,
 }
 
+/// Whether a client goes on after a mark failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterError {
+    /// Each mark has its own connection: take the next.
+    GoOn,
+    /// The connection's state is unknown now: this client stops (the others take its share).
+    Stop,
+}
+
+/// The next mark this client takes from the shared counter; `None` once all are taken or the
+/// deadline has passed.
+fn take(next: &AtomicUsize, total: usize, deadline: Instant) -> Option<usize> {
+    let i = next.fetch_add(1, Ordering::Relaxed);
+    (i < total && Instant::now() < deadline).then_some(i)
+}
+
 /// One daemon client: fresh connection, JOIN, PRESENT, for each mark it takes.
 async fn daemon_client(
     addr: SocketAddr,
@@ -337,21 +376,12 @@ async fn daemon_client(
     deadline: Instant,
 ) -> Tally {
     let mut tally = Tally::default();
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= total || Instant::now() >= deadline {
-            return tally;
-        }
+    while let Some(i) = take(next, total, deadline) {
         let id = format!("Marks{run_id}_W{worker}_S{i}_R{i}");
-        match tokio::time::timeout(OP_TIMEOUT, daemon_mark(addr, i, &id, pipelined)).await {
-            Ok(Ok(latency)) => {
-                tally.acked += 1;
-                tally.latencies.push(latency);
-            }
-            Ok(Err(e)) => tally.fail(e),
-            Err(_) => tally.fail(format!("no OK PRESENT within {OP_TIMEOUT:?}")),
-        }
+        let outcome = tokio::time::timeout(OP_TIMEOUT, daemon_mark(addr, i, &id, pipelined)).await;
+        tally.record(outcome, AfterError::GoOn);
     }
+    tally
 }
 
 /// One mark: returns the time from sending PRESENT to its OK.
@@ -378,41 +408,20 @@ async fn kiosk_client(
     total: usize,
     deadline: Instant,
 ) -> Tally {
-    let mut tally = Tally::default();
     let mut conn = match tokio::time::timeout(OP_TIMEOUT, LineConn::connect(worker, addr)).await {
         Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            // This client's share is taken by the others.
-            tally.first_error = Some(e.to_string());
-            return tally;
-        }
-        Err(_) => {
-            tally.first_error = Some(format!("no greeting within {OP_TIMEOUT:?}"));
-            return tally;
-        }
+        Ok(Err(e)) => return Tally::gave_up(e.to_string()),
+        Err(_) => return Tally::gave_up(format!("no greeting within {OP_TIMEOUT:?}")),
     };
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= total || Instant::now() >= deadline {
-            return tally;
-        }
+    let mut tally = Tally::default();
+    while let Some(i) = take(next, total, deadline) {
         let id = format!("Marks{run_id}_W{worker}_S{i}_R{i}");
-        match tokio::time::timeout(OP_TIMEOUT, kiosk_mark(&mut conn, &id)).await {
-            Ok(Ok(latency)) => {
-                tally.acked += 1;
-                tally.latencies.push(latency);
-            }
-            // The connection's state is unknown now: this client stops.
-            Ok(Err(e)) => {
-                tally.fail(e);
-                return tally;
-            }
-            Err(_) => {
-                tally.fail(format!("no OK PRESENT within {OP_TIMEOUT:?}"));
-                return tally;
-            }
+        let outcome = tokio::time::timeout(OP_TIMEOUT, kiosk_mark(&mut conn, &id)).await;
+        if tally.record(outcome, AfterError::Stop) == AfterError::Stop {
+            break;
         }
     }
+    tally
 }
 
 /// One kiosk mark: returns the time from sending `JOIN` and `PRESENT` to `OK PRESENT`.
@@ -437,45 +446,32 @@ async fn redis_client(
     total: usize,
     deadline: Instant,
 ) -> Tally {
-    let mut tally = Tally::default();
     let (mut reader, mut writer) = match redis::connect(worker, addr).await {
         Ok(conn) => conn,
-        Err(e) => {
-            // This client's share is taken by the others.
-            tally.first_error = Some(e.to_string());
-            return tally;
-        }
+        Err(e) => return Tally::gave_up(e.to_string()),
     };
     let key = format!("marks:{run_id}");
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= total || Instant::now() >= deadline {
-            return tally;
-        }
+    let mut tally = Tally::default();
+    while let Some(i) = take(next, total, deadline) {
         let row = format!(
             "Marks{run_id},W{worker},S{i},R{i},Present,2026-01-01T00:00:00.000Z,2026-01-01T00:00:00.000Z,127.0.0.1"
         );
         let sent = Instant::now();
         let mark = async {
-            resp::send(&mut writer, &[b"RPUSH", key.as_bytes(), row.as_bytes()]).await?;
-            reader.expect().await
+            resp::send(&mut writer, &[b"RPUSH", key.as_bytes(), row.as_bytes()])
+                .await
+                .map_err(|e| e.to_string())?;
+            match reader.expect().await.map_err(|e| e.to_string())? {
+                Resp::Int(_) => Ok(sent.elapsed()),
+                other => Err(format!("RPUSH answered {other:?}")),
+            }
         };
-        match tokio::time::timeout(OP_TIMEOUT, mark).await {
-            Ok(Ok(Resp::Int(_))) => {
-                tally.acked += 1;
-                tally.latencies.push(sent.elapsed());
-            }
-            Ok(Ok(other)) => tally.fail(format!("RPUSH answered {other:?}")),
-            Ok(Err(e)) => {
-                tally.fail(e.to_string());
-                return tally;
-            }
-            Err(_) => {
-                tally.fail(format!("no RPUSH reply within {OP_TIMEOUT:?}"));
-                return tally;
-            }
+        let outcome = tokio::time::timeout(OP_TIMEOUT, mark).await;
+        if tally.record(outcome, AfterError::Stop) == AfterError::Stop {
+            break;
         }
     }
+    tally
 }
 
 /// How many marks the server stored: the daemon's CSV rows after SIGTERM (it drains and syncs
