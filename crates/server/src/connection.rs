@@ -525,8 +525,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let class_length = self.shared.config.load().class_length;
         let since = Instant::now();
         let taken = match self.joined.take() {
-            Some(j) if j.membership.id == id => {
-                let remaining = self.remaining(class_length, j.since, &id);
+            Some(mut j) if j.membership.id == id => {
+                let marked_today = self.is_marked(&id, Timestamp::now());
+                j.marked |= marked_today;
+                let remaining = required_seconds(class_length, j.since, marked_today);
                 self.joined = Some(j);
                 let flow = self
                     .reply(Reply::Join {
@@ -577,12 +579,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             addr: peer.ip(),
         });
         let now = Timestamp::now();
-        let marked = self.shared.marks.get(&id.class, &id.roll, now).is_some();
-        let remaining = if marked {
-            0
-        } else {
-            ceil_secs(class_length.saturating_sub(since.elapsed()))
-        };
+        let marked = self.is_marked(&id, now);
+        let remaining = required_seconds(class_length, since, marked);
         self.joined = Some(Joined {
             membership,
             since,
@@ -598,17 +596,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         Ok((flow, true))
     }
 
-    /// Whole seconds (rounded up) the student must still stay; zero if already marked today.
-    fn remaining(&self, class_length: Duration, since: Instant, id: &StudentId) -> u64 {
-        if self
-            .shared
-            .marks
-            .get(&id.class, &id.roll, Timestamp::now())
-            .is_some()
-        {
-            return 0;
-        }
-        ceil_secs(class_length.saturating_sub(since.elapsed()))
+    /// Whether `id` is marked present on the day of `now`.
+    fn is_marked(&self, id: &StudentId, now: Timestamp) -> bool {
+        self.shared.marks.get(&id.class, &id.roll, now).is_some()
     }
 
     async fn present(&mut self) -> Step {
@@ -723,6 +713,15 @@ fn ip_string(ip: std::net::IpAddr) -> String {
             out
         }
         std::net::IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
+/// Whole seconds (rounded up) a student who joined at `since` must still stay; zero once marked.
+fn required_seconds(class_length: Duration, since: Instant, marked: bool) -> u64 {
+    if marked {
+        0
+    } else {
+        ceil_secs(class_length.saturating_sub(since.elapsed()))
     }
 }
 

@@ -99,9 +99,8 @@ impl Marks {
         match inner.day {
             Some(span) if (span.start..span.end).contains(&ms) => span.date,
             _ => {
-                let at = jiff_timestamp(at);
-                inner.day = DaySpan::of(at, &self.tz);
-                self.tz.to_datetime(at).date()
+                inner.day = DaySpan::of(jiff_timestamp(at), &self.tz);
+                inner.day.map_or_else(|| self.day(at), |span| span.date)
             }
         }
     }

@@ -57,22 +57,11 @@ fn is_formula(cell: &str) -> bool {
 /// Called by the connection that makes the mark, so the single writer task only concatenates
 /// rows and syncs: none of a row's encoding (nor a `String` per cell) is on its path.
 pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
-    use csv_core::WriteResult;
     let mut w = csv_core::Writer::new();
-    let mut buf = [0u8; 256];
-    let mut drain = |out: &mut Vec<u8>, step: &mut dyn FnMut(&mut [u8]) -> (WriteResult, usize)| {
-        // Bounded: each round moves at least one byte, or ends.
-        loop {
-            let (result, n) = step(&mut buf);
-            out.extend_from_slice(&buf[..n]);
-            if result == WriteResult::InputEmpty {
-                break;
-            }
-        }
-    };
     for (i, cell) in cells.into_iter().enumerate() {
         if i > 0 {
-            drain(out, &mut |o| w.delimiter(o));
+            // A closing quote of the previous field, and the comma.
+            put(out, 2, |o| w.delimiter(o));
         }
         // The usual cell (letters, digits, a timestamp, an address) needs no quoting and goes
         // straight in. Skipping csv_core for it is safe: an unquoted field leaves no state in
@@ -88,19 +77,35 @@ pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
             continue;
         }
         let prefixed;
-        let mut input = if is_formula(cell) {
+        let input = if is_formula(cell) {
             prefixed = format!("'{cell}");
             prefixed.as_bytes()
         } else {
             cell.as_bytes()
         };
-        drain(out, &mut |o| {
-            let (result, read, written) = w.field(input, o);
-            input = &input[read..];
+        // Room for the worst case (an opening quote and every byte a doubled quote), so the
+        // whole field is written in one call.
+        put(out, 2 * input.len() + 1, |o| {
+            let (result, _, written) = w.field(input, o);
             (result, written)
         });
     }
-    drain(out, &mut |o| w.terminator(o));
+    // A closing quote, or `""` for a lone empty field, and the line ending.
+    put(out, 3, |o| w.terminator(o));
+}
+
+/// Lets a csv_core step fill up to `room` bytes at the end of `out`; keeps what it wrote. The
+/// callers' `room` is the step's worst case, so it always finishes.
+fn put(
+    out: &mut Vec<u8>,
+    room: usize,
+    step: impl FnOnce(&mut [u8]) -> (csv_core::WriteResult, usize),
+) {
+    let at = out.len();
+    out.resize(at + room, 0);
+    let (result, written) = step(&mut out[at..]);
+    debug_assert_eq!(result, csv_core::WriteResult::InputEmpty, "room too small");
+    out.truncate(at + written);
 }
 
 impl MarkRecord {
