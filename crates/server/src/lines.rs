@@ -58,7 +58,7 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
         }
     }
 
-    /// Lines whose first bytes were already read from the socket (see [`read_early`]).
+    /// Lines whose first bytes were already read from the socket (see `crate::accept::Accepted::open`).
     pub(crate) fn with_early(read: R, max_line: usize, early: &[u8]) -> Self {
         let mut lines = Self::new(read, max_line);
         lines.partial.extend_from_slice(early);
@@ -116,22 +116,6 @@ impl<R: AsyncRead + Unpin + Send> LineSource for Lines<R> {
     fn has_buffered(&self) -> bool {
         !self.partial.is_empty()
     }
-}
-
-/// Whatever a just-accepted client has already sent, read without waiting (empty if nothing).
-///
-/// A program may send its first line without waiting for the greeting; reading it now lets the
-/// connection answer with the greeting and the reply in one write (one segment instead of two).
-/// It reads the socket directly: tokio learns of the socket's readiness only from the next poll
-/// of its driver, so its own read would not even try yet. For a client that waits for the
-/// greeting this costs one `recv` that finds nothing.
-pub(crate) fn read_early(stream: &tokio::net::TcpStream, chunk: &mut [u8; CHUNK]) -> usize {
-    use std::io::Read as _;
-    let sock = socket2::SockRef::from(stream);
-    let mut socket: &socket2::Socket = &sock;
-    // The socket is non-blocking: nothing there is `WouldBlock`. End of stream (0) and errors
-    // are left for the connection's own reads to find again.
-    socket.read(chunk).unwrap_or(0)
 }
 
 #[cfg(test)]
