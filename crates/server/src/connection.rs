@@ -133,7 +133,7 @@ pub(crate) async fn serve<L, W>(
     W: AsyncWrite + Unpin + Send,
 {
     debug!("accepted");
-    let mut signals = shared.signals.subscribe();
+    let signals = shared.signals.subscribe();
     let mut c = Connection {
         accepted: Instant::now(),
         writer: write,
@@ -152,11 +152,23 @@ pub(crate) async fn serve<L, W>(
         peer,
         corked: None,
     };
-    let _ = c.run(&mut reader, &mut signals).await;
+    let _ = c.run(&mut reader, signals).await;
     if let Some(joined) = c.joined.take() {
         c.shared.classes.leave(joined.membership);
     }
     debug!("closed");
+}
+
+/// The next server-wide signal, with the receiver handed back for the next wait.
+///
+/// Kept alive across the connection loop's turns: a `recv` future made afresh on every turn
+/// would register and unregister a waiter in the channel that every connection shares, under
+/// its lock, for every line a client sends.
+async fn next_signal(
+    mut rx: broadcast::Receiver<Signal>,
+) -> (Result<Signal, RecvError>, broadcast::Receiver<Signal>) {
+    let signal = rx.recv().await;
+    (signal, rx)
 }
 
 async fn next_announcement(joined: &mut Option<Joined>) -> Result<Announcement, RecvError> {
@@ -174,7 +186,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     async fn run<L: LineSource>(
         &mut self,
         reader: &mut L,
-        signals: &mut broadcast::Receiver<Signal>,
+        signals: broadcast::Receiver<Signal>,
     ) -> Step {
         let hello = self.shared.hello.clone();
         if Box::pin(self.answer_early(reader, hello)).await? == Flow::Close {
@@ -185,13 +197,16 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 self.accepted + self.shared.config.load().login_timeout,
             ))
         });
+        let next_signal = next_signal(signals);
+        tokio::pin!(next_signal);
         loop {
             if self.joined.is_some() {
                 login_timer = None;
             }
             tokio::select! {
                 biased;
-                signal = signals.recv() => {
+                (signal, signals) = &mut next_signal => {
+                    next_signal.set(self::next_signal(signals));
                     // The flag decides, not the value: a heartbeat racing the shutdown (or a
                     // lag that skipped it) must not hide it.
                     if self.shared.shutdown.is_cancelled() {
