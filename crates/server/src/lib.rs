@@ -5,7 +5,6 @@
 //! only parses settings, starts logging, binds and calls [`run`], so tests can run the whole
 //! server in-process on `127.0.0.1:0`.
 
-mod accept;
 pub mod admin;
 mod admin_report;
 mod admin_socket;

@@ -58,7 +58,7 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
         }
     }
 
-    /// Lines whose first bytes were already read from the socket (see `crate::accept::Accepted::open`).
+    /// Lines whose first bytes were already read from the socket (see [`read_early`]).
     pub(crate) fn with_early(read: R, max_line: usize, early: &[u8]) -> Self {
         let mut lines = Self::new(read, max_line);
         lines.partial.extend_from_slice(early);
@@ -118,6 +118,27 @@ impl<R: AsyncRead + Unpin + Send> LineSource for Lines<R> {
     }
 }
 
+/// Whatever a just-accepted client has already sent, read without waiting (empty if nothing).
+///
+/// A program may send its first line without waiting for the greeting; reading it now lets the
+/// connection answer with the greeting and the reply in one write (one segment instead of two).
+/// Tokio takes a just-accepted socket to be readable until a read says otherwise, so this is
+/// one `recv`; for a client that waits for the greeting it finds nothing.
+///
+/// A read that did not fill `chunk` drained the socket, and the readiness is cleared here as
+/// tokio's own reads do: otherwise the connection's first wait for its next line would begin
+/// with a `recv` that can only find nothing.
+pub(crate) fn read_early(stream: &tokio::net::TcpStream, chunk: &mut [u8; CHUNK]) -> usize {
+    // Nothing there is `WouldBlock` (which clears the readiness itself). End of stream (0) and
+    // errors are left for the connection's own reads to find again.
+    let n = stream.try_read(chunk).unwrap_or(0);
+    if 0 < n && n < chunk.len() {
+        let drained = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        let _ = stream.try_io(tokio::io::Interest::READABLE, drained);
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +165,37 @@ mod tests {
         );
         assert!(lines.buffered_line().is_none());
         assert_eq!(lines.partial.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_early_read_loses_nothing_and_later_lines_still_wake_the_reader() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        client.write_all(b"JOIN x\n").await.expect("write");
+        let (server, _) = listener.accept().await.expect("accept");
+        // The line may or may not have crossed loopback yet: either way it is read once.
+        let mut chunk = [0u8; CHUNK];
+        let n = read_early(&server, &mut chunk);
+        assert!(n == 0 || &chunk[..n] == b"JOIN x\n", "{:?}", &chunk[..n]);
+        let (read, _write) = server.into_split();
+        let mut lines = Lines::with_early(read, 64, &chunk[..n]);
+        let within = std::time::Duration::from_secs(10);
+        let first = tokio::time::timeout(within, lines.next_line()).await;
+        assert_eq!(
+            first.expect("in time").map(|r| r.ok()),
+            Some(Some(Ok("JOIN x".into())))
+        );
+        // After a read that drained the socket, a line sent later must still wake the reader.
+        client.write_all(b"PING\n").await.expect("write");
+        let second = tokio::time::timeout(within, lines.next_line()).await;
+        assert_eq!(
+            second.expect("in time").map(|r| r.ok()),
+            Some(Some(Ok("PING".into())))
+        );
     }
 
     #[tokio::test]

@@ -12,14 +12,13 @@ use arc_swap::ArcSwap;
 use attendance_protocol::{ErrorCode, Event, Hello, ServerLine, Text, Timestamp, Token};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpListener;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, debug_span, error, info, warn};
 
-use crate::accept::{Accepted, Acceptor, DirectWrite};
 use crate::admin::{AdminError, AdminToken, TokenSource};
 use crate::classes::Classes;
 use crate::config::Config;
@@ -276,14 +275,6 @@ async fn accept_loop(
     tracker: TaskTracker,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let acceptor = match Acceptor::new(listener) {
-        Ok(a) => a,
-        Err(e) => {
-            error!(error = %e, "cannot watch the listener; shutting down");
-            shared.shutdown.cancel();
-            return;
-        }
-    };
     let (shared, tracker, tls) = (&shared, &tracker, tls.as_ref());
     let next_id = AtomicU64::new(1);
     let mut backoff = Duration::from_millis(10);
@@ -298,9 +289,9 @@ async fn accept_loop(
         let accepted = tokio::select! {
             biased;
             () = &mut cancelled => return,
-            r = acceptor.accept() => r,
+            r = listener.accept() => r,
         };
-        let (accepted, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => {
                 backoff = Duration::from_millis(10);
                 accepted
@@ -325,27 +316,21 @@ async fn accept_loop(
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
             let why = "the server is at its connection limit; try again later";
             shared.metrics.refused(ErrorCode::Full);
-            tracker.spawn(refuse(accepted, why, refuse_timeout).instrument(span));
+            tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
             continue;
         };
         let Some(slot) = shared.per_address.take(peer.ip()) else {
             let why = "too many connections from your address";
             shared.metrics.refused(ErrorCode::Full);
-            tracker.spawn(refuse(accepted, why, refuse_timeout).instrument(span));
+            tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
             continue;
         };
         let shared = Arc::clone(shared);
         match tls {
             None => tracker.spawn(
                 async move {
-                    let max_line = shared.config.load().max_line;
-                    match split_early(accepted, max_line) {
-                        Ok((lines, write)) => {
-                            let peer = Peer::Tcp(peer);
-                            crate::connection::serve(shared, lines, write, peer, conn).await;
-                        }
-                        Err(e) => warn!(error = %e, "cannot watch the connection; dropped"),
-                    }
+                    let (lines, write) = split_early(stream, shared.config.load().max_line);
+                    crate::connection::serve(shared, lines, write, Peer::Tcp(peer), conn).await;
                     drop((permit, slot));
                 }
                 .instrument(span),
@@ -353,52 +338,32 @@ async fn accept_loop(
             // A separate task body: the TLS handshake's large state must not enlarge every
             // plain connection's task.
             Some(acceptor) => tracker.spawn(
-                serve_tls(
-                    shared,
-                    acceptor.clone(),
-                    accepted,
-                    peer,
-                    conn,
-                    (permit, slot),
-                )
-                .instrument(span),
+                serve_tls(shared, acceptor.clone(), stream, peer, conn, (permit, slot))
+                    .instrument(span),
             ),
         };
     }
 }
 
 /// Splits a plain TCP connection into its line source, holding whatever the client has already
-/// sent (see [`Accepted::open`]), and its write half. Not async: the read chunk lives on the
-/// stack only here, never in the connection's task.
-fn split_early(
-    accepted: Accepted,
-    max_line: usize,
-) -> std::io::Result<(Lines<OwnedReadHalf>, DirectWrite)> {
+/// sent (see [`crate::lines::read_early`]), and its write half. Not async: the read chunk lives
+/// on the stack only here, never in the connection's task.
+fn split_early(stream: TcpStream, max_line: usize) -> (Lines<OwnedReadHalf>, OwnedWriteHalf) {
     let mut chunk = [0u8; crate::lines::CHUNK];
-    let (stream, n) = accepted.open(&mut chunk)?;
+    let n = crate::lines::read_early(&stream, &mut chunk);
     let (read, write) = stream.into_split();
-    Ok((
-        Lines::with_early(read, max_line, &chunk[..n]),
-        DirectWrite::new(write),
-    ))
+    (Lines::with_early(read, max_line, &chunk[..n]), write)
 }
 
 /// Serves one TLS connection: handshake (bounded by `login_timeout`), then the protocol.
 async fn serve_tls<G>(
     shared: Arc<Shared>,
     acceptor: tokio_rustls::TlsAcceptor,
-    accepted: Accepted,
+    stream: TcpStream,
     peer: std::net::SocketAddr,
     conn: u64,
     guards: G,
 ) {
-    let stream = match accepted.register() {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot watch the connection; dropped");
-            return;
-        }
-    };
     let handshake =
         tokio::time::timeout(shared.config.load().login_timeout, acceptor.accept(stream));
     match handshake.await {
@@ -468,11 +433,8 @@ impl Drop for AddressSlot {
 }
 
 /// Tells a client why it cannot be served (`ERR FULL`), at once, and closes.
-async fn refuse(accepted: Accepted, why: &'static str, timeout: Duration) {
+async fn refuse(mut stream: TcpStream, why: &'static str, timeout: Duration) {
     debug!(why, "refusing connection");
-    let Ok(mut stream) = accepted.register() else {
-        return;
-    };
     let line = ServerLine::err(ErrorCode::Full, why).encode();
     let _ = tokio::time::timeout(timeout, async {
         stream.write_all(&line).await?;
