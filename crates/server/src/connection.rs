@@ -121,6 +121,10 @@ const MAX_GATHER: usize = 64;
 /// Most lines whose replies are gathered into one write (see `Connection::answer_corked`).
 const MAX_CORKED_LINES: usize = 8;
 
+/// Room a gathered write starts with: the usual replies (`OK JOIN …`, `OK PRESENT …`) fit
+/// without the buffer growing (it grew twice per kiosk mark, a reallocation each time).
+const CORK_ROOM: usize = 256;
+
 /// Serves one client until it quits, drops, misbehaves too often or the server shuts down.
 pub(crate) async fn serve<L, W>(
     shared: Arc<Shared>,
@@ -246,8 +250,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             self.send(hello).await?;
             return Ok(Flow::Continue);
         };
-        self.answer_corked(reader, first, BytesMut::from(&hello[..]))
-            .await
+        let mut head = BytesMut::with_capacity(hello.len() + CORK_ROOM);
+        head.extend_from_slice(&hello);
+        self.answer_corked(reader, first, head).await
     }
 
     /// Answers a line that arrived with others behind it (a program pipelining `JOIN` and
@@ -260,7 +265,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     ) -> Step {
         match item {
             Some(first) if reader.has_buffered() => {
-                self.answer_corked(reader, first, BytesMut::new()).await
+                self.answer_corked(reader, first, BytesMut::with_capacity(CORK_ROOM))
+                    .await
             }
             item => self.take_line(item).await,
         }
@@ -448,7 +454,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 // Two replies to one line: one write, unless already gathering.
                 let cork = self.corked.is_none();
                 if cork {
-                    self.corked = Some(Box::default());
+                    self.corked = Some(Box::new(BytesMut::with_capacity(CORK_ROOM)));
                 }
                 let flow = match self.join(id).await {
                     Ok((Flow::Continue, true)) => self.present().await,
@@ -623,10 +629,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         // The identity is borrowed from the membership throughout (no clone per mark).
         let id = &j.membership.id;
         let now = Timestamp::now();
-        if let Some(at) = self.shared.marks.get(&id.class, &id.roll, now) {
-            if let Some(j) = &mut self.joined {
-                j.marked = true;
-            }
+        // Only a student marked before can have a mark today to find: a roll is held by one
+        // connection at a time, JOIN looked up the marks made before (`marked`), and a mark
+        // made here sets it. A mark of an earlier day leaves it set, hence the look-up then.
+        let earlier = if j.marked {
+            self.shared.marks.get(&id.class, &id.roll, now)
+        } else {
+            None
+        };
+        if let Some(at) = earlier {
             return self.reply(Reply::Present { marked_at: at }).await;
         }
         let served = j.since.elapsed();
@@ -640,7 +651,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             Peer::Tcp(addr) => ip_string(addr.ip()),
             Peer::Admin => String::new(),
         };
-        let mut row = Vec::with_capacity(128);
+        let mut row = Vec::new();
         encode_row(
             [
                 id.course().as_str(),
