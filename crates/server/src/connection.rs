@@ -4,7 +4,9 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use attendance_protocol::{
@@ -382,9 +384,28 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             out.extend_from_slice(&line);
             return Ok(());
         }
+        // Nearly every line fits in the socket's buffer at once: tried first without a timer,
+        // which keeps the timeout's state out of every future that sends.
+        let mut sent = 0;
+        let now = std::future::poll_fn(|cx| {
+            Poll::Ready(write_now(&mut self.writer, cx, &line, &mut sent))
+        })
+        .await;
+        match now {
+            Ok(true) => Ok(()),
+            Ok(false) => Box::pin(self.send_rest(line, sent)).await,
+            Err(e) => {
+                debug!(error = %e, "write failed");
+                Err(Closed)
+            }
+        }
+    }
+
+    /// The rest of `line` after its first `sent` bytes, for a peer that reads slowly.
+    async fn send_rest(&mut self, line: Bytes, sent: usize) -> Result<(), Closed> {
         let writer = &mut self.writer;
         let write = async move {
-            writer.write_all(&line).await?;
+            writer.write_all(&line[sent..]).await?;
             // A no-op on TCP; pushes out the TLS record.
             writer.flush().await
         };
@@ -721,6 +742,30 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 .await
             }
         }
+    }
+}
+
+/// Writes what `writer` takes of `line` (from `sent` on, which it advances) and flushes,
+/// without waiting: `Ok(true)` once everything is out, `Ok(false)` if the rest must wait.
+fn write_now<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    cx: &mut Context<'_>,
+    line: &[u8],
+    sent: &mut usize,
+) -> std::io::Result<bool> {
+    // Bounded: every step either advances `sent` or returns.
+    while let Some(rest) = line.get(*sent..).filter(|rest| !rest.is_empty()) {
+        match Pin::new(&mut *writer).poll_write(cx, rest) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => *sent += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(false),
+        }
+    }
+    match Pin::new(writer).poll_flush(cx) {
+        Poll::Ready(Ok(())) => Ok(true),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Ok(false),
     }
 }
 
