@@ -239,6 +239,11 @@ impl DaemonProcess {
         self.process.rss_bytes()
     }
 
+    /// The CPU time it has used so far.
+    pub(crate) fn cpu(&self) -> Option<crate::process::CpuTime> {
+        self.process.cpu()
+    }
+
     /// Stops it as an administrator would (SIGTERM: clients told, writer drained and synced).
     ///
     /// # Errors

@@ -124,6 +124,14 @@ impl Managed {
         }
         rss_bytes(self.pid())
     }
+
+    /// The CPU time it has used so far (all threads), if it is still running.
+    pub(crate) fn cpu(&self) -> Option<CpuTime> {
+        if self.exited.is_some() {
+            return None;
+        }
+        cpu_time(self.pid())
+    }
 }
 
 impl Drop for Managed {
@@ -139,6 +147,50 @@ impl Drop for Managed {
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_vm_rss(&status)
+}
+
+/// CPU time a process has used, in user space and in the kernel (all its threads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CpuTime {
+    pub(crate) user: Duration,
+    pub(crate) system: Duration,
+}
+
+impl CpuTime {
+    /// The CPU time used between `self` (earlier) and `later`.
+    pub(crate) fn until(self, later: Self) -> Self {
+        Self {
+            user: later.user.saturating_sub(self.user),
+            system: later.system.saturating_sub(self.system),
+        }
+    }
+}
+
+/// Linux reports `utime` and `stime` in `USER_HZ` ticks, 100 per second on every architecture
+/// this runs on (the kernel's own tick rate is hidden from user space).
+const USER_HZ: u64 = 100;
+
+/// The CPU time used so far by process `pid`, from `/proc/<pid>/stat` (10 ms resolution).
+pub(crate) fn cpu_time(pid: u32) -> Option<CpuTime> {
+    parse_cpu_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_cpu_time(stat: &str) -> Option<CpuTime> {
+    // `pid (comm) state ppid …`: the name may hold spaces and parentheses, so the fields are
+    // counted from the last `)`. utime and stime are fields 14 and 15, the 12th and 13th after
+    // the name.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let ticks = |t: &str| t.parse::<u64>().ok();
+    let user = ticks(fields.next()?)?;
+    let system = ticks(fields.next()?)?;
+    let time = |t: u64| Duration::from_millis(t.saturating_mul(1000 / USER_HZ));
+    Some(CpuTime {
+        user: time(user),
+        system: time(system),
+    })
 }
 
 fn parse_vm_rss(status: &str) -> Option<u64> {
@@ -160,6 +212,24 @@ mod tests {
         let status = "Name:\tattendanced\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nThreads:\t3\n";
         assert_eq!(parse_vm_rss(status), Some(4321 * 1024));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_time_is_read_after_the_name_whatever_it_holds() {
+        let stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 800 0 0 0 250 75 0 0 20 0 5 0 9 0";
+        assert_eq!(
+            parse_cpu_time(stat),
+            Some(CpuTime {
+                user: Duration::from_millis(2500),
+                system: Duration::from_millis(750),
+            })
+        );
+        assert_eq!(parse_cpu_time("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        assert!(cpu_time(std::process::id()).is_some());
     }
 
     #[test]

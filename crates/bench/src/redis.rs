@@ -164,6 +164,11 @@ impl RedisProcess {
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
         self.process.rss_bytes()
     }
+
+    /// The CPU time it has used so far.
+    pub(crate) fn cpu(&self) -> Option<crate::process::CpuTime> {
+        self.process.cpu()
+    }
 }
 
 /// A port of 127.0.0.1 that was free a moment ago.

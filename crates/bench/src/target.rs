@@ -85,6 +85,15 @@ impl Target {
         }
     }
 
+    /// The CPU time it has used so far, when the bench started it and it runs.
+    pub(crate) fn cpu(&self) -> Option<crate::process::CpuTime> {
+        match &self.server {
+            Server::Daemon(d) => d.cpu(),
+            Server::Redis(r) => r.cpu(),
+            Server::External => None,
+        }
+    }
+
     /// Its data directory, when the bench started it.
     pub(crate) fn dir(&self) -> Option<&Path> {
         match &self.server {

@@ -120,6 +120,11 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     let (kind, addr) = (target.kind, target.addr);
     let run_id = super::run_id();
     let deadline = Instant::now() + args.common.timeout;
+    // The server's CPU time over the timed marks (prejoined joins first, untimed, inside its
+    // run: no CPU figure for that shape, on either server).
+    let cpu_before = (args.shape != MarksShape::Prejoined)
+        .then(|| target.cpu())
+        .flatten();
     let (mut tally, elapsed) = match (kind, args.shape) {
         (TargetKind::Daemon, MarksShape::Prejoined) => {
             prejoined(args, addr, &run_id, deadline).await
@@ -128,6 +133,7 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
             concurrently(args, kind, addr, &run_id, deadline).await
         }
     };
+    let cpu = cpu_before.zip(target.cpu()).map(|(b, a)| b.until(a));
     let marks_per_s = rate(tally.acked as u64, elapsed);
 
     // The disk's own rate, in the server's directory (same filesystem as its CSV or AOF).
@@ -171,6 +177,29 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         ["ack_p50_ms", "ack_p99_ms", "ack_max_ms"],
         ["ack latency p50", "ack latency p99", "ack latency max"],
         summary,
+    );
+    // Per acknowledged mark; /proc counts in 10 ms ticks, so runs under a second or two
+    // give coarse figures.
+    let per_mark = |d: std::time::Duration| {
+        u32::try_from(tally.acked)
+            .ok()
+            .filter(|&n| n > 0)
+            .map_or(Value::Missing, |n| Value::Micros(d / n))
+    };
+    report.figure(
+        "cpu_us_per_mark",
+        "server CPU per mark",
+        cpu.map_or(Value::Missing, |c| per_mark(c.user + c.system)),
+    );
+    report.figure(
+        "cpu_user_us_per_mark",
+        "  of which in user space",
+        cpu.map_or(Value::Missing, |c| per_mark(c.user)),
+    );
+    report.figure(
+        "cpu_system_us_per_mark",
+        "  of which in the kernel",
+        cpu.map_or(Value::Missing, |c| per_mark(c.system)),
     );
     let syncs_per_s = probe.as_ref().map(fsync::Probe::syncs_per_s);
     report.info(
