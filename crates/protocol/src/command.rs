@@ -155,7 +155,7 @@ impl Command {
         };
         match key {
             "JOIN" => {
-                if rest.is_empty() || rest.contains(char::is_whitespace) {
+                if rest.is_empty() || has_whitespace(rest) {
                     return Err(CommandError::usage(
                         "JOIN COURSE_DIV_NAME_ROLL",
                         "one identifier expected",
@@ -231,6 +231,19 @@ fn parse_who(rest: &str) -> Result<Command, CommandError> {
 }
 
 /// The original client's lines: `ID`, `ID_` (join) and `ID_Present` (join, then present).
+/// Whether `s` holds any whitespace (`char::is_whitespace`), byte by byte for ASCII text: this
+/// checks every JOIN's identifier.
+fn has_whitespace(s: &str) -> bool {
+    if s.is_ascii() {
+        // The ASCII characters `char::is_whitespace` accepts: tab, line feed, vertical tab, form
+        // feed, carriage return and space (u8::is_ascii_whitespace leaves out the vertical tab).
+        s.bytes()
+            .any(|b| matches!(b, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b' '))
+    } else {
+        s.contains(char::is_whitespace)
+    }
+}
+
 fn parse_bare_id(word: &str) -> Result<Command, CommandError> {
     if let Some((id, last)) = word.rsplit_once('_') {
         if last.eq_ignore_ascii_case("present") && id.split('_').count() == 4 {
@@ -278,6 +291,20 @@ mod tests {
 
     fn parse(s: &str) -> Result<Command, CommandError> {
         Command::parse(s)
+    }
+
+    #[test]
+    fn the_ascii_whitespace_check_agrees_with_char_is_whitespace() {
+        for b in 0..=0x7f_u8 {
+            let s = format!("a{}b", char::from(b));
+            assert_eq!(
+                has_whitespace(&s),
+                s.contains(char::is_whitespace),
+                "{b:#x}"
+            );
+        }
+        assert!(has_whitespace("a\u{2003}b"));
+        assert!(!has_whitespace("caf\u{e9}"));
     }
 
     #[test]
