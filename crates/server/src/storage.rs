@@ -76,7 +76,7 @@ pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
         }
         let row = &out[start..];
         if memchr::memchr3(b'"', b'\r', b'\n', row).is_none()
-            && row.iter().filter(|&&b| b == b',').count() == cells.len() - 1
+            && memchr::memchr_iter(b',', row).count() == cells.len() - 1
         {
             out.push(b'\n');
             return;
