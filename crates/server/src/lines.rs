@@ -169,16 +169,22 @@ mod tests {
         assert_eq!(lines.partial.capacity(), 0);
     }
 
-    #[tokio::test]
-    async fn an_early_read_loses_nothing_and_later_lines_still_wake_the_reader() {
+    /// A client and the server's side of its connection, over loopback.
+    async fn connected() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
             .await
             .expect("connect");
-        client.write_all(b"JOIN x\n").await.expect("write");
         let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn an_early_read_loses_nothing_and_later_lines_still_wake_the_reader() {
+        let (mut client, server) = connected().await;
+        client.write_all(b"JOIN x\n").await.expect("write");
         // The line may or may not have crossed loopback yet: either way it is read once.
         let mut chunk = [0u8; CHUNK];
         let n = read_early(&server, &mut chunk);
@@ -202,13 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn lines_split_across_reads_are_joined_and_memory_is_released_between_lines() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (mut client, server) = connected().await;
         let (read, _write) = server.into_split();
         let mut lines = Lines::new(read, 64);
         client.write_all(b"PI").await.expect("write");

@@ -283,9 +283,7 @@ async fn accept_loop(
     let cancelled = shared.shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
-        if shared.shutdown.is_cancelled() {
-            return;
-        }
+        // Biased: a cancellation is seen before another connection is taken.
         let accepted = tokio::select! {
             biased;
             () = &mut cancelled => return,

@@ -663,6 +663,30 @@ mod tests {
         })
     }
 
+    /// A record of eight cells in column order.
+    fn record_of(cells: [String; 8]) -> MarkRecord {
+        let [
+            course,
+            division,
+            name,
+            roll,
+            status,
+            marked_at,
+            joined_at,
+            client_addr,
+        ] = cells;
+        MarkRecord {
+            course,
+            division,
+            name,
+            roll,
+            status,
+            marked_at,
+            joined_at,
+            client_addr,
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
         /// Rows are byte for byte what csv-async writes for the neutralised record: commas,
@@ -671,11 +695,7 @@ mod tests {
         fn encoded_rows_match_csv_async(cells in proptest::array::uniform8(
             proptest::prop_oneof!["[a-zA-Z0-9.'-]{0,12}", "[ -~\t\r\n]{0,12}", "\\PC{0,8}"]
         )) {
-            let [course, division, name, roll, status, marked_at, joined_at, client_addr] =
-                cells.clone();
-            let r = MarkRecord {
-                course, division, name, roll, status, marked_at, joined_at, client_addr,
-            };
+            let r = record_of(cells);
             proptest::prop_assert_eq!(r.encode(), serde_row(&r.clone().neutralised()));
         }
 
@@ -686,11 +706,7 @@ mod tests {
         fn plain_rows_match_csv_async(cells in proptest::array::uniform8(
             proptest::prop_oneof!["[a-zA-Z0-9][a-zA-Z0-9.:' +-]{0,20}", "\\PL[\\PL\\PN. ]{0,8}"]
         )) {
-            let [course, division, name, roll, status, marked_at, joined_at, client_addr] =
-                cells.clone();
-            let r = MarkRecord {
-                course, division, name, roll, status, marked_at, joined_at, client_addr,
-            };
+            let r = record_of(cells);
             proptest::prop_assert_eq!(r.encode(), serde_row(&r.clone().neutralised()));
         }
     }
