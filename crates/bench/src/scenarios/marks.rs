@@ -122,8 +122,12 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     let deadline = Instant::now() + args.common.timeout;
     // The server's CPU time over the timed marks (prejoined joins first, untimed, inside its
     // run: no CPU figure for that shape, on either server).
-    let cpu_before = (args.shape != MarksShape::Prejoined)
-        .then(|| target.cpu())
+    let timed_cpu = args.shape != MarksShape::Prejoined;
+    let cpu_before = timed_cpu.then(|| target.cpu()).flatten();
+    // The load generator's own CPU in the same window: the two share the machine's cores, so
+    // a cheaper client leaves more for the server.
+    let own_before = timed_cpu
+        .then(|| crate::process::cpu_time(std::process::id()))
         .flatten();
     let (mut tally, elapsed) = match (kind, args.shape) {
         (TargetKind::Daemon, MarksShape::Prejoined) => {
@@ -134,6 +138,9 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         }
     };
     let cpu = cpu_before.zip(target.cpu()).map(|(b, a)| b.until(a));
+    let own = own_before
+        .zip(crate::process::cpu_time(std::process::id()))
+        .map(|(b, a)| b.until(a));
     let marks_per_s = rate(tally.acked as u64, elapsed);
 
     // The disk's own rate, in the server's directory (same filesystem as its CSV or AOF).
@@ -200,6 +207,11 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         "cpu_system_us_per_mark",
         "  of which in the kernel",
         cpu.map_or(Value::Missing, |c| per_mark(c.system)),
+    );
+    report.figure(
+        "bench_cpu_us_per_mark",
+        "load generator CPU per mark",
+        own.map_or(Value::Missing, |c| per_mark(c.user + c.system)),
     );
     let syncs_per_s = probe.as_ref().map(fsync::Probe::syncs_per_s);
     report.info(
