@@ -52,17 +52,16 @@ impl LineCodec {
         self.max_line
     }
 
-    fn finish_line(&self, mut line: BytesMut) -> Result<String, LineError> {
-        if line.last() == Some(&b'\n') {
-            line.truncate(line.len() - 1);
-        }
-        if line.last() == Some(&b'\r') {
-            line.truncate(line.len() - 1);
-        }
+    /// The line's text without its line ending, checked against the limit and for UTF-8.
+    fn finish_line(&self, line: &[u8]) -> Result<String, LineError> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > self.max_line {
             return Err(LineError::TooLong(self.max_line));
         }
-        String::from_utf8(line.to_vec()).map_err(|_| LineError::Encoding)
+        std::str::from_utf8(line)
+            .map(str::to_owned)
+            .map_err(|_| LineError::Encoding)
     }
 }
 
@@ -93,9 +92,13 @@ impl Decoder for LineCodec {
         let window = buf.len().min(self.max_line.saturating_add(2));
         let start = self.next_index.min(window);
         if let Some(offset) = memchr::memchr(b'\n', &buf[start..window]) {
-            let line = buf.split_to(start + offset + 1);
+            // Copied out and skipped: no split of the buffer (a split shares it, which costs an
+            // allocation and reference counting per line).
+            let end = start + offset + 1;
+            let item = self.finish_line(&buf[..end]);
+            buf.advance(end);
             self.next_index = 0;
-            return Ok(Some(self.finish_line(line)));
+            return Ok(Some(item));
         }
         // No line end yet. Only a trailing '\r' may sit past max_line while we wait for '\n'.
         let too_long = buf.len() > self.max_line.saturating_add(1)
@@ -128,8 +131,9 @@ impl Decoder for LineCodec {
             return Ok(None);
         }
         // A last line without its line ending still counts (netcat -N, piped files).
-        let line = buf.split();
-        Ok(Some(self.finish_line(line)))
+        let item = self.finish_line(buf);
+        buf.clear();
+        Ok(Some(item))
     }
 }
 

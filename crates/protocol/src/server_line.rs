@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 
 use crate::admin::{ClassCount, Page, Status, WhoEntry};
 use crate::id::{ClassKey, Field, FieldKind, StudentId};
@@ -279,40 +279,46 @@ impl ServerLine {
     }
 
     /// The line with its `\n`, ready to be written (or shared among many receivers).
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        self.encode_into(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Appends the line with its `\n` to `out`: for a connection gathering several replies into
+    /// one write, without a buffer of the line's own.
     ///
     /// The replies of every mark (`OK JOIN`, `OK PRESENT`) are written directly, the rest
     /// through `Display`; both give the same text (a test checks).
-    pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(64);
+    pub fn encode_into<B: BufMut>(&self, out: &mut B) {
         match self {
             Self::Ok(Reply::Join {
                 id,
                 required_seconds,
             }) => {
-                out.extend_from_slice(b"OK JOIN ");
+                out.put_slice(b"OK JOIN ");
                 for part in [
                     id.course().as_str(),
                     id.division().as_str(),
                     id.name.as_str(),
                     id.roll.as_str(),
                 ] {
-                    out.extend_from_slice(part.as_bytes());
-                    out.push(b' ');
+                    out.put_slice(part.as_bytes());
+                    out.put_u8(b' ');
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(*required_seconds).as_bytes());
+                out.put_slice(itoa::Buffer::new().format(*required_seconds).as_bytes());
             }
             Self::Ok(Reply::Present { marked_at }) => {
-                out.extend_from_slice(b"OK PRESENT ");
-                marked_at.write_to(&mut out);
+                out.put_slice(b"OK PRESENT ");
+                out.put_slice(marked_at.to_wire().as_bytes());
             }
             other => {
                 use std::io::Write as _;
-                // Writing into a Vec cannot fail; a Display impl that fails leaves what it wrote.
-                let _ = write!(out, "{other}");
+                // Writing into memory cannot fail; a Display impl that fails leaves what it wrote.
+                let _ = write!((&mut *out).writer(), "{other}");
             }
         }
-        out.push(b'\n');
-        Bytes::from(out)
+        out.put_u8(b'\n');
     }
 }
 
@@ -572,9 +578,15 @@ mod tests {
             ServerLine::early(42),
             ServerLine::Event(Event::Lagged(7)),
         ];
+        let mut gathered = bytes::BytesMut::from(&b"HELLO x\n"[..]);
+        let mut expected = String::from("HELLO x\n");
         for line in lines {
             assert_eq!(&line.encode()[..], format!("{line}\n").as_bytes());
+            // Appended after what is already there, as a connection gathers its replies.
+            line.encode_into(&mut gathered);
+            expected.push_str(&format!("{line}\n"));
         }
+        assert_eq!(&gathered[..], expected.as_bytes());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use compact_str::CompactString;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset, macros::format_description};
 
@@ -65,20 +66,14 @@ impl Timestamp {
         Some(buf)
     }
 
-    /// Appends the wire form to `out` (without going through `fmt`).
-    pub fn write_to(self, out: &mut Vec<u8>) {
+    /// The wire form, held inline (24 bytes: no allocation) and made without going through
+    /// `fmt`. Marks format two or three timestamps each.
+    pub fn to_wire(self) -> CompactString {
         match self.digits() {
-            Some(buf) => out.extend_from_slice(&buf),
-            None => out.extend_from_slice(self.to_string().as_bytes()),
+            // ASCII by construction.
+            Some(buf) => CompactString::from_utf8(buf).unwrap_or_else(|_| self.to_string().into()),
+            None => self.to_string().into(),
         }
-    }
-
-    /// The wire form as a `String` (without going through `fmt`).
-    pub fn to_wire_string(self) -> String {
-        let mut out = Vec::with_capacity(24);
-        self.write_to(&mut out);
-        // ASCII by construction; the fallback is `Display`'s own output.
-        String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
     }
 }
 
@@ -124,7 +119,11 @@ mod tests {
         ] {
             let t: Timestamp = text.parse().expect("valid");
             assert_eq!(t.to_string(), text);
-            assert_eq!(t.to_wire_string(), text);
+            assert_eq!(t.to_wire(), text);
+            assert!(
+                !t.to_wire().is_heap_allocated(),
+                "{text} should be held inline"
+            );
             assert_eq!(t.datetime().format(&general).ok(), Some(t.to_string()));
         }
         // Outside 0..=9999 the general formatter still answers.
@@ -132,7 +131,7 @@ mod tests {
             OffsetDateTime::from_unix_timestamp(-70_000_000_000).expect("in range"),
         );
         assert_eq!(far.datetime().format(&general).ok(), Some(far.to_string()));
-        assert_eq!(far.to_wire_string(), far.to_string());
+        assert_eq!(far.to_wire(), far.to_string());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use attendance_protocol::{
 };
 use bytes::Bytes;
 use bytes::BytesMut;
+use compact_str::CompactString;
 use governor::clock::{Clock as _, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -432,6 +433,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             ServerLine::Event(Event::Lagged(n)) => self.shared.metrics.lagged(*n),
             _ => {}
         }
+        // Gathering: straight into the gathered write, without a buffer of the line's own.
+        if let Some(out) = &mut self.corked {
+            line.encode_into(&mut **out);
+            return Ok(());
+        }
         self.send(line.encode()).await
     }
 
@@ -570,7 +576,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             Some(mut j) if j.membership.id == id => {
                 let marked_today = self.is_marked(&id, Timestamp::now());
                 j.marked |= marked_today;
-                let remaining = required_seconds(class_length, j.since, marked_today);
+                let remaining = required_seconds(class_length, j.since.elapsed(), marked_today);
                 self.joined = Some(j);
                 let flow = self
                     .reply(Reply::Join {
@@ -622,7 +628,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         });
         let now = Timestamp::now();
         let marked = self.is_marked(&id, now);
-        let remaining = required_seconds(class_length, since, marked);
+        // Joined just now: the whole class length remains (no second clock read).
+        let remaining = required_seconds(class_length, Duration::ZERO, marked);
         self.joined = Some(Joined {
             membership,
             since,
@@ -670,7 +677,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         }
         let client_addr = match self.peer {
             Peer::Tcp(addr) => ip_string(addr.ip()),
-            Peer::Admin => String::new(),
+            Peer::Admin => CompactString::default(),
         };
         let mut row = Vec::new();
         encode_row(
@@ -680,8 +687,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 id.name.as_str(),
                 id.roll.as_str(),
                 "Present",
-                &now.to_wire_string(),
-                &j.at.to_wire_string(),
+                &now.to_wire(),
+                &j.at.to_wire(),
                 &client_addr,
             ],
             &mut row,
@@ -769,12 +776,12 @@ fn write_now<W: AsyncWrite + Unpin>(
     }
 }
 
-/// `ip` as text; an IPv4 address without the formatting machinery (once per mark, it showed
-/// in profiles).
-fn ip_string(ip: std::net::IpAddr) -> String {
+/// `ip` as text; an IPv4 address without the formatting machinery or an allocation (once per
+/// mark, it showed in profiles).
+fn ip_string(ip: std::net::IpAddr) -> CompactString {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
+            let mut out = CompactString::default();
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push('.');
@@ -783,16 +790,17 @@ fn ip_string(ip: std::net::IpAddr) -> String {
             }
             out
         }
-        std::net::IpAddr::V6(_) => ip.to_string(),
+        std::net::IpAddr::V6(_) => compact_str::ToCompactString::to_compact_string(&ip),
     }
 }
 
-/// Whole seconds (rounded up) a student who joined at `since` must still stay; zero once marked.
-fn required_seconds(class_length: Duration, since: Instant, marked: bool) -> u64 {
+/// Whole seconds (rounded up) a student who has been here for `served` must still stay; zero
+/// once marked.
+fn required_seconds(class_length: Duration, served: Duration, marked: bool) -> u64 {
     if marked {
         0
     } else {
-        ceil_secs(class_length.saturating_sub(since.elapsed()))
+        ceil_secs(class_length.saturating_sub(served))
     }
 }
 
