@@ -333,8 +333,13 @@ impl Classes {
             if class.members.get(&id.roll).is_some_and(|m| m.conn != conn) {
                 return Err(AlreadyJoined);
             }
-            if class.members.get(&membership.id.roll).map(|m| m.conn) == Some(conn) {
-                class.members.remove(&membership.id.roll);
+            // Our own entry goes; another connection's (not ours to take) is put back.
+            if let Some(other) = class
+                .members
+                .remove(&membership.id.roll)
+                .filter(|m| m.conn != conn)
+            {
+                class.members.insert(membership.id.roll.clone(), other);
             }
             class.members.insert(
                 id.roll.clone(),

@@ -120,28 +120,25 @@ impl Marks {
         let mut guard = self.lock();
         let day = self.day_cached(&mut guard, at);
         let inner = &mut *guard;
-        if let Some(days) = inner
-            .classes
-            .get_mut(class)
-            .and_then(|rolls| rolls.get_mut(roll))
-        {
-            if let Err(i) = days.binary_search_by_key(&day, |&(d, _)| d) {
-                days.insert(i, (day, at));
+        // One hash of the class and one of the roll: the keys are cloned only when new (a
+        // `Field` of up to 24 bytes is held inline, so even then nothing is allocated).
+        let rolls = match inner.classes.get_mut(class) {
+            Some(rolls) => rolls,
+            None => inner.classes.entry(class.clone()).or_default(),
+        };
+        match rolls.entry(roll.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let days = e.get_mut();
+                if let Err(i) = days.binary_search_by_key(&day, |&(d, _)| d) {
+                    days.insert(i, (day, at));
+                    inner.len += 1;
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(vec![(day, at)]);
                 inner.len += 1;
             }
-            return;
         }
-        // A roll not marked before: only now are the roll (and for a new class, the class)
-        // cloned into keys.
-        let days = vec![(day, at)];
-        if let Some(rolls) = inner.classes.get_mut(class) {
-            rolls.insert(roll.clone(), days);
-        } else {
-            let mut rolls = Map::default();
-            rolls.insert(roll.clone(), days);
-            inner.classes.insert(class.clone(), rolls);
-        }
-        inner.len += 1;
     }
 
     /// Marks known (all days).
