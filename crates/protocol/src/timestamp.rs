@@ -1,5 +1,6 @@
 //! UTC timestamps as they appear on the wire and in the CSV: RFC 3339, millisecond precision.
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 
@@ -39,30 +40,44 @@ impl Timestamp {
 impl Timestamp {
     /// The 24 bytes of the wire form, for years 0–9999 (every timestamp this daemon makes):
     /// fixed-width digits, a few times faster than the general formatter. Marks format two or
-    /// three timestamps each, so this shows in profiles.
+    /// three timestamps each, so this shows in profiles; and as they come in bursts, the date
+    /// and time up to the second are kept per thread and reused within the same second.
     fn digits(self) -> Option<[u8; 24]> {
+        thread_local! {
+            /// The Unix second last formatted on this thread, and its `YYYY-MM-DDTHH:MM:SS.`.
+            static LAST_SECOND: Cell<(i64, [u8; 20])> = const { Cell::new((i64::MIN, [0; 20])) };
+        }
+        let second = self.0.unix_timestamp();
+        let prefix = match LAST_SECOND.get() {
+            (cached, prefix) if cached == second => prefix,
+            _ => {
+                let prefix = self.second_prefix()?;
+                LAST_SECOND.set((second, prefix));
+                prefix
+            }
+        };
+        let mut buf = *b"0000-00-00T00:00:00.000Z";
+        buf[..20].copy_from_slice(&prefix);
+        put_digits(&mut buf[20..23], u32::from(self.0.millisecond()));
+        Some(buf)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.` for years 0–9999.
+    fn second_prefix(self) -> Option<[u8; 20]> {
         let dt = self.0;
         let year = dt.year();
         if !(0..=9999).contains(&year) {
             return None;
         }
-        let mut buf = *b"0000-00-00T00:00:00.000Z";
-        let put = |buf: &mut [u8; 24], at: usize, width: usize, mut value: u32| {
-            for i in (at..at + width).rev() {
-                // A single decimal digit: the cast cannot truncate.
-                buf[i] = b'0' + (value % 10) as u8;
-                value /= 10;
-            }
-        };
+        let mut buf = *b"0000-00-00T00:00:00.";
         let (y, m, d) = dt.to_calendar_date();
-        let (hh, mm, ss, ms) = dt.to_hms_milli();
-        put(&mut buf, 0, 4, y.unsigned_abs());
-        put(&mut buf, 5, 2, u32::from(u8::from(m)));
-        put(&mut buf, 8, 2, u32::from(d));
-        put(&mut buf, 11, 2, u32::from(hh));
-        put(&mut buf, 14, 2, u32::from(mm));
-        put(&mut buf, 17, 2, u32::from(ss));
-        put(&mut buf, 20, 3, u32::from(ms));
+        let (hh, mm, ss) = dt.to_hms();
+        put_digits(&mut buf[0..4], y.unsigned_abs());
+        put_digits(&mut buf[5..7], u32::from(u8::from(m)));
+        put_digits(&mut buf[8..10], u32::from(d));
+        put_digits(&mut buf[11..13], u32::from(hh));
+        put_digits(&mut buf[14..16], u32::from(mm));
+        put_digits(&mut buf[17..19], u32::from(ss));
         Some(buf)
     }
 
@@ -74,6 +89,15 @@ impl Timestamp {
             Some(buf) => CompactString::from_utf8(buf).unwrap_or_else(|_| self.to_string().into()),
             None => self.to_string().into(),
         }
+    }
+}
+
+/// Writes `value`'s last `out.len()` decimal digits into `out`, zero-padded.
+fn put_digits(out: &mut [u8], mut value: u32) {
+    for digit in out.iter_mut().rev() {
+        // A single decimal digit: the cast cannot truncate.
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
@@ -116,6 +140,13 @@ mod tests {
             "0001-02-03T04:05:06.007Z",
             "9999-12-31T23:59:59.999Z",
             "1970-01-01T00:00:00.000Z",
+            // The same second again, then the next and back (the per-thread second is reused
+            // only for the same second), and a second before the epoch.
+            "1970-01-01T00:00:00.999Z",
+            "1970-01-01T00:00:01.001Z",
+            "1970-01-01T00:00:00.500Z",
+            "1969-12-31T23:59:59.999Z",
+            "1969-12-31T23:59:59.000Z",
         ] {
             let t: Timestamp = text.parse().expect("valid");
             assert_eq!(t.to_string(), text);

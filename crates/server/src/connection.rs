@@ -15,7 +15,7 @@ use attendance_protocol::{
 };
 use bytes::Bytes;
 use bytes::BytesMut;
-use compact_str::CompactString;
+use compact_str::{CompactString, ToCompactString as _};
 use governor::clock::{Clock as _, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -781,16 +781,26 @@ fn write_now<W: AsyncWrite + Unpin>(
 fn ip_string(ip: std::net::IpAddr) -> CompactString {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            let mut out = CompactString::default();
+            // "255.255.255.255" at most.
+            let mut text = [0u8; 15];
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                out.push_str(itoa::Buffer::new().format(octet));
+                let digits = 1 + usize::from(octet >= 10) + usize::from(octet >= 100);
+                let mut value = octet;
+                for at in (len..len + digits).rev() {
+                    text[at] = b'0' + value % 10;
+                    value /= 10;
+                }
+                len += digits;
             }
-            out
+            // ASCII digits and dots; the fallback cannot happen.
+            CompactString::from_utf8(&text[..len]).unwrap_or_else(|_| ip.to_compact_string())
         }
-        std::net::IpAddr::V6(_) => compact_str::ToCompactString::to_compact_string(&ip),
+        std::net::IpAddr::V6(_) => ip.to_compact_string(),
     }
 }
 
@@ -819,6 +829,7 @@ mod tests {
             "0.0.0.0",
             "255.255.255.255",
             "10.20.3.4",
+            "100.99.9.199",
             "::1",
             "fe80::1",
         ] {
