@@ -310,7 +310,7 @@ impl ServerLine {
             }
             Self::Ok(Reply::Present { marked_at }) => {
                 out.put_slice(b"OK PRESENT ");
-                out.put_slice(marked_at.to_wire().as_bytes());
+                marked_at.write_wire(out);
             }
             other => {
                 use std::io::Write as _;

@@ -4,9 +4,10 @@ use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 
+use bytes::BufMut;
 use compact_str::CompactString;
 use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset, macros::format_description};
+use time::{Date, OffsetDateTime, UtcOffset, macros::format_description};
 
 /// A UTC instant with millisecond precision, written as `2026-11-23T15:17:54.123Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +40,9 @@ impl Timestamp {
     }
 }
 
+/// A UTC date, hour, minute and second.
+type Second = (Date, u8, u8, u8);
+
 impl Timestamp {
     /// The 24 bytes of the wire form, for years 0–9999 (every timestamp this daemon makes):
     /// fixed-width digits, a few times faster than the general formatter. Marks format two or
@@ -46,10 +50,13 @@ impl Timestamp {
     /// and time up to the second are kept per thread and reused within the same second.
     fn digits(self) -> Option<[u8; 24]> {
         thread_local! {
-            /// The Unix second last formatted on this thread, and its `YYYY-MM-DDTHH:MM:SS.`.
-            static LAST_SECOND: Cell<(i64, [u8; 20])> = const { Cell::new((i64::MIN, [0; 20])) };
+            /// The second last formatted on this thread (its UTC date, hour, minute and
+            /// second, as the timestamp holds them), and its `YYYY-MM-DDTHH:MM:SS.`.
+            static LAST_SECOND: Cell<(Second, [u8; 20])> =
+                const { Cell::new(((Date::MIN, u8::MAX, u8::MAX, u8::MAX), [0; 20])) };
         }
-        let second = self.0.unix_timestamp();
+        let (hh, mm, ss) = self.0.to_hms();
+        let second = (self.0.date(), hh, mm, ss);
         let prefix = match LAST_SECOND.get() {
             (cached, prefix) if cached == second => prefix,
             _ => {
@@ -81,6 +88,14 @@ impl Timestamp {
         put_digits(&mut buf[14..16], u32::from(mm));
         put_digits(&mut buf[17..19], u32::from(ss));
         Some(buf)
+    }
+
+    /// Appends the wire form to `out` (a reply being encoded), without an intermediate string.
+    pub fn write_wire<B: BufMut>(self, out: &mut B) {
+        match self.digits() {
+            Some(buf) => out.put_slice(&buf),
+            None => out.put_slice(self.to_string().as_bytes()),
+        }
     }
 
     /// The wire form, held inline (24 bytes: no allocation) and made without going through
