@@ -123,14 +123,10 @@ impl Command {
     /// # Errors
     /// [`CommandError`], whose [`CommandError::code`] is the `ERR` code to answer with.
     pub fn parse(line: &str) -> Result<Self, CommandError> {
-        let line = line.trim();
-        if line.is_empty() {
+        let (word, rest) = word_and_rest(line);
+        if word.is_empty() {
             return Err(CommandError::Empty);
         }
-        let (word, rest) = match line.split_once(char::is_whitespace) {
-            Some((w, r)) => (w, r.trim()),
-            None => (line, ""),
-        };
         let no_args = |cmd: Command| {
             if rest.is_empty() {
                 Ok(cmd)
@@ -144,17 +140,16 @@ impl Command {
         // Upper-cased on the stack: every command word is short (a longer word is unknown, or
         // a bare identifier, below).
         let mut upper = [0u8; 8];
-        let key = match upper.get_mut(..word.len()) {
+        let key: &[u8] = match upper.get_mut(..word.len()) {
             Some(buf) => {
                 buf.copy_from_slice(word.as_bytes());
                 buf.make_ascii_uppercase();
-                // Upper-casing ASCII letters keeps UTF-8 valid; the whole word was copied.
-                std::str::from_utf8(buf).unwrap_or_default()
+                buf
             }
-            None => "",
+            None => b"",
         };
         match key {
-            "JOIN" => {
+            b"JOIN" => {
                 if rest.is_empty() || has_whitespace(rest) {
                     return Err(CommandError::usage(
                         "JOIN COURSE_DIV_NAME_ROLL",
@@ -163,18 +158,18 @@ impl Command {
                 }
                 rest.parse().map(Self::Join).map_err(id_error)
             }
-            "PRESENT" => no_args(Self::Present),
-            "TIME" => no_args(Self::Time),
-            "ELAPSED" => no_args(Self::Elapsed),
-            "CLIENTS" => no_args(Self::Clients),
-            "HELP" => no_args(Self::Help),
-            "QUIT" => no_args(Self::Quit),
-            "PING" => optional_token(rest, "PING [token]").map(Self::Ping),
-            "SHUTDOWN" => optional_token(rest, "SHUTDOWN token").map(Self::Shutdown),
-            "STATUS" => no_args(Self::Status),
-            "CLASSES" => parse_classes(rest),
-            "WHO" => parse_who(rest),
-            "SAY" => Text::new(rest)
+            b"PRESENT" => no_args(Self::Present),
+            b"TIME" => no_args(Self::Time),
+            b"ELAPSED" => no_args(Self::Elapsed),
+            b"CLIENTS" => no_args(Self::Clients),
+            b"HELP" => no_args(Self::Help),
+            b"QUIT" => no_args(Self::Quit),
+            b"PING" => optional_token(rest, "PING [token]").map(Self::Ping),
+            b"SHUTDOWN" => optional_token(rest, "SHUTDOWN token").map(Self::Shutdown),
+            b"STATUS" => no_args(Self::Status),
+            b"CLASSES" => parse_classes(rest),
+            b"WHO" => parse_who(rest),
+            b"SAY" => Text::new(rest)
                 .map(Self::Say)
                 .map_err(|e| CommandError::usage("SAY text", format_args!("text {e}"))),
             _ if rest.is_empty() && word.contains('_') => parse_bare_id(word),
@@ -233,12 +228,51 @@ fn parse_who(rest: &str) -> Result<Command, CommandError> {
 /// The original client's lines: `ID`, `ID_` (join) and `ID_Present` (join, then present).
 /// Whether `s` holds any whitespace (`char::is_whitespace`), byte by byte for ASCII text: this
 /// checks every JOIN's identifier.
+/// A line's command word and its arguments: the line trimmed, cut at its first whitespace, the
+/// rest trimmed; exactly what `str::trim` and `split_once(char::is_whitespace)` give. ASCII
+/// lines (nearly all) are cut byte by byte, without decoding characters.
+fn word_and_rest(line: &str) -> (&str, &str) {
+    if !line.is_ascii() {
+        let line = line.trim();
+        return match line.split_once(char::is_whitespace) {
+            Some((word, rest)) => (word, rest.trim()),
+            None => (line, ""),
+        };
+    }
+    // Every index of an ASCII string is a character boundary.
+    let line = trim_ascii_space(line);
+    match line.bytes().position(is_ascii_space) {
+        Some(at) => (
+            line.get(..at).unwrap_or_default(),
+            trim_ascii_space(line.get(at + 1..).unwrap_or_default()),
+        ),
+        None => (line, ""),
+    }
+}
+
+/// The ASCII characters `char::is_whitespace` accepts: tab, line feed, vertical tab, form feed,
+/// carriage return and space (`u8::is_ascii_whitespace` leaves out the vertical tab).
+fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b' ')
+}
+
+/// `s` without leading and trailing [`is_ascii_space`] bytes.
+fn trim_ascii_space(s: &str) -> &str {
+    let bytes = s.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|&b| !is_ascii_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| !is_ascii_space(b))
+        .map_or(start, |last| last + 1);
+    s.get(start..end).unwrap_or_default()
+}
+
 fn has_whitespace(s: &str) -> bool {
     if s.is_ascii() {
-        // The ASCII characters `char::is_whitespace` accepts: tab, line feed, vertical tab, form
-        // feed, carriage return and space (u8::is_ascii_whitespace leaves out the vertical tab).
-        s.bytes()
-            .any(|b| matches!(b, b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r' | b' '))
+        s.bytes().any(is_ascii_space)
     } else {
         s.contains(char::is_whitespace)
     }
@@ -291,6 +325,21 @@ mod tests {
 
     fn parse(s: &str) -> Result<Command, CommandError> {
         Command::parse(s)
+    }
+
+    proptest::proptest! {
+        /// The byte-wise cut of ASCII lines gives exactly what the character-wise one gives.
+        #[test]
+        fn the_word_and_rest_cut_agrees_with_trim_and_split_once(
+            s in "[ \t\n\x0B\x0C\ra-zA-Z_\u{a0}\u{2003}\u{e9}]{0,16}"
+        ) {
+            let trimmed = s.trim();
+            let expected = match trimmed.split_once(char::is_whitespace) {
+                Some((word, rest)) => (word, rest.trim()),
+                None => (trimmed, ""),
+            };
+            proptest::prop_assert_eq!(word_and_rest(&s), expected);
+        }
     }
 
     #[test]
