@@ -225,9 +225,6 @@ fn parse_who(rest: &str) -> Result<Command, CommandError> {
     Ok(Command::Who { class, offset })
 }
 
-/// The original client's lines: `ID`, `ID_` (join) and `ID_Present` (join, then present).
-/// Whether `s` holds any whitespace (`char::is_whitespace`), byte by byte for ASCII text: this
-/// checks every JOIN's identifier.
 /// A line's command word and its arguments: the line trimmed, cut at its first whitespace, the
 /// rest trimmed; exactly what `str::trim` and `split_once(char::is_whitespace)` give. ASCII
 /// lines (nearly all) are cut byte by byte, without decoding characters.
@@ -270,6 +267,8 @@ fn trim_ascii_space(s: &str) -> &str {
     s.get(start..end).unwrap_or_default()
 }
 
+/// Whether `s` holds any whitespace (`char::is_whitespace`), byte by byte for ASCII text: this
+/// checks every JOIN's identifier.
 fn has_whitespace(s: &str) -> bool {
     if s.is_ascii() {
         s.bytes().any(is_ascii_space)
@@ -278,6 +277,7 @@ fn has_whitespace(s: &str) -> bool {
     }
 }
 
+/// The original client's lines: `ID`, `ID_` (join) and `ID_Present` (join, then present).
 fn parse_bare_id(word: &str) -> Result<Command, CommandError> {
     if let Some((id, last)) = word.rsplit_once('_') {
         if last.eq_ignore_ascii_case("present") && id.split('_').count() == 4 {
