@@ -89,14 +89,6 @@ pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
             // A closing quote of the previous field, and the comma.
             put(out, 2, |o| w.delimiter(o));
         }
-        // A plain cell goes straight in. Skipping csv_core for it is safe: an unquoted field
-        // leaves no state in its writer that the next delimiter needs, and the byte count its
-        // terminator checks (to quote a record that is one empty field) is non-zero from the
-        // seven delimiters.
-        if is_plain(cell) {
-            out.extend_from_slice(cell.as_bytes());
-            continue;
-        }
         let prefixed;
         let input = if is_formula(cell) {
             prefixed = format!("'{cell}");
@@ -113,15 +105,6 @@ pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
     }
     // A closing quote, or `""` for a lone empty field, and the line ending.
     put(out, 3, |o| w.terminator(o));
-}
-
-/// A cell written as it is: not empty, not read as a formula, nothing CSV must quote.
-fn is_plain(cell: &str) -> bool {
-    !cell.is_empty()
-        && !is_formula(cell)
-        && !cell
-            .bytes()
-            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
 }
 
 /// Lets a csv_core step fill up to `room` bytes at the end of `out`; keeps what it wrote. The
