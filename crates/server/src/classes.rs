@@ -4,14 +4,18 @@
 //! `tokio::sync::broadcast` channel, so a slow member lags (and is told so) without slowing the
 //! sender or anyone else. A std `Mutex` guards the map: it is held only for map updates, never
 //! across an `.await`.
+//!
+//! A class starts with a ring of two slots (`LONE_RING`) and moves to its full ring of
+//! `outbound_queue` slots when a second member arrives: a student alone in a class (the first to
+//! arrive, a one-student class, a kiosk) then holds a few dozen bytes of ring instead of 10 KiB.
 
-use std::collections::hash_map::Entry;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use attendance_protocol::{BurstKind, ClassKey, Event, Field, ServerLine, StudentId};
 use bytes::Bytes;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
 
 // Keys are client-chosen strings: a hasher seeded from the OS (crate::hashing).
@@ -23,6 +27,12 @@ pub const BURST_WINDOW: Duration = Duration::from_millis(250);
 /// that kind in the same window are summed into one `EVENT JOINS|PRESENTS|LEAVES` line at the
 /// window's end. Without this, a hall of N students joining at once costs N² lines.
 pub const BURST_INDIVIDUAL: u32 = 4;
+
+/// Slots of the ring a class starts with. Nothing is announced to a student alone in a class,
+/// so until a second member arrives the ring carries nothing but the move to the full ring of
+/// `outbound_queue` slots (see [`Classes::join_at`]); a class of one then costs a few dozen
+/// bytes of ring instead of about 40 bytes per slot of the full one.
+const LONE_RING: usize = 2;
 
 /// Identifies one connection, so a member can skip its own announcements.
 pub type ConnId = u64;
@@ -38,13 +48,45 @@ pub struct AnnouncementLine {
     pub from: ConnId,
     /// The encoded line, `\n` included.
     pub line: Bytes,
+    /// Set only on the one message a class's first ring carries: the receivers of the full
+    /// ring for the members it had then. [`Membership::follow`] (and with it
+    /// [`Membership::try_recv`]) takes it; it never reaches a client.
+    moved: Option<Box<Moved>>,
 }
+
+/// The full ring's receivers, subscribed for each member of the class as it moved to it, so
+/// nothing announced after the move is missed by a member that has not yet read the move.
+#[derive(Debug)]
+struct Moved(Mutex<Vec<(ConnId, broadcast::Receiver<Announcement>)>>);
 
 #[derive(Debug)]
 struct Class {
     shared: Arc<ClassShared>,
     /// roll → who holds it.
     members: Map<Field, Member>,
+}
+
+impl Class {
+    /// Gives the class its full ring of `capacity` slots: subscribes each member to it and
+    /// tells them on the first ring, where they find their new receivers. Called under the
+    /// [`Classes`] lock, before anything is sent on the full ring.
+    fn move_to_full_ring(&self, capacity: usize) {
+        let full = broadcast::channel(capacity).0;
+        let receivers = self
+            .members
+            .values()
+            .map(|m| (m.conn, full.subscribe()))
+            .collect();
+        if self.shared.full.set(full).is_err() {
+            // Moved already: the receivers just made are dropped.
+            return;
+        }
+        let _ = self.shared.lone.send(Arc::new(AnnouncementLine {
+            from: 0,
+            line: Bytes::new(),
+            moved: Some(Box::new(Moved(Mutex::new(receivers)))),
+        }));
+    }
 }
 
 /// One student checked in, as the admin `WHO` lists it: 48 bytes beside the roll (plus the
@@ -69,7 +111,11 @@ pub struct MemberInfo {
 #[derive(Debug)]
 struct ClassShared {
     key: ClassKey,
-    tx: broadcast::Sender<Announcement>,
+    /// The ring of [`LONE_RING`] slots the class starts with.
+    lone: broadcast::Sender<Announcement>,
+    /// The full ring, from the arrival of a second member on (set once, under the
+    /// [`Classes`] lock).
+    full: OnceLock<broadcast::Sender<Announcement>>,
     burst: Mutex<Burst>,
 }
 
@@ -91,10 +137,29 @@ fn kind_index(kind: BurstKind) -> usize {
 }
 
 impl ClassShared {
+    fn new(key: ClassKey) -> Self {
+        Self {
+            key,
+            lone: broadcast::channel(LONE_RING).0,
+            full: OnceLock::new(),
+            burst: Mutex::new(Burst {
+                window_start: Instant::now(),
+                sent: [0; 3],
+                pending: [0; 3],
+                flush_scheduled: false,
+            }),
+        }
+    }
+
+    /// The ring announcements go to now.
+    fn tx(&self) -> &broadcast::Sender<Announcement> {
+        self.full.get().unwrap_or(&self.lone)
+    }
+
     /// Whether anyone but `from` would hear an announcement. (A member's own receiver counts
     /// as one.)
     fn has_listeners(&self, from: ConnId) -> bool {
-        self.tx.receiver_count() > usize::from(from != 0)
+        self.tx().receiver_count() > usize::from(from != 0)
     }
 
     fn send(&self, from: ConnId, event: Event) {
@@ -103,9 +168,10 @@ impl ClassShared {
         if !self.has_listeners(from) {
             return;
         }
-        let _ = self.tx.send(Arc::new(AnnouncementLine {
+        let _ = self.tx().send(Arc::new(AnnouncementLine {
             from,
             line: ServerLine::Event(event).encode(),
+            moved: None,
         }));
     }
 
@@ -200,7 +266,7 @@ pub struct Membership {
     conn: ConnId,
     class: Arc<ClassShared>,
     /// This member's receiver of the class's announcements.
-    pub rx: broadcast::Receiver<Announcement>,
+    rx: broadcast::Receiver<Announcement>,
 }
 
 impl Membership {
@@ -230,6 +296,41 @@ impl Membership {
     /// The connection holding this membership.
     pub fn conn(&self) -> ConnId {
         self.conn
+    }
+
+    /// This member's receiver. What it yields may be the class's move to its full ring: hand
+    /// every announcement received through it to [`Membership::follow`] first, and skip the
+    /// ones it returns `true` for. (The connection awaits this receiver directly, not through
+    /// a `recv` of this type: the extra await would enlarge every idle connection's task.)
+    pub fn receiver(&mut self) -> &mut broadcast::Receiver<Announcement> {
+        &mut self.rx
+    }
+
+    /// The next announcement already waiting for this member (its own included; skip those by
+    /// `from`), following the class's move to its full ring on the way.
+    ///
+    /// # Errors
+    /// As [`broadcast::Receiver::try_recv`].
+    pub fn try_recv(&mut self) -> Result<Announcement, TryRecvError> {
+        let a = self.rx.try_recv()?;
+        if self.follow(&a) {
+            self.rx.try_recv()
+        } else {
+            Ok(a)
+        }
+    }
+
+    /// If `a` is the class's move to its full ring, takes this member's receiver of that ring
+    /// from it and returns `true`: `a` is then not for the client.
+    pub fn follow(&mut self, a: &AnnouncementLine) -> bool {
+        let Some(moved) = &a.moved else {
+            return false;
+        };
+        let mut receivers = moved.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = receivers.iter().position(|(conn, _)| *conn == self.conn) {
+            self.rx = receivers.swap_remove(i).1;
+        }
+        true
     }
 }
 
@@ -269,32 +370,28 @@ impl Classes {
     ) -> Result<Membership, AlreadyJoined> {
         let mut map = self.lock();
         let class = map.entry(id.class.clone()).or_insert_with(|| Class {
-            shared: Arc::new(ClassShared {
-                key: id.class.clone(),
-                tx: broadcast::channel(self.backlog).0,
-                burst: Mutex::new(Burst {
-                    window_start: Instant::now(),
-                    sent: [0; 3],
-                    pending: [0; 3],
-                    flush_scheduled: false,
-                }),
-            }),
+            shared: Arc::new(ClassShared::new(id.class.clone())),
             members: Map::default(),
         });
-        match class.members.entry(id.roll.clone()) {
-            Entry::Occupied(_) => return Err(AlreadyJoined),
-            Entry::Vacant(v) => {
-                v.insert(Member {
-                    conn,
-                    name: id.name.clone(),
-                    since,
-                });
-            }
+        if class.members.contains_key(&id.roll) {
+            return Err(AlreadyJoined);
         }
+        // A second member: from now on there is someone to tell.
+        if !class.members.is_empty() && class.shared.full.get().is_none() {
+            class.move_to_full_ring(self.backlog);
+        }
+        class.members.insert(
+            id.roll.clone(),
+            Member {
+                conn,
+                name: id.name.clone(),
+                since,
+            },
+        );
         Ok(Membership {
             id: id.clone(),
             conn,
-            rx: class.shared.tx.subscribe(),
+            rx: class.shared.tx().subscribe(),
             class: Arc::clone(&class.shared),
         })
     }
@@ -418,6 +515,18 @@ mod tests {
         s.parse().expect("valid id")
     }
 
+    /// The next announcement for `m`, waiting, as the connection takes it (a class moves to
+    /// its full ring once, so the second message is never a move).
+    async fn recv(m: &mut Membership) -> Announcement {
+        let a = m.receiver().recv().await.expect("announcement");
+        if !m.follow(&a) {
+            return a;
+        }
+        let a = m.receiver().recv().await.expect("announcement");
+        assert!(!m.follow(&a), "a second move");
+        a
+    }
+
     #[test]
     fn a_roll_is_held_by_one_connection_until_it_leaves() {
         let classes = Classes::new(8);
@@ -442,14 +551,11 @@ mod tests {
         b.announce(Event::Present {
             name: b.id.name.clone(),
         });
-        let got = a.rx.try_recv().expect("announcement");
+        let got = a.try_recv().expect("announcement");
         assert_eq!(got.from, 2);
         assert_eq!(&got.line[..], b"EVENT PRESENT Bob\n");
         classes.leave(b);
-        assert_eq!(
-            &a.rx.try_recv().expect("leave").line[..],
-            b"EVENT LEAVE Bob\n"
-        );
+        assert_eq!(&a.try_recv().expect("leave").line[..], b"EVENT LEAVE Bob\n");
         classes.leave(a);
         assert!(classes.snapshot().is_empty());
     }
@@ -466,7 +572,7 @@ mod tests {
             .expect("rejoin");
         assert_eq!(kiosk.id, id("CN_D1_Bob_2"));
         assert_eq!(
-            &watcher.rx.try_recv().expect("leave").line[..],
+            &watcher.try_recv().expect("leave").line[..],
             b"EVENT LEAVE Ann\n"
         );
         // Alone in a class, there is no one to tell: nothing is even formatted.
@@ -474,7 +580,7 @@ mod tests {
         classes
             .rejoin(&mut lone, &id("CN_D4_Fay_6"), Instant::now())
             .expect("rejoin");
-        assert!(lone.rx.try_recv().is_err());
+        assert!(lone.try_recv().is_err());
         // The roll it left is free again; the one it holds is not.
         assert!(classes.join(&id("CN_D1_Ann_1"), 4).is_ok());
         assert_eq!(
@@ -492,7 +598,7 @@ mod tests {
             .rejoin(&mut kiosk, &id("CN_D3_Dan_4"), Instant::now())
             .expect("rejoin");
         assert_eq!(
-            &watcher.rx.try_recv().expect("leave").line[..],
+            &watcher.try_recv().expect("leave").line[..],
             b"EVENT LEAVE Bob\n"
         );
         let rolls: Vec<String> = classes
@@ -511,6 +617,49 @@ mod tests {
             ]
         );
         drop(other);
+    }
+
+    #[tokio::test]
+    async fn a_class_moves_to_its_full_ring_when_a_second_member_arrives() {
+        let classes = Classes::new(256);
+        let mut a = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
+        assert!(a.class.full.get().is_none(), "alone: the first ring only");
+        let b = classes.join(&id("CN_D1_Bob_2"), 2).expect("join");
+        assert!(a.class.full.get().is_some());
+        assert!(
+            b.class.has_listeners(b.conn),
+            "the first member's new receiver counts"
+        );
+        b.announce(Event::Present {
+            name: b.id.name.clone(),
+        });
+        // The move is followed, never returned; what was said after it is not missed.
+        assert_eq!(
+            &a.try_recv().expect("line").line[..],
+            b"EVENT PRESENT Bob\n"
+        );
+        assert!(a.try_recv().is_err());
+        classes.leave(b);
+        assert_eq!(&recv(&mut a).await.line[..], b"EVENT LEAVE Bob\n");
+
+        // The same through `recv`, which waits.
+        let mut c = classes.join(&id("CN_D2_Cat_3"), 3).expect("join");
+        let d = classes.join(&id("CN_D2_Dan_4"), 4).expect("join");
+        d.announce(Event::Present {
+            name: d.id.name.clone(),
+        });
+        assert_eq!(&recv(&mut c).await.line[..], b"EVENT PRESENT Dan\n");
+
+        // A member that leaves before reading the move gives its new receiver back with it.
+        let e = classes.join(&id("CN_D3_Eve_5"), 5).expect("join");
+        let f = classes.join(&id("CN_D3_Fay_6"), 6).expect("join");
+        assert!(f.class.has_listeners(f.conn));
+        classes.leave(e);
+        assert!(
+            !f.class.has_listeners(f.conn),
+            "alone again: no one to tell"
+        );
+        drop((c, d, f));
     }
 
     #[test]
@@ -552,13 +701,13 @@ mod tests {
             members.push(m);
         }
         let mut lines = Vec::new();
-        while let Ok(a) = watcher.rx.try_recv() {
+        while let Ok(a) = watcher.try_recv() {
             lines.push(String::from_utf8_lossy(&a.line).into_owned());
         }
         assert_eq!(lines.len(), BURST_INDIVIDUAL as usize, "{lines:?}");
         assert!(lines.iter().all(|l| l.starts_with("EVENT JOIN CN D1 S")));
         // At the end of the window, the rest arrive as one summary line.
-        let summary = watcher.rx.recv().await.expect("summary");
+        let summary = recv(&mut watcher).await;
         assert_eq!(&summary.line[..], b"EVENT JOINS CN D1 6\n");
         assert_eq!(summary.from, 0, "everyone gets the summary");
         // A quiet class announces individually again.
@@ -568,7 +717,7 @@ mod tests {
             name: m.id.name.clone(),
         });
         assert_eq!(
-            &watcher.rx.try_recv().expect("line").line[..],
+            &watcher.try_recv().expect("line").line[..],
             b"EVENT PRESENT S1\n"
         );
     }

@@ -180,7 +180,7 @@ async fn next_signal(
 
 async fn next_announcement(joined: &mut Option<Joined>) -> Result<Announcement, RecvError> {
     match joined {
-        Some(j) => j.membership.rx.recv().await,
+        Some(j) => j.membership.receiver().recv().await,
         None => std::future::pending().await,
     }
 }
@@ -348,10 +348,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let me = self.conn;
         let mut lagged = None;
         let mut batch: Option<BytesMut> = None;
-        let mut single = (first.from != me).then(|| first.line.clone());
+        let mut single = None;
         if let Some(j) = &mut self.joined {
+            // The class's move to its full ring is followed, not written.
+            if !j.membership.follow(&first) && first.from != me {
+                single = Some(first.line.clone());
+            }
             for _ in 0..MAX_GATHER {
-                match j.membership.rx.try_recv() {
+                match j.membership.try_recv() {
                     Ok(a) if a.from == me => {}
                     Ok(a) => {
                         let buf = batch.get_or_insert_with(BytesMut::new);
