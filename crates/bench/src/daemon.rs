@@ -72,6 +72,11 @@ impl Settings {
         self
     }
 
+    /// Whether `key` is set.
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
     /// Applies `KEY=VALUE` arguments: numbers and booleans are written as they are, anything
     /// else as a TOML string (so `class_length=5s` and `rate_limit=1000` both work).
     ///
@@ -144,6 +149,8 @@ pub(crate) fn default_binary() -> PathBuf {
 pub(crate) struct DaemonProcess {
     process: Managed,
     addr: SocketAddr,
+    /// Where it serves `/metrics`, when the settings asked for `metrics_listen`.
+    metrics: Option<SocketAddr>,
     // Declared after `process`: fields drop in order, so the daemon is gone before its
     // directory is removed.
     dir: tempfile::TempDir,
@@ -211,7 +218,26 @@ impl DaemonProcess {
             .ok()
             .and_then(|line| parse_listening(&line))
             .ok_or_else(|| DaemonError::NoAddress { log: tail.text() })?;
-        Ok(Self { process, addr, dir })
+        // Logged right after the student port's line.
+        let metrics = if settings.has("metrics_listen") {
+            Some(
+                metrics_address(&tail)
+                    .ok_or_else(|| DaemonError::NoAddress { log: tail.text() })?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            process,
+            addr,
+            metrics,
+            dir,
+        })
+    }
+
+    /// Where it serves `/metrics`, if the bench asked for it.
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Where it listens.
@@ -256,6 +282,24 @@ impl DaemonProcess {
     pub(crate) fn log_tail(&self) -> String {
         self.process.tail.text()
     }
+}
+
+/// The metrics listener's address from its `metrics listening on <addr>` log line: polled
+/// every 10 ms for at most [`START_TIMEOUT`].
+fn metrics_address(tail: &LogTail) -> Option<SocketAddr> {
+    let step = Duration::from_millis(10);
+    for _ in 0..START_TIMEOUT.as_millis() / step.as_millis() {
+        let found = tail
+            .text()
+            .lines()
+            .find(|l| l.contains("metrics listening on "))
+            .and_then(parse_listening);
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(step);
+    }
+    None
 }
 
 /// The address in a `… listening on 127.0.0.1:4321 …` log line.

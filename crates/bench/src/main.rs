@@ -27,6 +27,7 @@ mod report;
 mod resp;
 mod rss;
 mod scenarios;
+mod scrape;
 mod stats;
 mod target;
 mod workers;

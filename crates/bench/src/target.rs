@@ -103,6 +103,14 @@ impl Target {
         }
     }
 
+    /// Where the daemon the bench started serves `/metrics`, if it was asked to.
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        match &self.server {
+            Server::Daemon(d) => d.metrics_addr(),
+            Server::Redis(_) | Server::External => None,
+        }
+    }
+
     /// The daemon the bench started, if this is one.
     pub(crate) fn daemon_process(&mut self) -> Option<&mut DaemonProcess> {
         match &mut self.server {

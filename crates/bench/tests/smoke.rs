@@ -199,6 +199,9 @@ fn every_marks_shape_leaves_one_csv_row_per_acknowledgement() -> Result<()> {
         assert_eq!(r["stored"], 100, "{r}");
         assert_eq!(r["failed"], 0, "{r}");
         assert!(r["fsyncs_per_s"].is_number(), "{r}");
+        // Read from the daemon's /metrics around the run: every mark went through a batch.
+        let batches = r["writer_batches"].as_u64().context("writer_batches")?;
+        assert!((1..=100).contains(&batches), "{r}");
     }
     Ok(())
 }

@@ -51,8 +51,19 @@ pub(crate) fn settings() -> Settings {
     let mut s = super::base_settings();
     s.set("class_length", "\"0s\"")
         .set("rate_limit", "1000000")
-        .set("rate_burst", "1000000");
+        .set("rate_burst", "1000000")
+        // For the writer's batch count (WRITER_BATCHES) around the marks.
+        .set("metrics_listen", "\"127.0.0.1:0\"");
     s
+}
+
+/// The daemon's count of writer batches: each one write and, with `fsync = "always"`, one
+/// `fdatasync`.
+const WRITER_BATCHES: &str = "attendanced_writer_batch_size_count";
+
+/// The writer's batch count now, if `target` is a daemon the bench started with metrics.
+async fn writer_batches(target: &Target) -> Option<f64> {
+    crate::scrape::sample(target.metrics_addr()?, WRITER_BATCHES).await
 }
 
 /// What one client did.
@@ -122,6 +133,7 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     let deadline = Instant::now() + args.common.timeout;
     // The server's CPU time over the timed marks (prejoined joins first, untimed, inside its
     // run: no CPU figure for that shape, on either server).
+    let batches_before = writer_batches(target).await;
     let timed_cpu = args.shape != MarksShape::Prejoined;
     let cpu_before = timed_cpu.then(|| target.cpu()).flatten();
     // The load generator's own CPU in the same window: the two share the machine's cores, so
@@ -142,6 +154,11 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         .zip(crate::process::cpu_time(std::process::id()))
         .map(|(b, a)| b.until(a));
     let marks_per_s = rate(tally.acked as u64, elapsed);
+    // Counted over the whole run: prejoined's untimed joins write nothing.
+    let batches = match (batches_before, writer_batches(target).await) {
+        (Some(before), Some(after)) if after >= before => Some((after - before) as u64),
+        _ => None,
+    };
 
     // The disk's own rate, in the server's directory (same filesystem as its CSV or AOF).
     let probe = match target.dir() {
@@ -225,6 +242,18 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         syncs_per_s
             .filter(|s| *s > 0.0)
             .map_or(Value::Missing, |s| Value::Ratio(marks_per_s / s)),
+    );
+    report.info(
+        "writer_batches",
+        "the daemon's writer batches",
+        batches.map_or(Value::Missing, Value::Count),
+    );
+    report.info(
+        "marks_per_batch",
+        "acknowledged marks per batch",
+        batches.filter(|&b| b > 0).map_or(Value::Missing, |b| {
+            Value::Ratio(tally.acked as f64 / b as f64)
+        }),
     );
     report.info(
         "stored",
