@@ -662,6 +662,44 @@ mod tests {
         drop((c, d, f));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_member_hears_everyone_who_joins_at_once_after_it() {
+        let classes = Arc::new(Classes::new(256));
+        let mut first = classes.join(&id("CN_D1_Ann_0"), 1_000).expect("join");
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 1..=40u64 {
+            let classes = Arc::clone(&classes);
+            tasks.spawn(async move {
+                let m = classes
+                    .join(&id(&format!("CN_D1_S{i}_{i}")), i)
+                    .expect("join");
+                // Chat is never summed: every line must arrive.
+                m.announce(Event::Say {
+                    name: m.id.name.clone(),
+                    text: attendance_protocol::Text::lossy("hi"),
+                });
+                m
+            });
+        }
+        let mut members = Vec::new();
+        while let Some(m) = tasks.join_next().await {
+            members.push(m.expect("task"));
+        }
+        let mut said = 0;
+        for _ in 0..1_000 {
+            match first.try_recv() {
+                Ok(a) if a.line.starts_with(b"EVENT SAY ") => said += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        assert_eq!(
+            said, 40,
+            "every line said after the move reached the first member"
+        );
+        drop(members);
+    }
+
     #[test]
     fn members_are_listed_sorted_with_their_join_instant() {
         let classes = Classes::new(8);
