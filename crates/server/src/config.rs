@@ -56,7 +56,7 @@ pub struct Config {
     /// Consecutive protocol errors after which the connection is closed.
     pub max_errors: u32,
     /// Announcement lines a connection may be behind its class before it gets `EVENT LAGGED`
-    /// (the class's broadcast ring, shared by its members).
+    /// (the class's broadcast ring, shared by its members, made when the second arrives).
     pub outbound_queue: usize,
     /// Whether marks are synced to disk before they are acknowledged.
     pub fsync: FsyncPolicy,
