@@ -67,6 +67,18 @@ struct Class {
 }
 
 impl Class {
+    /// Records `id` as held by connection `conn` since `since`.
+    fn seat(&mut self, id: &StudentId, conn: ConnId, since: Instant) {
+        self.members.insert(
+            id.roll.clone(),
+            Member {
+                conn,
+                name: id.name.clone(),
+                since,
+            },
+        );
+    }
+
     /// Gives the class its full ring of `capacity` slots: subscribes each member to it and
     /// tells them on the first ring, where they find their new receivers. Called under the
     /// [`Classes`] lock, before anything is sent on the full ring.
@@ -380,14 +392,7 @@ impl Classes {
         if !class.members.is_empty() && class.shared.full.get().is_none() {
             class.move_to_full_ring(self.backlog);
         }
-        class.members.insert(
-            id.roll.clone(),
-            Member {
-                conn,
-                name: id.name.clone(),
-                since,
-            },
-        );
+        class.seat(id, conn, since);
         Ok(Membership {
             id: id.clone(),
             conn,
@@ -438,14 +443,7 @@ impl Classes {
             {
                 class.members.insert(membership.id.roll.clone(), other);
             }
-            class.members.insert(
-                id.roll.clone(),
-                Member {
-                    conn,
-                    name: id.name.clone(),
-                    since,
-                },
-            );
+            class.seat(id, conn, since);
         }
         let old = std::mem::replace(&mut membership.id, id.clone());
         // Our own receiver counts as the one listener `has_listeners` expects from a member.
