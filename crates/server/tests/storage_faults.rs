@@ -307,3 +307,104 @@ async fn a_stuck_writer_does_not_answer_the_watchdog_ping_until_it_moves_again()
     drop(writer);
     task.await.expect("writer ends");
 }
+
+/// How quick a write and sync must be for the next to run inline, in these tests: wide enough
+/// that a busy machine's scheduling cannot make a fast sync look slow.
+const FAST: Duration = Duration::from_millis(250);
+
+/// Records the thread each sync runs on, and makes syncs slower than [`FAST`] while `slow` is
+/// set.
+#[derive(Debug)]
+struct Observed {
+    threads: Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>,
+    slow: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Fault for Observed {
+    fn sync_data(&mut self, file: &mut dyn LogFile) -> std::io::Result<()> {
+        self.threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(std::thread::current().id());
+        if self.slow.load(Ordering::SeqCst) {
+            std::thread::sleep(FAST + FAST / 2);
+        }
+        file.sync_data()
+    }
+}
+
+fn row(i: usize) -> Vec<u8> {
+    attendance_server::storage::MarkRecord {
+        course: "CN".into(),
+        division: "D1".into(),
+        name: format!("S{i}"),
+        roll: i.to_string(),
+        status: "Present".into(),
+        marked_at: "2026-11-23T10:00:00.000Z".into(),
+        joined_at: "2026-11-23T09:00:00.000Z".into(),
+        client_addr: "127.0.0.1".into(),
+    }
+    .encode()
+}
+
+/// Appends `rows` one batch at a time, returning for each whether its sync ran on the calling
+/// thread (inline) rather than on another one (the blocking pool).
+async fn appended_inline(log: &mut CsvLog, slow: &[bool], o: &Observed) -> Vec<bool> {
+    let mut inline = Vec::new();
+    for (i, &s) in slow.iter().enumerate() {
+        o.slow.store(s, Ordering::SeqCst);
+        let caller = std::thread::current().id();
+        let r = row(i);
+        log.append(&[&r[..]]).await.expect("append");
+        let synced_on = *o
+            .threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last()
+            .expect("a sync");
+        inline.push(synced_on == caller);
+    }
+    inline
+}
+
+fn observed() -> Observed {
+    Observed {
+        threads: Arc::default(),
+        slow: Arc::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_sync_on_the_worker_while_the_disk_is_fast_and_on_the_pool_after_a_slow_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let o = observed();
+    let probe = Observed {
+        threads: Arc::clone(&o.threads),
+        slow: Arc::clone(&o.slow),
+    };
+    let (log, _) = open_with(&csv, probe).await;
+    let mut log = log.with_inline_io_max(FAST);
+    // 1: nothing known about the disk yet, so the pool; 2: fast before, so inline, and slow;
+    // 3: slow before, so the pool again; 4: fast again, so inline.
+    let inline = appended_inline(&mut log, &[false, true, false, false], &o).await;
+    assert_eq!(inline, [false, true, false, true]);
+    drop(log);
+    let text = std::fs::read_to_string(&csv).expect("read csv");
+    assert_eq!(text.lines().count(), 5, "header and four rows:\n{text}");
+}
+
+#[tokio::test]
+async fn on_a_current_thread_runtime_every_sync_goes_to_the_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let o = observed();
+    let probe = Observed {
+        threads: Arc::clone(&o.threads),
+        slow: Arc::clone(&o.slow),
+    };
+    let (log, _) = open_with(&csv, probe).await;
+    let mut log = log.with_inline_io_max(FAST);
+    let inline = appended_inline(&mut log, &[false, false, false], &o).await;
+    assert_eq!(inline, [false, false, false]);
+}
