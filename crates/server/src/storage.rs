@@ -274,7 +274,7 @@ const KEEP_BUF_BYTES: usize = 64 * 1024;
 /// A batch whose write and sync took less than this lets the next batch's run on the calling
 /// tokio worker instead of a blocking-pool thread. A fast disk syncs a batch in about 0.1 ms;
 /// handing that to the pool and back costs two thread wake-ups per batch, which were a third of
-/// the daemon's context switches and about 8 % of its CPU per mark under load. A slow disk (or
+/// the daemon's context switches and 5–10 % of its CPU per mark under load. A slow disk (or
 /// a fast one stalling) must not hold a worker: once a batch takes this long or longer, the
 /// following ones go to the pool until one is fast again, so a stall blocks a worker at most
 /// once.
