@@ -314,7 +314,7 @@ const FAST: Duration = Duration::from_millis(250);
 
 /// Records the thread each sync runs on, and makes syncs slower than [`FAST`] while `slow` is
 /// set.
-#[derive(Debug)]
+#[derive(Debug, Clone, Default)]
 struct Observed {
     threads: Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>,
     slow: Arc<std::sync::atomic::AtomicBool>,
@@ -347,9 +347,15 @@ fn row(i: usize) -> Vec<u8> {
     .encode()
 }
 
-/// Appends `rows` one batch at a time, returning for each whether its sync ran on the calling
-/// thread (inline) rather than on another one (the blocking pool).
-async fn appended_inline(log: &mut CsvLog, slow: &[bool], o: &Observed) -> Vec<bool> {
+/// Appends one batch per entry of `slow` to a fresh CSV (its sync slow where `true`) and returns,
+/// for each, whether its sync ran on the calling thread (inline) rather than on another one (the
+/// blocking pool), and then the file's text.
+async fn sync_placement(slow: &[bool]) -> (Vec<bool>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let o = Observed::default();
+    let (log, _) = open_with(&csv, o.clone()).await;
+    let mut log = log.with_inline_io_max(FAST);
     let mut inline = Vec::new();
     for (i, &s) in slow.iter().enumerate() {
         o.slow.store(s, Ordering::SeqCst);
@@ -364,47 +370,22 @@ async fn appended_inline(log: &mut CsvLog, slow: &[bool], o: &Observed) -> Vec<b
             .expect("a sync");
         inline.push(synced_on == caller);
     }
-    inline
-}
-
-fn observed() -> Observed {
-    Observed {
-        threads: Arc::default(),
-        slow: Arc::default(),
-    }
+    drop(log);
+    (inline, std::fs::read_to_string(&csv).expect("read csv"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_sync_on_the_worker_while_the_disk_is_fast_and_on_the_pool_after_a_slow_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let csv = dir.path().join("attendance.csv");
-    let o = observed();
-    let probe = Observed {
-        threads: Arc::clone(&o.threads),
-        slow: Arc::clone(&o.slow),
-    };
-    let (log, _) = open_with(&csv, probe).await;
-    let mut log = log.with_inline_io_max(FAST);
     // 1: nothing known about the disk yet, so the pool; 2: fast before, so inline, and slow;
     // 3: slow before, so the pool again; 4: fast again, so inline.
-    let inline = appended_inline(&mut log, &[false, true, false, false], &o).await;
+    let (inline, text) = sync_placement(&[false, true, false, false]).await;
     assert_eq!(inline, [false, true, false, true]);
-    drop(log);
-    let text = std::fs::read_to_string(&csv).expect("read csv");
     assert_eq!(text.lines().count(), 5, "header and four rows:\n{text}");
 }
 
 #[tokio::test]
 async fn on_a_current_thread_runtime_every_sync_goes_to_the_pool() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let csv = dir.path().join("attendance.csv");
-    let o = observed();
-    let probe = Observed {
-        threads: Arc::clone(&o.threads),
-        slow: Arc::clone(&o.slow),
-    };
-    let (log, _) = open_with(&csv, probe).await;
-    let mut log = log.with_inline_io_max(FAST);
-    let inline = appended_inline(&mut log, &[false, false, false], &o).await;
+    let (inline, text) = sync_placement(&[false, false, false]).await;
     assert_eq!(inline, [false, false, false]);
+    assert_eq!(text.lines().count(), 4, "header and three rows:\n{text}");
 }
