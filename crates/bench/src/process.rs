@@ -193,6 +193,49 @@ fn parse_cpu_time(stat: &str) -> Option<CpuTime> {
     })
 }
 
+/// The whole machine's CPU time so far, all cores, from the first line of `/proc/stat`, in
+/// `USER_HZ` ticks: how much was spent idle (or waiting for the disk) and how much in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MachineCpu {
+    idle: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    /// The share of all cores' time between `self` (earlier) and `later` that no process used
+    /// (idle or waiting for I/O): 0 for a saturated machine, 1 for an idle one.
+    pub(crate) fn idle_share_until(self, later: Self) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|&t| t > 0)?;
+        let idle = later.idle.checked_sub(self.idle)?;
+        Some(idle as f64 / total as f64)
+    }
+}
+
+/// The machine's CPU time so far, from `/proc/stat`.
+pub(crate) fn machine_cpu() -> Option<MachineCpu> {
+    parse_machine_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_machine_cpu(stat: &str) -> Option<MachineCpu> {
+    // `cpu  user nice system idle iowait irq softirq steal guest guest_nice`; guest time is
+    // already counted in user and nice, so the sum stops at steal.
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    if ticks.len() < 5 {
+        return None;
+    }
+    Some(MachineCpu {
+        idle: ticks[3] + ticks[4],
+        total: ticks.iter().sum(),
+    })
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let mut words = line.split_whitespace().skip(1);
@@ -225,6 +268,32 @@ mod tests {
             })
         );
         assert_eq!(parse_cpu_time("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_cpu_counts_idle_and_iowait_as_idle() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 7 0\ncpu0 50 2 25 400 20 1 1 0 0 0\nintr 1\n";
+        let before = parse_machine_cpu(stat).expect("parsed");
+        assert_eq!(
+            before,
+            MachineCpu {
+                idle: 840,
+                total: 1000
+            }
+        );
+        let later = MachineCpu {
+            idle: 940,
+            total: 1400,
+        };
+        assert_eq!(before.idle_share_until(later), Some(0.25));
+        assert_eq!(later.idle_share_until(later), None);
+        assert_eq!(parse_machine_cpu("cpu  1 2 3\n"), None);
+        assert_eq!(parse_machine_cpu("intr 1\n"), None);
+    }
+
+    #[test]
+    fn own_machine_cpu_is_readable() {
+        assert!(machine_cpu().is_some_and(|m| m.total > 0));
     }
 
     #[test]

@@ -141,6 +141,9 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     let own_before = timed_cpu
         .then(|| crate::process::cpu_time(std::process::id()))
         .flatten();
+    // And how much of the machine nobody used meanwhile: a server held by waits (for its
+    // syncs, for its clients) leaves cores idle that a CPU-bound one would fill.
+    let machine_before = crate::process::machine_cpu();
     let (mut tally, elapsed) = match (kind, args.shape) {
         (TargetKind::Daemon, MarksShape::Prejoined) => {
             prejoined(args, addr, &run_id, deadline).await
@@ -150,6 +153,9 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         }
     };
     let cpu = cpu_before.zip(target.cpu()).map(|(b, a)| b.until(a));
+    let machine_idle = machine_before
+        .zip(crate::process::machine_cpu())
+        .and_then(|(b, a)| b.idle_share_until(a));
     let own = own_before
         .zip(crate::process::cpu_time(std::process::id()))
         .map(|(b, a)| b.until(a));
@@ -229,6 +235,11 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         "bench_cpu_us_per_mark",
         "load generator CPU per mark",
         own.map_or(Value::Missing, |c| per_mark(c.user + c.system)),
+    );
+    report.figure(
+        "machine_idle_share",
+        "machine's cores idle meanwhile",
+        machine_idle.map_or(Value::Missing, Value::Ratio),
     );
     let syncs_per_s = probe.as_ref().map(fsync::Probe::syncs_per_s);
     report.info(
