@@ -23,17 +23,17 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-/// Longest line taken; a longer one closes the connection.
-const MAX_LINE: usize = 4096;
+mod kiosk;
+use kiosk::{MAX_LINE, REPLY_PRESENT, Request};
+
 /// Most marks written and synced as one batch (the daemon's `MAX_BATCH`).
 const MAX_BATCH: usize = 4096;
 /// Scheduler passes the writer waits for stragglers (the daemon's `GATHER_PASSES`).
 const GATHER_PASSES: usize = 32;
-const REPLY_PRESENT: &[u8] = b"OK PRESENT 2026-11-29T18:00:00.000Z\n";
 
 #[derive(Debug, Clone, Copy)]
 struct Variant {
@@ -51,7 +51,7 @@ enum Ack {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut addr: Option<SocketAddr> = None;
+    let mut addr: Option<String> = None;
     let mut variant = Variant {
         current_thread: false,
         inline_sync: false,
@@ -62,19 +62,10 @@ fn main() -> anyhow::Result<()> {
             "--current-thread" => variant.current_thread = true,
             "--inline-sync" => variant.inline_sync = true,
             "--direct-replies" => variant.direct_replies = true,
-            other => {
-                addr = Some(
-                    other
-                        .parse()
-                        .with_context(|| format!("address {other:?}"))?,
-                )
-            }
+            other => addr = Some(other.to_owned()),
         }
     }
-    let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7002)));
-    if !addr.ip().is_loopback() {
-        bail!("{addr}: loopback addresses only");
-    }
+    let addr = kiosk::loopback_addr(addr.as_deref(), 7002)?;
     let runtime = if variant.current_thread {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -188,34 +179,27 @@ async fn connection(
         while let Some(len) = buf[start..have].iter().position(|&b| b == b'\n') {
             let line = &buf[start..start + len];
             start += len + 1;
-            if let Some(id) = line.strip_prefix(b"JOIN ") {
-                who = id.to_vec();
-                out.extend_from_slice(b"OK JOIN ");
-                out.extend_from_slice(id);
-                out.extend_from_slice(b" 0\n");
-            } else if line == b"PRESENT" {
-                let mut row = who.clone();
-                row.extend_from_slice(
-                    format!(
-                        ",Present,2026-11-29T18:00:00.000Z,2026-11-29T18:00:00.000Z,{}\n",
-                        peer.ip()
-                    )
-                    .as_bytes(),
-                );
-                out.extend_from_slice(REPLY_PRESENT);
-                if direct_replies {
-                    let ack = Ack::Direct(Arc::clone(&stream), std::mem::take(&mut out));
-                    if tx.send((row, ack)).await.is_err() {
-                        return;
-                    }
-                } else {
-                    let (done, acked) = oneshot::channel();
-                    if tx.send((row, Ack::Wake(done))).await.is_err() || acked.await.is_err() {
-                        return;
+            let request = Request::parse(line);
+            kiosk::answer(&request, &mut out);
+            match request {
+                Request::Join(id) => who = id.to_vec(),
+                Request::Present => {
+                    let mut row = Vec::new();
+                    kiosk::row(&mut row, &who, peer.ip());
+                    out.extend_from_slice(REPLY_PRESENT);
+                    if direct_replies {
+                        let ack = Ack::Direct(Arc::clone(&stream), std::mem::take(&mut out));
+                        if tx.send((row, ack)).await.is_err() {
+                            return;
+                        }
+                    } else {
+                        let (done, acked) = oneshot::channel();
+                        if tx.send((row, Ack::Wake(done))).await.is_err() || acked.await.is_err() {
+                            return;
+                        }
                     }
                 }
-            } else {
-                out.extend_from_slice(b"ERR UNKNOWN only JOIN and PRESENT\n");
+                Request::Other => {}
             }
         }
         buf.copy_within(start..have, 0);

@@ -26,15 +26,15 @@
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::SocketAddr;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-/// Longest line taken; a longer one closes the connection.
-const MAX_LINE: usize = 4096;
+mod kiosk;
+use kiosk::{MAX_LINE, REPLY_PRESENT, Request};
+
 const LISTENER: Token = Token(usize::MAX);
 const SYNCED: Token = Token(usize::MAX - 1);
-const REPLY_PRESENT: &[u8] = b"OK PRESENT 2026-11-29T18:00:00.000Z\n";
 
 struct Client {
     stream: TcpStream,
@@ -54,18 +54,16 @@ struct Client {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut addr = SocketAddr::from(([127, 0, 0, 1], 7003));
+    let mut addr = None;
     let mut sync_thread = false;
     for arg in std::env::args().skip(1) {
         if arg == "--sync-thread" {
             sync_thread = true;
         } else {
-            addr = arg.parse().with_context(|| format!("address {arg:?}"))?;
+            addr = Some(arg);
         }
     }
-    if !addr.ip().is_loopback() {
-        bail!("{addr}: loopback addresses only");
-    }
+    let addr = kiosk::loopback_addr(addr.as_deref(), 7003)?;
     let mut file = tempfile::tempfile().context("temporary file")?;
     let mut poll = Poll::new().context("epoll")?;
     let disk = if sync_thread {
@@ -262,26 +260,15 @@ fn read_lines(client: &mut Client, rows: &mut Vec<u8>) -> bool {
     }
     let mut start = 0;
     while let Some(len) = client.input[start..].iter().position(|&b| b == b'\n') {
-        let line = &client.input[start..start + len];
-        if let Some(id) = line.strip_prefix(b"JOIN ") {
-            client.output.extend_from_slice(b"OK JOIN ");
-            client.output.extend_from_slice(id);
-            client.output.extend_from_slice(b" 0\n");
-            client.who = id.to_vec();
-        } else if line == b"PRESENT" {
-            rows.extend_from_slice(&client.who);
-            rows.extend_from_slice(
-                format!(
-                    ",Present,2026-11-29T18:00:00.000Z,2026-11-29T18:00:00.000Z,{}\n",
-                    client.peer.ip()
-                )
-                .as_bytes(),
-            );
-            client.waiting += 1;
-        } else {
-            client
-                .output
-                .extend_from_slice(b"ERR UNKNOWN only JOIN and PRESENT\n");
+        let request = Request::parse(&client.input[start..start + len]);
+        kiosk::answer(&request, &mut client.output);
+        match request {
+            Request::Join(id) => client.who = id.to_vec(),
+            Request::Present => {
+                kiosk::row(rows, &client.who, client.peer.ip());
+                client.waiting += 1;
+            }
+            Request::Other => {}
         }
         start += len + 1;
     }
