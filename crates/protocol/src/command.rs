@@ -13,7 +13,8 @@ pub enum Command {
     /// `JOIN COURSE_DIV_NAME_ROLL` (or the bare identifier): check into a class.
     Join(StudentId),
     /// `COURSE_DIV_NAME_ROLL_Present`, the original client's last line: join if not yet joined,
-    /// then mark present.
+    /// then mark present. The original C client's wire shape, `ID_ID_Present` in one line (its
+    /// two sends, the first without a line ending), parses to the same command.
     JoinPresent(StudentId),
     /// `PRESENT`: ask to be marked present once the class length has been served.
     Present,
@@ -278,13 +279,34 @@ fn has_whitespace(s: &str) -> bool {
 }
 
 /// The original client's lines: `ID`, `ID_` (join) and `ID_Present` (join, then present).
+///
+/// The original C client (`client.c` of the seed project) sends `ID_` without a line ending,
+/// waits, then sends `ID_Present` and a line ending: the server receives the one line
+/// `ID_ID_Present`, which is accepted as the same [`Command::JoinPresent`]. Only exactly that
+/// shape: the same identifier twice, then `Present`.
 fn parse_bare_id(word: &str) -> Result<Command, CommandError> {
     if let Some((id, last)) = word.rsplit_once('_') {
-        if last.eq_ignore_ascii_case("present") && id.split('_').count() == 4 {
-            return id.parse().map(Command::JoinPresent).map_err(id_error);
+        if last.eq_ignore_ascii_case("present") {
+            match id.split('_').count() {
+                4 => return id.parse().map(Command::JoinPresent).map_err(id_error),
+                8 => {
+                    if let Some(first) = seed_client_repeat(id) {
+                        return first.parse().map(Command::JoinPresent).map_err(id_error);
+                    }
+                }
+                _ => {}
+            }
         }
     }
     word.parse().map(Command::Join).map_err(id_error)
+}
+
+/// `ID` if `s` is `ID_ID` for an `ID` of four parts (the seed client's two sends in one line).
+fn seed_client_repeat(s: &str) -> Option<&str> {
+    // The cut is the fourth `_`; `_` is ASCII, so the index is a character boundary.
+    let cut = s.match_indices('_').nth(3)?.0;
+    let (first, second) = (s.get(..cut)?, s.get(cut + 1..)?);
+    (first == second).then_some(first)
 }
 
 impl FromStr for Command {
@@ -381,6 +403,25 @@ mod tests {
             Ok(Command::JoinPresent(id))
         );
         assert_eq!(parse("shutdown"), Ok(Command::Shutdown(None)));
+    }
+
+    #[test]
+    fn the_seed_clients_two_sends_in_one_line_join_and_mark() {
+        // client.c sends `ID_` with no line ending, then `ID_Present\n`.
+        let id: StudentId = "CS_A_Ann_1".parse().expect("valid");
+        assert_eq!(
+            parse("CS_A_Ann_1_CS_A_Ann_1_Present"),
+            Ok(Command::JoinPresent(id))
+        );
+        // Only exactly that shape: two different identifiers are not a check-in.
+        assert!(matches!(
+            parse("CS_A_Ann_1_CS_A_Bob_2_Present"),
+            Err(CommandError::BadFormat(_))
+        ));
+        assert!(matches!(
+            parse("CS_A_Ann_1_CS_A_Ann_1"),
+            Err(CommandError::BadFormat(_))
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! character a spreadsheet would run as a formula (`=`, `+`, `-`, `@`).
 
 use compact_str::CompactString;
+use unicode_normalization::UnicodeNormalization as _;
 use std::fmt;
 use std::str::FromStr;
 
@@ -78,7 +79,8 @@ pub enum FieldError {
 pub struct Field(CompactString);
 
 impl Field {
-    /// Validates `s` as a field of the given kind.
+    /// Validates `s` as a field of the given kind, normalised to Unicode NFC (so the composed
+    /// and the decomposed spelling of a name are the same field).
     ///
     /// # Errors
     /// [`FieldError`] naming the field and the problem.
@@ -86,10 +88,17 @@ impl Field {
         // Most identifiers are ASCII: checked byte by byte (the same rule, restricted to ASCII).
         if s.is_ascii() {
             check_ascii(kind, s.as_bytes())?;
-        } else {
-            check_chars(kind, s)?;
+            return Ok(Self(CompactString::new(s)));
         }
-        Ok(Self(CompactString::new(s)))
+        // Unicode text is compared in its composed form (NFC): `Café` typed with a precomposed
+        // `é` and with `e` + a combining accent is one name, one class, one roll.
+        if unicode_normalization::is_nfc(s) {
+            check_chars(kind, s)?;
+            return Ok(Self(CompactString::new(s)));
+        }
+        let composed: CompactString = s.nfc().collect();
+        check_chars(kind, &composed)?;
+        Ok(Self(composed))
     }
 
     /// The value.
@@ -330,6 +339,18 @@ mod tests {
             "CN_D1_\u{308}Zoe_1".parse::<StudentId>().is_err(),
             "a mark cannot come first"
         );
+    }
+
+    #[test]
+    fn composed_and_decomposed_spellings_are_one_identifier() {
+        let nfc: StudentId = "Caf\u{e9}_D1_Ren\u{e9}e_1".parse().expect("valid");
+        let nfd: StudentId = "Cafe\u{301}_D1_Rene\u{301}e_1".parse().expect("valid");
+        assert_eq!(nfc, nfd);
+        assert_eq!(nfd.class.course.as_str(), "Caf\u{e9}", "stored composed");
+        assert_eq!(nfd.to_string(), "Caf\u{e9}_D1_Ren\u{e9}e_1");
+        // The length limit counts the composed form: 64 × "é" decomposed is 128 chars.
+        let long = "e\u{301}".repeat(64);
+        assert!(format!("a_b_{long}_d").parse::<StudentId>().is_ok());
     }
 
     #[test]

@@ -162,14 +162,15 @@ pub enum Reply {
 /// `EVENT` lines, pushed without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// `EVENT JOIN <course> <div> <name> <addr>`: someone joined your class.
+    /// `EVENT JOIN <course> <div> <name> [addr]`: someone joined your class. The address is
+    /// there only where the server is set to announce addresses (`announce_addresses`).
     Join {
         /// The class.
         class: ClassKey,
         /// The student's name.
         name: Field,
-        /// The student's IP address.
-        addr: IpAddr,
+        /// The student's IP address, if the server announces addresses.
+        addr: Option<IpAddr>,
     },
     /// `EVENT PRESENT <name>`: someone in your class was marked present.
     Present {
@@ -367,7 +368,16 @@ impl fmt::Display for Reply {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Join { class, name, addr } => write!(f, "JOIN {class} {name} {addr}"),
+            Self::Join {
+                class,
+                name,
+                addr: Some(addr),
+            } => write!(f, "JOIN {class} {name} {addr}"),
+            Self::Join {
+                class,
+                name,
+                addr: None,
+            } => write!(f, "JOIN {class} {name}"),
             Self::Present { name } => write!(f, "PRESENT {name}"),
             Self::Say { name, text } => write!(f, "SAY {name} {text}"),
             Self::Leave { name } => write!(f, "LEAVE {name}"),
@@ -424,6 +434,14 @@ impl<'a> Words<'a> {
             return Err(ParseLineError::Word(what));
         }
         Text::new(rest).map_err(|_| ParseLineError::Word(what))
+    }
+
+    /// The next word parsed, or `None` at the end of the line.
+    fn optional<T: FromStr>(&mut self, what: &'static str) -> Result<Option<T>, ParseLineError> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        self.parse(what).map(Some)
     }
 
     fn optional_token(&mut self, what: &'static str) -> Result<Option<Token>, ParseLineError> {
@@ -524,7 +542,7 @@ fn parse_event(mut w: Words<'_>) -> Result<Event, ParseLineError> {
                 division: w.field(FieldKind::Division)?,
             },
             name: w.field(FieldKind::Name)?,
-            addr: w.parse("address")?,
+            addr: w.optional("address")?,
         },
         "PRESENT" => Event::Present {
             name: w.field(FieldKind::Name)?,

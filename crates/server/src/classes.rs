@@ -732,7 +732,7 @@ mod tests {
             m.announce(Event::Join {
                 class: m.id.class.clone(),
                 name: m.id.name.clone(),
-                addr: [127, 0, 0, 1].into(),
+                addr: Some([127, 0, 0, 1].into()),
             });
             members.push(m);
         }

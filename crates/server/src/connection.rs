@@ -628,7 +628,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         membership.announce_with(|| Event::Join {
             class: id.class.clone(),
             name: id.name.clone(),
-            addr: peer.ip(),
+            addr: Some(peer.ip()),
         });
         let now = Timestamp::now();
         let marked = self.is_marked(&id, now);
