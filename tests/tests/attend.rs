@@ -27,7 +27,8 @@ async fn attend_checks_in_waits_the_server_class_length_and_is_marked() -> Resul
 
     assert_eq!(
         classmate.event("EVENT JOIN").await?,
-        "EVENT JOIN ComputerNetworks Div1 JayPatel 127.0.0.1"
+        "EVENT JOIN ComputerNetworks Div1 JayPatel",
+        "classmates are not told the address unless announce_addresses is on"
     );
     assert_eq!(
         classmate.event("EVENT PRESENT").await?,

@@ -63,7 +63,8 @@ fn json_logs_are_one_object_per_line_from_start_to_shutdown() -> Result<()> {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
     while next()?.is_some() {}
-    assert!(child.wait()?.success());
+    let status = child.wait()?;
+    assert!(status.success(), "{status:?} {seen:#?}");
 
     assert!(seen.len() >= 2, "{seen:#?}");
     for line in &seen {

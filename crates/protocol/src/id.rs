@@ -7,9 +7,9 @@
 //! character a spreadsheet would run as a formula (`=`, `+`, `-`, `@`).
 
 use compact_str::CompactString;
-use unicode_normalization::UnicodeNormalization as _;
 use std::fmt;
 use std::str::FromStr;
+use unicode_normalization::UnicodeNormalization as _;
 
 /// Longest course name, in characters.
 pub const MAX_COURSE_CHARS: usize = 32;

@@ -13,8 +13,8 @@ use proptest::sample::Index;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use time::OffsetDateTime;
-use unicode_normalization::UnicodeNormalization as _;
 use tokio_util::codec::{Decoder, Encoder};
+use unicode_normalization::UnicodeNormalization as _;
 
 // ---------------------------------------------------------------------------------------------
 // Strategies
@@ -262,7 +262,11 @@ fn reply() -> impl Strategy<Value = Reply> {
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        (class_key(), field(FieldKind::Name), prop::option::of(ip_addr()))
+        (
+            class_key(),
+            field(FieldKind::Name),
+            prop::option::of(ip_addr())
+        )
             .prop_map(|(class, name, addr)| Event::Join { class, name, addr }),
         field(FieldKind::Name).prop_map(|name| Event::Present { name }),
         (field(FieldKind::Name), text()).prop_map(|(name, text)| Event::Say { name, text }),

@@ -4,26 +4,35 @@
 //! a shutdown signal or an administrator's `SHUTDOWN`. The binary `attendanced` (in `main.rs`)
 //! only parses settings, starts logging, binds and calls [`run`], so tests can run the whole
 //! server in-process on `127.0.0.1:0`.
+//!
+//! The folders follow the path of a line (see the README's "How it fits together"):
+//! - [`transport`]: sockets in, lines out — TCP (plain and TLS) and the admin Unix socket; each
+//!   frames lines and carries a [`session`]'s output, and decides nothing;
+//! - [`session`]: the state machine that decides what a line means (JOIN, PRESENT, SAY, the
+//!   queries, admin commands, the error streak, rate limits, the login timeout);
+//! - [`attendance`]: the rules of a seat (how long a student must stay, what is left);
+//! - [`hub`]: who sits in which class, and each class's announcements;
+//! - [`store`]: marks in, `Recorded::New|Existing` out, group-committed to the CSV;
+//! - [`admin`]: the admin token and the admin reports;
+//! - [`ops`]: settings, reload, limits, metrics, systemd, logging;
+//! - [`engine`]: the state every transport and session shares, and the read API observers use;
+//! - [`daemon`]: the composition root that starts and stops it all.
 
 pub mod admin;
-mod admin_report;
-mod admin_socket;
-pub mod classes;
-pub mod cli;
-pub mod config;
-mod connection;
+pub mod attendance;
+pub mod daemon;
+pub mod engine;
 mod hashing;
-pub mod limits;
-mod lines;
+pub mod hub;
 pub mod marks;
-pub mod metrics;
-mod metrics_http;
-mod notify;
-mod reload;
-mod server;
+pub mod ops;
+pub mod session;
 pub mod storage;
-mod tls;
+#[path = "store_shim.rs"]
+pub mod store;
+pub mod transport;
 pub mod writer;
 
-pub use config::{Config, ConfigError, FsyncPolicy};
-pub use server::{Control, ServerError, run, run_controlled, run_with_log};
+pub use daemon::{Control, ServerError, run, run_controlled, run_with_log};
+pub use ops::config::{self, Config, ConfigError, FsyncPolicy};
+pub use ops::{cli, limits, metrics};

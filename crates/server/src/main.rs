@@ -1,17 +1,16 @@
-//! `attendanced`: parse settings, start logging, bind, serve until SIGINT/SIGTERM or `SHUTDOWN`;
-//! or, with `check-config`, only load and report the settings.
+//! `attendanced`: parse settings, start logging, fit the descriptor limit, bind, and serve until
+//! SIGINT/SIGTERM or `SHUTDOWN`; or, with `check-config`, only load and report the settings.
 
-use std::io::IsTerminal as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use attendance_server::Config;
-use attendance_server::cli::{Cli, Command, LogFormat};
-use attendance_server::config::Setting;
+use attendance_server::cli::{Cli, Command};
+use attendance_server::ops::logging::init_logging;
+use attendance_server::ops::reload::{Reload, on_sighup};
 use clap::Parser;
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc: for tens of thousands of idle connections it keeps about 200 bytes less per
 /// connection resident than glibc's malloc (measured with attendance-bench hold), and it does
@@ -29,8 +28,7 @@ fn main() -> ExitCode {
         return check_config(config_file.as_deref(), &cli);
     }
     let log_filter = init_logging(&cli);
-
-    let config = match Config::load(config_file.as_deref(), &cli) {
+    let mut config = match Config::load(config_file.as_deref(), &cli) {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
@@ -41,6 +39,8 @@ fn main() -> ExitCode {
     if let Some(file) = &config_file {
         info!(file = %file.display(), "configuration loaded");
     }
+    // The process-wide descriptor limit is the binary's to change, not the library's.
+    attendance_server::limits::fit_connections_to_fd_limit(&mut config);
     // systemd socket activation: take the passed listener now, before any thread starts
     // (reading LISTEN_FDS also clears it, which is only sound single-threaded).
     let passed = match listenfd::ListenFd::from_env().take_tcp_listener(0) {
@@ -81,80 +81,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// Changes the log filter of the running subscriber (`log_level`), unless `RUST_LOG` rules.
-struct LogFilter {
-    set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
-}
-
-impl LogFilter {
-    fn apply(&self, level: &str) {
-        if std::env::var_os("RUST_LOG").is_some() {
-            return;
-        }
-        match EnvFilter::try_new(level) {
-            Ok(filter) => {
-                if let Err(e) = (self.set)(filter) {
-                    error!(error = %e, "cannot change the log filter");
-                }
-            }
-            Err(e) => error!(error = %e, level, "invalid log filter; keeping the old one"),
-        }
-    }
-}
-
-/// Logs to standard error, filtered by `RUST_LOG` or else `--log-level` (then the config's
-/// `log_level`, applied once loaded), as text or JSON lines. Text has colour only on a terminal
-/// without `NO_COLOR`, and no timestamp when standard error is the journal (which stamps every
-/// line itself).
-fn init_logging(cli: &Cli) -> LogFilter {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(cli.log_level.as_deref().unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
-    // The filter goes on last: its reload handle's type depends on the formatter.
-    macro_rules! install {
-        ($builder:expr) => {{
-            let builder = $builder.with_env_filter(filter).with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder.init();
-            LogFilter {
-                set: Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
-            }
-        }};
-    }
-    match cli.log_format {
-        LogFormat::Json => install!(builder.json()),
-        LogFormat::Text if stderr_is_journal() => {
-            install!(builder.with_ansi(false).without_time())
-        }
-        LogFormat::Text => {
-            install!(builder.with_ansi(
-                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            ))
-        }
-    }
-}
-
-/// Whether standard error is connected to the systemd journal: `$JOURNAL_STREAM` names its
-/// device and inode (systemd.exec(5)), which must match standard error's, since a child of the
-/// service may have inherited the variable with another stderr.
-fn stderr_is_journal() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
-        return false;
-    };
-    stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino())
-}
-
 /// `attendanced check-config`: loads the settings exactly as the daemon would and prints them as
-/// TOML, each with its origin; exit 0, or 78 with the error naming the key (and file line).
+/// TOML, each with its origin; exit 0 (warnings go to standard error too), or 78 with the error
+/// naming the key (and file line).
 fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
     match Config::load_with_origins(file, cli) {
-        Ok((_, settings)) => {
-            print!("{}", render_settings(file, &settings));
+        Ok((config, settings)) => {
+            let warnings = config.warnings();
+            for warning in &warnings {
+                eprintln!("attendanced: warning: {warning}");
+            }
+            print!(
+                "{}",
+                attendance_server::config::render_report(file, &settings, &warnings)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -162,38 +102,6 @@ fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
             ExitCode::from(EX_CONFIG)
         }
     }
-}
-
-/// The report of `check-config`: a valid TOML config with the effective values, unset keys
-/// commented out, and each key's origin as a trailing comment.
-fn render_settings(file: Option<&Path>, settings: &[Setting]) -> String {
-    let mut out = match file {
-        Some(path) => format!("# {} is valid.\n", path.display()),
-        None => format!(
-            "# No config file ({} does not exist); the settings are valid.\n",
-            attendance_server::cli::DEFAULT_CONFIG_FILE
-        ),
-    };
-    out.push_str("# Effective settings, each with where it came from:\n");
-    let lines: Vec<String> = settings
-        .iter()
-        .map(|s| match &s.value {
-            Some(value) => format!("{} = {value}", s.key),
-            None => format!("# {} (unset)", s.key),
-        })
-        .collect();
-    let width = lines.iter().map(String::len).max().unwrap_or(0);
-    for (line, setting) in lines.iter().zip(settings) {
-        out.push_str(&format!("{line:<width$}  # {}\n", setting.origin));
-    }
-    out
-}
-
-/// What a SIGHUP needs to load the settings again.
-struct Reload {
-    file: Option<std::path::PathBuf>,
-    cli: Cli,
-    log_filter: LogFilter,
 }
 
 async fn serve(
@@ -217,72 +125,32 @@ async fn serve(
         class_length = %humantime::format_duration(config.class_length),
         "attendanced starting"
     );
+    let shutdown = shutdown_signal();
     let (controls, control_rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(reload_on_sighup(reload, controls));
-    attendance_server::run_controlled(listener, config, shutdown_signal(), control_rx).await?;
+    tokio::spawn(on_sighup(reload, controls));
+    attendance_server::run_controlled(listener, config, shutdown, control_rx).await?;
     Ok(())
 }
 
-/// On SIGHUP: load the settings again (refusing an invalid file, keeping the old settings),
-/// apply the log level, and hand the rest to the server, which also reopens the CSV.
-async fn reload_on_sighup(
-    reload: Reload,
-    controls: tokio::sync::mpsc::Sender<attendance_server::Control>,
-) {
+/// A future that completes on SIGINT or SIGTERM. The handlers are installed here, before the
+/// future is first polled: a SIGTERM sent the moment the daemon logs "listening on" must stop
+/// it gracefully, not kill it (the default action).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot watch SIGHUP; reload needs a restart");
-            return;
-        }
-    };
-    while hup.recv().await.is_some() {
-        info!("SIGHUP: reloading the settings and reopening the csv");
-        let config = match Config::load(reload.file.as_deref(), &reload.cli) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("refusing the new configuration, keeping the running one: {e}");
-                continue;
-            }
-        };
-        reload.log_filter.apply(&config.log_level);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if controls
-            .send(attendance_server::Control::Reload(Box::new(config), tx))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        match rx.await {
-            Ok(Ok(changed)) if changed.is_empty() => info!("reload done; no setting changed"),
-            Ok(Ok(changed)) => info!(changed = %changed.join("; "), "reload done"),
-            Ok(Err(e)) => error!(error = %e, "reload: the csv could not be reopened"),
-            Err(_) => return,
-        }
-    }
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    error!(error = %e, "cannot watch SIGTERM; only SIGINT will stop the daemon");
-                    let _ = ctrl_c.await;
-                    return;
+    let (int, term) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            (int, term) => {
+                let e = int.err().or(term.err()).map(|e| e.to_string()).unwrap_or_default();
+                error!(error = %e, "cannot watch SIGINT/SIGTERM; only SHUTDOWN will stop the daemon");
+                std::future::pending::<()>().await;
+            }
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -6,14 +6,14 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
-use crate::server::ServerError;
+use crate::daemon::ServerError;
+use crate::ops::config::Startup;
 
 /// The TLS acceptor for the configured certificate and key, or `None` when TLS is off.
 ///
 /// # Errors
 /// [`ServerError::Tls`] if the files cannot be read or do not hold a usable certificate and key.
-pub(crate) fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, ServerError> {
+pub(crate) fn acceptor(config: &Startup) -> Result<Option<TlsAcceptor>, ServerError> {
     let (Some(cert_path), Some(key_path)) = (&config.tls_cert, &config.tls_key) else {
         return Ok(None);
     };

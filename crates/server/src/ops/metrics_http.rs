@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::server::Shared;
+use crate::engine::Engine;
 
 /// Longest request head read; a longer one gets 431 and is closed.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -22,12 +22,12 @@ const MAX_SCRAPES: usize = 8;
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves scrapes on `listener` until the server shuts down.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, engine: Arc<Engine>) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            () = shared.shutdown.cancelled() => return,
+            () = engine.shutdown.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -41,9 +41,9 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             debug!(%peer, "too many metrics scrapes at once; closing");
             continue;
         };
-        let shared = Arc::clone(&shared);
+        let engine = Arc::clone(&engine);
         tokio::spawn(async move {
-            if tokio::time::timeout(TIMEOUT, answer(stream, &shared))
+            if tokio::time::timeout(TIMEOUT, answer(stream, &engine))
                 .await
                 .is_err()
             {
@@ -55,20 +55,19 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// The current metrics, with the gauges read from the live state.
-pub(crate) fn scrape(shared: &Shared) -> String {
-    let classes = shared.classes.snapshot();
-    let joined = classes.iter().map(|(_, n)| n).sum();
-    shared.metrics.set_gauges(
-        shared.open_connections(),
-        joined,
-        classes.len(),
-        shared.writer.queued(),
+pub(crate) fn scrape(engine: &Engine) -> String {
+    let snap = engine.snapshot();
+    engine.metrics.set_gauges(
+        snap.connections,
+        snap.joined(),
+        snap.classes.len(),
+        snap.store_queue,
     );
-    shared.metrics.encode()
+    engine.metrics.encode()
 }
 
 /// Reads one request head and writes one response.
-async fn answer(mut stream: TcpStream, shared: &Shared) {
+async fn answer(mut stream: TcpStream, engine: &Engine) {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let complete = loop {
@@ -84,7 +83,7 @@ async fn answer(mut stream: TcpStream, shared: &Shared) {
         }
     };
     let response = if complete {
-        respond(&head, || scrape(shared))
+        respond(&head, || scrape(engine))
     } else {
         plain(
             431,

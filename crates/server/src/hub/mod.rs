@@ -9,15 +9,17 @@
 //! `outbound_queue` slots when a second member arrives: a student alone in a class (the first to
 //! arrive, a one-student class, a kiosk) then holds a few dozen bytes of ring instead of 10 KiB.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use attendance_protocol::{BurstKind, ClassKey, Event, Field, ServerLine, StudentId};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
 
+use crate::engine::ClassEvent;
 // Keys are client-chosen strings: a hasher seeded from the OS (crate::hashing).
 use crate::hashing::Map;
 
@@ -35,7 +37,10 @@ pub const BURST_INDIVIDUAL: u32 = 4;
 const LONE_RING: usize = 2;
 
 /// Identifies one connection, so a member can skip its own announcements.
-pub type ConnId = u64;
+pub use crate::session::ConnId;
+
+/// Most announcement lines gathered into one write.
+pub const MAX_GATHER: usize = 64;
 
 /// One line for the members of a class, shared by reference: a class's ring of
 /// `outbound_queue` slots then costs 8 bytes per slot for the value instead of 40.
@@ -67,14 +72,14 @@ struct Class {
 }
 
 impl Class {
-    /// Records `id` as held by connection `conn` since `since`.
-    fn seat(&mut self, id: &StudentId, conn: ConnId, since: Instant) {
+    /// Records `id` as held by connection `conn`, due to be served at `due`.
+    fn seat(&mut self, id: &StudentId, conn: ConnId, due: Instant) {
         self.members.insert(
             id.roll.clone(),
             Member {
                 conn,
                 name: id.name.clone(),
-                since,
+                due,
             },
         );
     }
@@ -107,16 +112,17 @@ impl Class {
 struct Member {
     conn: ConnId,
     name: Field,
-    since: Instant,
+    due: Instant,
 }
 
-/// A student checked in, with the instant of the `JOIN` (for the admin `WHO`).
+/// A student checked in, with the instant the seat's class length is served (for the admin
+/// `WHO`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {
     /// The student.
     pub id: StudentId,
-    /// When the student joined (the class length counts from here).
-    pub since: Instant,
+    /// When the student will have stayed the class length fixed at the `JOIN`.
+    pub due: Instant,
 }
 
 /// What the members of a class share: the channel and the burst accounting.
@@ -223,13 +229,18 @@ impl ClassShared {
         match decision {
             Decision::SendNow => self.send(from, event),
             Decision::Counted => {}
-            Decision::FlushAt(at) => {
-                let class = Arc::clone(self);
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at).await;
-                    class.flush();
-                });
-            }
+            Decision::FlushAt(at) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let class = Arc::clone(self);
+                    runtime.spawn(async move {
+                        tokio::time::sleep_until(at).await;
+                        class.flush();
+                    });
+                }
+                // A seat given back outside the runtime (dropped as it shuts down): there is
+                // no timer to wait for, so the summary goes now.
+                Err(_) => self.flush(),
+            },
         }
     }
 
@@ -262,23 +273,80 @@ impl ClassShared {
 /// Every class with at least one member.
 #[derive(Debug)]
 pub struct Classes {
-    inner: Mutex<Map<ClassKey, Class>>,
-    backlog: usize,
+    inner: Arc<HubInner>,
+}
+
+/// What the hub and every [`Membership`] share: a membership gives its seat back through it
+/// when it is dropped.
+#[derive(Debug)]
+struct HubInner {
+    map: Mutex<Map<ClassKey, Class>>,
+    /// Slots of a class's full ring (`outbound_queue`, live: read when a class gets its ring).
+    backlog: AtomicUsize,
+    /// The engine's stream of class events.
+    events: broadcast::Sender<ClassEvent>,
+}
+
+impl HubInner {
+    fn lock(&self) -> MutexGuard<'_, Map<ClassKey, Class>> {
+        // A panic elsewhere cannot leave the map half-updated: every update is one insert/remove.
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, make: impl FnOnce() -> ClassEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(make());
+        }
+    }
+
+    /// Frees the seat `id` holds on `conn`, telling the class and the observers, and forgets
+    /// the class once it is empty.
+    fn release(&self, id: &StudentId, conn: ConnId, class: &Arc<ClassShared>) {
+        if class.has_listeners(conn) {
+            class.send_counted(
+                conn,
+                BurstKind::Leaves,
+                Event::Leave {
+                    name: id.name.clone(),
+                },
+            );
+        }
+        {
+            let mut map = self.lock();
+            if let Some(c) = map.get_mut(&id.class) {
+                if c.members.get(&id.roll).map(|m| m.conn) == Some(conn) {
+                    c.members.remove(&id.roll);
+                }
+                if c.members.is_empty() {
+                    map.remove(&id.class);
+                }
+            }
+        }
+        self.publish(|| ClassEvent::Left { id: id.clone() });
+    }
 }
 
 /// That roll is already checked in on another connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlreadyJoined;
 
-/// A connection's place in a class; give it back with [`Classes::leave`].
+/// A connection's place in a class. Dropping it gives the seat back (and tells the class), so a
+/// connection task that ends any way at all — a panic included — frees its roll.
 #[derive(Debug)]
 pub struct Membership {
     /// The student.
     pub id: StudentId,
     conn: ConnId,
     class: Arc<ClassShared>,
+    hub: Arc<HubInner>,
     /// This member's receiver of the class's announcements.
     rx: broadcast::Receiver<Announcement>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.hub.release(&self.id, self.conn, &self.class);
+    }
 }
 
 impl Membership {
@@ -332,6 +400,35 @@ impl Membership {
         }
     }
 
+    /// The lines this member is to write for `first`, just received, and the others already
+    /// waiting (at most [`MAX_GATHER`]), as one piece: its own announcements and the class's
+    /// move to its full ring are left out. With it, how many were skipped if the member lagged
+    /// meanwhile.
+    pub fn gather(&mut self, first: &Announcement) -> (Option<Bytes>, Option<u64>) {
+        let me = self.conn;
+        let mut single = (!self.follow(first) && first.from != me).then(|| first.line.clone());
+        let mut batch: Option<BytesMut> = None;
+        let mut lagged = None;
+        for _ in 0..MAX_GATHER {
+            match self.try_recv() {
+                Ok(a) if a.from == me => {}
+                Ok(a) => {
+                    let buf = batch.get_or_insert_with(BytesMut::new);
+                    if let Some(line) = single.take() {
+                        buf.extend_from_slice(&line);
+                    }
+                    buf.extend_from_slice(&a.line);
+                }
+                Err(TryRecvError::Lagged(n)) => {
+                    lagged = Some(n);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        (batch.map(BytesMut::freeze).or(single), lagged)
+    }
+
     /// If `a` is the class's move to its full ring, takes this member's receiver of that ring
     /// from it and returns `true`: `a` is then not for the client.
     pub fn follow(&mut self, a: &AnnouncementLine) -> bool {
@@ -347,17 +444,26 @@ impl Membership {
 }
 
 impl Classes {
-    /// An empty hub whose classes keep `backlog` announcements for slow members.
-    pub fn new(backlog: usize) -> Self {
+    /// An empty hub whose classes keep `backlog` announcements for slow members, and that tells
+    /// `events` of every seat taken and given back.
+    pub fn new(backlog: usize, events: broadcast::Sender<ClassEvent>) -> Self {
         Self {
-            inner: Mutex::new(Map::default()),
-            backlog,
+            inner: Arc::new(HubInner {
+                map: Mutex::new(Map::default()),
+                backlog: AtomicUsize::new(backlog),
+                events,
+            }),
         }
     }
 
+    /// Changes the ring size of classes that get their full ring from now on (a reload of
+    /// `outbound_queue`); classes that have theirs keep it.
+    pub fn set_backlog(&self, backlog: usize) {
+        self.inner.backlog.store(backlog, Ordering::Relaxed);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Map<ClassKey, Class>> {
-        // A panic elsewhere cannot leave the map half-updated: every update is one insert/remove.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock()
     }
 
     /// Joins `id` to its class on connection `conn`, subscribing it before anything is
@@ -369,8 +475,8 @@ impl Classes {
         self.join_at(id, conn, Instant::now())
     }
 
-    /// [`Classes::join`], recording `since` as the instant of the `JOIN` (listed by
-    /// [`Classes::members`]).
+    /// [`Classes::join`], recording `due` as the instant the seat's class length is served
+    /// (listed by [`Classes::members`]).
     ///
     /// # Errors
     /// [`AlreadyJoined`] if the roll is held by another connection.
@@ -378,7 +484,7 @@ impl Classes {
         &self,
         id: &StudentId,
         conn: ConnId,
-        since: Instant,
+        due: Instant,
     ) -> Result<Membership, AlreadyJoined> {
         let mut map = self.lock();
         let class = map.entry(id.class.clone()).or_insert_with(|| Class {
@@ -390,14 +496,15 @@ impl Classes {
         }
         // A second member: from now on there is someone to tell.
         if !class.members.is_empty() && class.shared.full.get().is_none() {
-            class.move_to_full_ring(self.backlog);
+            class.move_to_full_ring(self.inner.backlog.load(Ordering::Relaxed));
         }
-        class.seat(id, conn, since);
+        class.seat(id, conn, due);
         Ok(Membership {
             id: id.clone(),
             conn,
             rx: class.shared.tx().subscribe(),
             class: Arc::clone(&class.shared),
+            hub: Arc::clone(&self.inner),
         })
     }
 
@@ -414,13 +521,13 @@ impl Classes {
         &self,
         membership: &mut Membership,
         id: &StudentId,
-        since: Instant,
+        due: Instant,
     ) -> Result<(), AlreadyJoined> {
         let conn = membership.conn;
         if id.class != membership.id.class {
-            let new = self.join_at(id, conn, since)?;
-            let old = std::mem::replace(membership, new);
-            self.leave(old);
+            let new = self.join_at(id, conn, due)?;
+            // The old seat is given back as it drops.
+            drop(std::mem::replace(membership, new));
             return Ok(());
         }
         {
@@ -429,7 +536,7 @@ impl Classes {
                 // Unreachable while `membership` lives (a member keeps its class); but if it
                 // were so, joining afresh is the right answer.
                 drop(map);
-                *membership = self.join_at(id, conn, since)?;
+                *membership = self.join_at(id, conn, due)?;
                 return Ok(());
             };
             if class.members.get(&id.roll).is_some_and(|m| m.conn != conn) {
@@ -443,28 +550,21 @@ impl Classes {
             {
                 class.members.insert(membership.id.roll.clone(), other);
             }
-            class.seat(id, conn, since);
+            class.seat(id, conn, due);
         }
         let old = std::mem::replace(&mut membership.id, id.clone());
         // Our own receiver counts as the one listener `has_listeners` expects from a member.
-        membership.announce(Event::Leave { name: old.name });
+        membership.announce(Event::Leave {
+            name: old.name.clone(),
+        });
+        self.inner.publish(|| ClassEvent::Left { id: old });
         Ok(())
     }
 
-    /// Removes a member, telling the others, and forgets the class once it is empty.
+    /// Removes a member, telling the others, and forgets the class once it is empty: the same
+    /// as dropping `membership`.
     pub fn leave(&self, membership: Membership) {
-        membership.announce_with(|| Event::Leave {
-            name: membership.id.name.clone(),
-        });
-        let mut map = self.lock();
-        if let Some(class) = map.get_mut(&membership.id.class) {
-            if class.members.get(&membership.id.roll).map(|m| m.conn) == Some(membership.conn) {
-                class.members.remove(&membership.id.roll);
-            }
-            if class.members.is_empty() {
-                map.remove(&membership.id.class);
-            }
-        }
+        drop(membership);
     }
 
     /// (class, members) for every class, for status reports.
@@ -475,8 +575,8 @@ impl Classes {
             .collect()
     }
 
-    /// Every student checked in (to `class` only, if given), with the instant each joined,
-    /// sorted by class, name and roll.
+    /// Every student checked in (to `class` only, if given), with the instant each seat is
+    /// served, sorted by class, name and roll.
     pub fn members(&self, class: Option<&ClassKey>) -> Vec<MemberInfo> {
         let mut list: Vec<MemberInfo> = {
             let map = self.lock();
@@ -493,7 +593,7 @@ impl Classes {
                             name: m.name.clone(),
                             roll: roll.clone(),
                         },
-                        since: m.since,
+                        due: m.due,
                     })
                 })
                 .collect()
@@ -527,7 +627,7 @@ mod tests {
 
     #[test]
     fn a_roll_is_held_by_one_connection_until_it_leaves() {
-        let classes = Classes::new(8);
+        let classes = Classes::new(8, broadcast::channel(16).0);
         let a = classes.join(&id("CN_D1_Ann_1"), 1).expect("first join");
         assert_eq!(
             classes.join(&id("CN_D1_Ann_1"), 2).err(),
@@ -543,7 +643,7 @@ mod tests {
 
     #[test]
     fn members_hear_others_but_not_themselves() {
-        let classes = Classes::new(8);
+        let classes = Classes::new(8, broadcast::channel(16).0);
         let mut a = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
         let b = classes.join(&id("CN_D1_Bob_2"), 2).expect("join");
         b.announce(Event::Present {
@@ -560,7 +660,7 @@ mod tests {
 
     #[test]
     fn a_connection_hands_over_to_the_next_student() {
-        let classes = Classes::new(8);
+        let classes = Classes::new(8, broadcast::channel(16).0);
         let mut watcher = classes.join(&id("CN_D1_Wat_0"), 9).expect("join");
         let mut kiosk = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
         let other = classes.join(&id("CN_D2_Cat_3"), 3).expect("join");
@@ -580,7 +680,8 @@ mod tests {
             .expect("rejoin");
         assert!(lone.try_recv().is_err());
         // The roll it left is free again; the one it holds is not.
-        assert!(classes.join(&id("CN_D1_Ann_1"), 4).is_ok());
+        // (Held: a membership dropped at once would give the seat back.)
+        let _ann_again = classes.join(&id("CN_D1_Ann_1"), 4).expect("free again");
         assert_eq!(
             classes.join(&id("CN_D1_Bob_2"), 5).err(),
             Some(AlreadyJoined)
@@ -619,7 +720,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_class_moves_to_its_full_ring_when_a_second_member_arrives() {
-        let classes = Classes::new(256);
+        let classes = Classes::new(256, broadcast::channel(16).0);
         let mut a = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
         assert!(a.class.full.get().is_none(), "alone: the first ring only");
         let b = classes.join(&id("CN_D1_Bob_2"), 2).expect("join");
@@ -662,7 +763,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_member_hears_everyone_who_joins_at_once_after_it() {
-        let classes = Arc::new(Classes::new(256));
+        let classes = Arc::new(Classes::new(256, broadcast::channel(16).0));
         let mut first = classes.join(&id("CN_D1_Ann_0"), 1_000).expect("join");
         let mut tasks = tokio::task::JoinSet::new();
         for i in 1..=40u64 {
@@ -700,7 +801,7 @@ mod tests {
 
     #[test]
     fn members_are_listed_sorted_with_their_join_instant() {
-        let classes = Classes::new(8);
+        let classes = Classes::new(8, broadcast::channel(16).0);
         let t0 = Instant::now();
         let b = classes.join_at(&id("CN_D1_Bob_2"), 2, t0).expect("join");
         let _a = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
@@ -714,7 +815,7 @@ mod tests {
         );
         let d1 = classes.members(Some(&id("CN_D1_X_0").class));
         assert_eq!(d1.len(), 2);
-        assert_eq!(d1[1].since, t0);
+        assert_eq!(d1[1].due, t0);
         assert!(classes.members(Some(&id("XX_D1_X_0").class)).is_empty());
         classes.leave(b);
         assert_eq!(names(classes.members(None)).len(), 2);
@@ -722,7 +823,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_joins_is_summed_after_the_first_few() {
-        let classes = Classes::new(64);
+        let classes = Classes::new(64, broadcast::channel(16).0);
         let mut watcher = classes.join(&id("CN_D1_Wat_0"), 100).expect("join");
         let mut members = Vec::new();
         for i in 1..=10 {

@@ -94,6 +94,132 @@ pub struct Config {
     /// Log filter when `RUST_LOG` is not set, e.g. `info`, `debug`,
     /// `attendance_server=trace`; reloadable with SIGHUP.
     pub log_level: String,
+    /// Whether `EVENT JOIN` tells the class the student's IP address. Off by default: a
+    /// classmate has no need of it; the CSV and the admin views keep it either way.
+    pub announce_addresses: bool,
+}
+
+/// The settings fixed at start-up (sockets, files, sizes). A reload that changes one reports it
+/// as needing a restart and keeps the running value: the type holds nothing a reload replaces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Startup {
+    /// See [`Config::listen`].
+    pub listen: SocketAddr,
+    /// See [`Config::csv`].
+    pub csv: PathBuf,
+    /// See [`Config::admin_token_file`].
+    pub admin_token_file: Option<PathBuf>,
+    /// See [`Config::max_connections`].
+    pub max_connections: usize,
+    /// See [`Config::fsync`].
+    pub fsync: FsyncPolicy,
+    /// See [`Config::max_per_address`].
+    pub max_per_address: usize,
+    /// See [`Config::timezone`].
+    pub timezone: Option<String>,
+    /// See [`Config::admin_socket`].
+    pub admin_socket: Option<PathBuf>,
+    /// See [`Config::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`Config::tls_key`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`Config::metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The settings a reload (SIGHUP) applies while students are connected. Each is read where it
+/// is used, so a reload takes effect from the next use: per connection at its next line, per
+/// seat at its next JOIN, per socket at its next accept, per class when it forms.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Live {
+    /// See [`Config::class_length`]; fixed per seat at its JOIN.
+    #[serde(with = "humantime_serde")]
+    pub class_length: Duration,
+    /// See [`Config::heartbeat`]; from the next beat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// See [`Config::max_line`]; for new connections.
+    pub max_line: usize,
+    /// See [`Config::login_timeout`]; for new connections.
+    #[serde(with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// See [`Config::write_timeout`].
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// See [`Config::max_errors`].
+    pub max_errors: u32,
+    /// See [`Config::outbound_queue`]; for classes that get their full ring after the reload.
+    pub outbound_queue: usize,
+    /// See [`Config::tcp_keepalive`]; for connections accepted after the reload.
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
+    /// See [`Config::send_buffer`]; for connections accepted after the reload.
+    pub send_buffer: usize,
+    /// See [`Config::rate_limit`]; for new connections.
+    pub rate_limit: u32,
+    /// See [`Config::rate_burst`]; for new connections.
+    pub rate_burst: u32,
+    /// See [`Config::chat_rate`]; for new connections.
+    pub chat_rate: u32,
+    /// See [`Config::chat_burst`]; for new connections.
+    pub chat_burst: u32,
+    /// See [`Config::log_level`] (applied by the binary's log filter).
+    pub log_level: String,
+    /// See [`Config::announce_addresses`]; from the next JOIN.
+    pub announce_addresses: bool,
+}
+
+impl Config {
+    /// The settings cut into those fixed at start-up and those a reload applies.
+    pub fn split(&self) -> (Startup, Live) {
+        let c = self.clone();
+        (
+            Startup {
+                listen: c.listen,
+                csv: c.csv,
+                admin_token_file: c.admin_token_file,
+                max_connections: c.max_connections,
+                fsync: c.fsync,
+                max_per_address: c.max_per_address,
+                timezone: c.timezone,
+                admin_socket: c.admin_socket,
+                tls_cert: c.tls_cert,
+                tls_key: c.tls_key,
+                metrics_listen: c.metrics_listen,
+            },
+            Live {
+                class_length: c.class_length,
+                heartbeat: c.heartbeat,
+                max_line: c.max_line,
+                login_timeout: c.login_timeout,
+                write_timeout: c.write_timeout,
+                max_errors: c.max_errors,
+                outbound_queue: c.outbound_queue,
+                tcp_keepalive: c.tcp_keepalive,
+                send_buffer: c.send_buffer,
+                rate_limit: c.rate_limit,
+                rate_burst: c.rate_burst,
+                chat_rate: c.chat_rate,
+                chat_burst: c.chat_burst,
+                log_level: c.log_level,
+                announce_addresses: c.announce_addresses,
+            },
+        )
+    }
+
+    /// Warnings about settings that are valid but weaken a promise (printed at start and by
+    /// `check-config`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.fsync == FsyncPolicy::Never {
+            out.push(
+                "fsync = \"never\": marks are acknowledged before they are on disk; a power cut or \
+                 a crash of the machine loses acknowledged marks. For benchmarks only."
+                    .to_owned(),
+            );
+        }
+        out
+    }
 }
 
 impl Default for Config {
@@ -124,6 +250,7 @@ impl Default for Config {
             tls_key: None,
             metrics_listen: None,
             log_level: "info".to_owned(),
+            announce_addresses: false,
         }
     }
 }
@@ -478,7 +605,38 @@ impl Config {
             "write_timeout must be at least 10ms",
         )
     }
+}
 
+/// The report of `check-config`: a valid TOML config with the effective values, unset keys
+/// commented out, each key's origin as a trailing comment, and a `# WARNING:` line at the top
+/// for each setting that weakens a promise (see [`Config::warnings`]).
+pub fn render_report(file: Option<&Path>, settings: &[Setting], warnings: &[String]) -> String {
+    let mut out = match file {
+        Some(path) => format!("# {} is valid.\n", path.display()),
+        None => format!(
+            "# No config file ({} does not exist); the settings are valid.\n",
+            crate::ops::cli::DEFAULT_CONFIG_FILE
+        ),
+    };
+    for warning in warnings {
+        out.push_str(&format!("# WARNING: {warning}\n"));
+    }
+    out.push_str("# Effective settings, each with where it came from:\n");
+    let lines: Vec<String> = settings
+        .iter()
+        .map(|s| match &s.value {
+            Some(value) => format!("{} = {value}", s.key),
+            None => format!("# {} (unset)", s.key),
+        })
+        .collect();
+    let width = lines.iter().map(String::len).max().unwrap_or(0);
+    for (line, setting) in lines.iter().zip(settings) {
+        out.push_str(&format!("{line:<width$}  # {}\n", setting.origin));
+    }
+    out
+}
+
+impl Startup {
     /// The time zone that decides which day a mark belongs to.
     pub fn time_zone(&self) -> jiff::tz::TimeZone {
         self.timezone

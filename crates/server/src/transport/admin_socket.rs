@@ -10,9 +10,11 @@ use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, info, info_span, warn};
 
-use crate::connection::{Peer, serve as serve_connection};
-use crate::lines::Lines;
-use crate::server::{ServerError, Shared};
+use super::conn::serve as serve_connection;
+use super::lines::Lines;
+use crate::daemon::ServerError;
+use crate::engine::Engine;
+use crate::session::Peer;
 
 /// A bound admin socket; its file is removed when this is dropped.
 #[derive(Debug)]
@@ -53,18 +55,18 @@ pub(crate) fn bind(path: &Path) -> Result<AdminListener, ServerError> {
 }
 
 /// Accepts admin connections until the future is dropped.
-pub(crate) async fn serve(admin: &AdminListener, shared: &Arc<Shared>, tracker: &TaskTracker) {
+pub(crate) async fn serve(admin: &AdminListener, engine: &Arc<Engine>, tracker: &TaskTracker) {
     // Admin connections are numbered apart from TCP ones, from the top down.
     let next_id = AtomicU64::new(u64::MAX);
     loop {
         match admin.listener.accept().await {
             Ok((stream, _)) => {
                 let conn = next_id.fetch_sub(1, Ordering::Relaxed);
-                let shared = Arc::clone(shared);
+                let engine = Arc::clone(engine);
                 let (read, write) = stream.into_split();
-                let lines = Lines::new(read, shared.config.load().max_line);
+                let lines = Lines::new(read, engine.live().max_line);
                 tracker.spawn(
-                    serve_connection(shared, lines, write, Peer::Admin, conn)
+                    serve_connection(engine, lines, write, Peer::Admin, conn)
                         .instrument(info_span!("admin", id = conn)),
                 );
             }

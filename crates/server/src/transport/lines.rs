@@ -10,28 +10,30 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use attendance_protocol::{LineCodec, LineError};
+use attendance_protocol::LineCodec;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
 use tokio_util::codec::Decoder as _;
 
-/// One decoded line, or the reason it was refused.
-pub(crate) type LineItem = Result<String, LineError>;
+use crate::session::LineItem;
+
+/// One line (or the reason it was refused), with the instant its first byte arrived: a JOIN
+/// is timed from there (the seed client sends its identifier, waits, and ends the line later).
+#[derive(Debug)]
+pub(crate) struct Line {
+    pub(crate) item: LineItem,
+    pub(crate) arrived: Instant,
+}
 
 /// A source of lines; `None` at end of stream.
 pub(crate) trait LineSource: Send {
     /// The next line.
-    fn next_line(&mut self) -> impl Future<Output = Option<io::Result<LineItem>>> + Send;
+    fn next_line(&mut self) -> impl Future<Output = Option<io::Result<Line>>> + Send;
 
     /// A whole line that is already buffered, decoded without any I/O; `None` if there is none.
-    fn buffered_line(&mut self) -> Option<io::Result<LineItem>> {
+    fn buffered_line(&mut self) -> Option<io::Result<Line>> {
         None
-    }
-
-    /// Whether bytes that arrived with the last line are still waiting (possibly only part of
-    /// a line).
-    fn has_buffered(&self) -> bool {
-        false
     }
 }
 
@@ -45,6 +47,8 @@ pub(crate) struct Lines<R> {
     codec: LineCodec,
     /// A partial line; empty (and unallocated) between lines.
     partial: BytesMut,
+    /// When the first byte in `partial` arrived.
+    since: Option<Instant>,
     eof: bool,
 }
 
@@ -54,6 +58,7 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
             read,
             codec: LineCodec::new(max_line),
             partial: BytesMut::new(),
+            since: None,
             eof: false,
         }
     }
@@ -61,27 +66,37 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
     /// Lines whose first bytes were already read from the socket (see [`read_early`]).
     pub(crate) fn with_early(read: R, max_line: usize, early: &[u8]) -> Self {
         let mut lines = Self::new(read, max_line);
-        lines.partial.extend_from_slice(early);
+        if !early.is_empty() {
+            lines.partial.extend_from_slice(early);
+            lines.since = Some(Instant::now());
+        }
         lines
     }
 
-    fn decode(&mut self) -> io::Result<Option<LineItem>> {
+    /// The next whole line in `partial`. `read_at` is when the last read (in this poll) brought
+    /// bytes: whatever follows the line came then.
+    fn decode(&mut self, read_at: Option<Instant>) -> io::Result<Option<Line>> {
         let item = if self.eof {
             self.codec.decode_eof(&mut self.partial)?
         } else {
             self.codec.decode(&mut self.partial)?
         };
+        let arrived = self.since.unwrap_or_else(Instant::now);
         if self.partial.is_empty() {
             // Give the memory back between lines. (Even at capacity 0 an emptied BytesMut can
             // still own the buffer it was split from.)
             self.partial = BytesMut::new();
+            self.since = None;
+        } else if item.is_some() {
+            self.since = read_at.or(self.since);
         }
-        Ok(item)
+        Ok(item.map(|item| Line { item, arrived }))
     }
 
-    fn poll_next_line(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<LineItem>>> {
+    fn poll_next_line(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Line>>> {
+        let mut read_at = None;
         loop {
-            match self.decode() {
+            match self.decode(read_at) {
                 Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
                 Ok(None) if self.eof => return Poll::Ready(None),
                 Ok(None) => {}
@@ -97,6 +112,11 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
             if buf.filled().is_empty() {
                 self.eof = true;
             } else {
+                let now = Instant::now();
+                if self.partial.is_empty() {
+                    self.since = Some(now);
+                }
+                read_at = Some(now);
                 self.partial.extend_from_slice(buf.filled());
             }
         }
@@ -104,19 +124,15 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
 }
 
 impl<R: AsyncRead + Unpin + Send> LineSource for Lines<R> {
-    fn next_line(&mut self) -> impl Future<Output = Option<io::Result<LineItem>>> + Send {
+    fn next_line(&mut self) -> impl Future<Output = Option<io::Result<Line>>> + Send {
         std::future::poll_fn(|cx| self.poll_next_line(cx))
     }
 
-    fn buffered_line(&mut self) -> Option<io::Result<LineItem>> {
+    fn buffered_line(&mut self) -> Option<io::Result<Line>> {
         if self.partial.is_empty() {
             return None;
         }
-        self.decode().transpose()
-    }
-
-    fn has_buffered(&self) -> bool {
-        !self.partial.is_empty()
+        self.decode(None).transpose()
     }
 }
 
@@ -151,18 +167,18 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         let mut lines = Lines::with_early(server, 64, b"PING 1\nTIME\nJO");
         assert_eq!(
-            lines.buffered_line().map(|r| r.ok()),
+            lines.buffered_line().map(|r| r.ok().map(|l| l.item)),
             Some(Some(Ok("PING 1".into())))
         );
         assert_eq!(
-            lines.buffered_line().map(|r| r.ok()),
+            lines.buffered_line().map(|r| r.ok().map(|l| l.item)),
             Some(Some(Ok("TIME".into())))
         );
         // "JO" is not a line yet, and nothing is read to complete it.
         assert!(lines.buffered_line().is_none());
         client.write_all(b"IN x\n").await.expect("write");
         assert_eq!(
-            lines.next_line().await.map(|r| r.ok()),
+            lines.next_line().await.map(|r| r.ok().map(|l| l.item)),
             Some(Some(Ok("JOIN x".into())))
         );
         assert!(lines.buffered_line().is_none());
@@ -194,14 +210,14 @@ mod tests {
         let within = std::time::Duration::from_secs(10);
         let first = tokio::time::timeout(within, lines.next_line()).await;
         assert_eq!(
-            first.expect("in time").map(|r| r.ok()),
+            first.expect("in time").map(|r| r.ok().map(|l| l.item)),
             Some(Some(Ok("JOIN x".into())))
         );
         // After a read that drained the socket, a line sent later must still wake the reader.
         client.write_all(b"PING\n").await.expect("write");
         let second = tokio::time::timeout(within, lines.next_line()).await;
         assert_eq!(
-            second.expect("in time").map(|r| r.ok()),
+            second.expect("in time").map(|r| r.ok().map(|l| l.item)),
             Some(Some(Ok("PING".into())))
         );
     }
@@ -224,8 +240,14 @@ mod tests {
         client.write_all(b"NG\r\nTIME\n").await.expect("write");
         client.shutdown().await.expect("shutdown");
         let (first, cap, second, third, cap_after) = reader.await.expect("task");
-        assert_eq!(first.map(|r| r.ok()), Some(Some(Ok("PING".into()))));
-        assert_eq!(second.map(|r| r.ok()), Some(Some(Ok("TIME".into()))));
+        assert_eq!(
+            first.map(|r| r.ok().map(|l| l.item)),
+            Some(Some(Ok("PING".into())))
+        );
+        assert_eq!(
+            second.map(|r| r.ok().map(|l| l.item)),
+            Some(Some(Ok("TIME".into())))
+        );
         assert!(third.is_none());
         // After PING the rest ("TIME\n") was still buffered; at the end nothing is held.
         assert!(cap > 0);

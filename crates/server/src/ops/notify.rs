@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use attendance_protocol::Timestamp;
 use sd_notify::NotifyState;
 use tracing::{debug, warn};
 
-use crate::server::Shared;
+use crate::engine::Engine;
 
 /// How often STATUS is refreshed when no watchdog asks for more.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -20,17 +19,17 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
-fn status(shared: &Shared) -> String {
+fn status(engine: &Engine) -> String {
+    let snap = engine.snapshot();
     format!(
         "{} clients connected, {} marked present today",
-        shared.open_connections(),
-        shared.marks.count_on_day_of(Timestamp::now())
+        snap.connections, snap.marks_today
     )
 }
 
 /// READY=1 with a STATUS line.
-pub(crate) fn ready(shared: &Shared) {
-    send(&[NotifyState::Ready, NotifyState::Status(&status(shared))]);
+pub(crate) fn ready(engine: &Engine) {
+    send(&[NotifyState::Ready, NotifyState::Status(&status(engine))]);
 }
 
 /// RELOADING=1 (with the monotonic time systemd 253+ requires).
@@ -49,7 +48,7 @@ pub(crate) fn stopping() {
 /// Until shutdown: refreshes STATUS and, when systemd set a watchdog, sends WATCHDOG=1 at half
 /// its interval, but only after the writer answered a ping queued behind the marks: a writer
 /// stuck in a write or an `fdatasync` stops the pings, and systemd restarts the daemon.
-pub(crate) async fn watchdog_loop(shared: Arc<Shared>) {
+pub(crate) async fn watchdog_loop(engine: Arc<Engine>) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
@@ -58,14 +57,14 @@ pub(crate) async fn watchdog_loop(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(tick) => {}
-            () = shared.shutdown.cancelled() => break,
+            () = engine.shutdown.cancelled() => break,
         }
         let Some(deadline) = watchdog else {
-            send(&[NotifyState::Status(&status(&shared))]);
+            send(&[NotifyState::Status(&status(&engine))]);
             continue;
         };
-        match tokio::time::timeout(deadline, shared.writer.ping()).await {
-            Ok(Ok(())) => send(&[NotifyState::Watchdog, NotifyState::Status(&status(&shared))]),
+        match tokio::time::timeout(deadline, engine.store.ping()).await {
+            Ok(Ok(())) => send(&[NotifyState::Watchdog, NotifyState::Status(&status(&engine))]),
             Ok(Err(_)) => break,
             Err(_) => warn!(
                 "the csv writer did not answer within {deadline:?}; withholding the watchdog ping"

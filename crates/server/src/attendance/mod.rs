@@ -1,0 +1,62 @@
+//! The attendance rules of a seat: the class length a student must stay, fixed when the seat is
+//! taken, and what is left of it. The server, never the client, decides what has been served,
+//! from connected time only.
+
+use std::time::Duration;
+
+use attendance_protocol::Timestamp;
+use tokio::time::Instant;
+
+use crate::hub::Membership;
+
+/// A student's seat on one connection.
+#[derive(Debug)]
+pub struct Seat {
+    /// The place in the class (given back when the seat drops).
+    pub membership: Membership,
+    /// When the class length fixed at the JOIN is served: a reload that changes
+    /// `class_length` later does not move it, so the `required_seconds` sent stays true.
+    pub due: Instant,
+    /// When the student joined, as the CSV records it.
+    pub joined_at: Timestamp,
+}
+
+impl Seat {
+    /// A seat taken at `since` (the arrival of the JOIN line) for `class_length`.
+    pub fn new(membership: Membership, since: Instant, class_length: Duration) -> Self {
+        Self {
+            membership,
+            due: since + class_length,
+            joined_at: Timestamp::now(),
+        }
+    }
+
+    /// Whether the class length has been served at `now`.
+    pub fn served(&self, now: Instant) -> bool {
+        now >= self.due
+    }
+}
+
+/// Whole seconds (rounded up) from `now` until `due`; zero once it has passed.
+pub fn seconds_left(due: Instant, now: Instant) -> u64 {
+    ceil_secs(due.saturating_duration_since(now))
+}
+
+/// `d` in whole seconds, rounded up.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_left_is_rounded_up_to_whole_seconds() {
+        let now = Instant::now();
+        assert_eq!(seconds_left(now + Duration::from_millis(1), now), 1);
+        assert_eq!(seconds_left(now + Duration::from_secs(60), now), 60);
+        assert_eq!(seconds_left(now, now), 0);
+        assert_eq!(seconds_left(now, now + Duration::from_secs(5)), 0);
+    }
+}

@@ -1,0 +1,246 @@
+//! The engine: the state every transport and session shares, and the one narrow read API
+//! observers (the admin reports, the metrics, the systemd status, the coming dashboard) use.
+//!
+//! Observers never reach into the hub or the store: they read a [`Snapshot`] or the member list
+//! through [`Engine`]'s methods, and follow what happens in the classes through one stream,
+//! [`Engine::subscribe`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use attendance_protocol::{ClassKey, StudentId, Timestamp};
+use bytes::Bytes;
+use tokio::sync::{Semaphore, broadcast};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::AdminToken;
+use crate::attendance::seconds_left;
+use crate::hub::Classes;
+use crate::ops::config::{Live, Startup};
+use crate::ops::metrics::Metrics;
+use crate::store::Store;
+
+/// What every connection is told at once.
+#[derive(Debug, Clone)]
+pub(crate) enum Signal {
+    /// `EVENT HEARTBEAT`, encoded once for everyone.
+    Heartbeat(Bytes),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Something that happened in a class, for observers (the one event stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClassEvent {
+    /// A student took a seat.
+    Joined {
+        /// Who.
+        id: StudentId,
+        /// From where.
+        addr: Option<IpAddr>,
+    },
+    /// A student left a seat (quit, dropped, or the connection moved on to the next student).
+    Left {
+        /// Who.
+        id: StudentId,
+    },
+    /// A student's mark is on disk (first mark of the day).
+    Marked {
+        /// Who.
+        id: StudentId,
+        /// When the mark was made.
+        at: Timestamp,
+    },
+}
+
+/// Events an observer may fall behind by before it is told it lagged.
+const EVENTS: usize = 1024;
+
+/// The daemon's live numbers, read at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Connections open now (every transport).
+    pub connections: usize,
+    /// Every class with members, and how many (unsorted).
+    pub classes: Vec<(ClassKey, usize)>,
+    /// Marks on disk for today (in the configured zone).
+    pub marks_today: usize,
+    /// Marks waiting for the store.
+    pub store_queue: usize,
+    /// How long the last sync of a batch took.
+    pub last_fsync: Option<Duration>,
+    /// Time since the daemon started.
+    pub uptime: Duration,
+}
+
+impl Snapshot {
+    /// Students seated, over all classes.
+    pub fn joined(&self) -> usize {
+        self.classes.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// A seated student, as the admin `WHO` and the dashboard list them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatView {
+    /// The student.
+    pub id: StudentId,
+    /// Whole seconds the student must still stay; 0 once marked.
+    pub seconds_left: u64,
+}
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Engine {
+    /// The settings fixed at start.
+    pub(crate) startup: Startup,
+    /// The settings a reload replaces, read without locking.
+    live: ArcSwap<Live>,
+    pub(crate) hub: Classes,
+    pub(crate) store: Store,
+    /// Prometheus counters.
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) admin: AdminToken,
+    /// Server-wide signals to every connection: heartbeats and shutdown.
+    pub(crate) signals: broadcast::Sender<Signal>,
+    /// The greeting, encoded once.
+    pub(crate) hello: Bytes,
+    pub(crate) shutdown: CancellationToken,
+    /// One permit per open connection, over every transport.
+    pub(crate) connections: Arc<Semaphore>,
+    events: broadcast::Sender<ClassEvent>,
+}
+
+/// What [`Engine::new`] is built from.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) startup: Startup,
+    pub(crate) live: Live,
+    pub(crate) store: Store,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) admin: AdminToken,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Engine {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let Parts {
+            startup,
+            live,
+            store,
+            metrics,
+            admin,
+            shutdown,
+        } = parts;
+        let events = broadcast::channel(EVENTS).0;
+        Self {
+            connections: Arc::new(Semaphore::new(startup.max_connections)),
+            hub: Classes::new(live.outbound_queue, events.clone()),
+            store,
+            metrics,
+            admin,
+            signals: broadcast::channel(4).0,
+            hello: crate::session::hello_line(),
+            shutdown,
+            live: ArcSwap::from_pointee(live),
+            startup,
+            events,
+        }
+    }
+
+    /// The live settings as they are now.
+    pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
+    /// Replaces the live settings (a reload); the hub reads its ring size from them.
+    pub(crate) fn set_live(&self, live: Live) {
+        self.hub.set_backlog(live.outbound_queue);
+        self.live.store(Arc::new(live));
+    }
+
+    /// The settings fixed at start.
+    pub fn startup(&self) -> &Startup {
+        &self.startup
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.startup.max_connections - self.connections.available_permits()
+    }
+
+    /// The live numbers.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            connections: self.open_connections(),
+            classes: self.hub.snapshot(),
+            marks_today: self.store.marks_today(Timestamp::now()),
+            store_queue: self.store.queued(),
+            last_fsync: self.metrics.last_fsync(),
+            uptime: self.metrics.uptime(),
+        }
+    }
+
+    /// Every seated student (of `class` only, if given), sorted by class, name and roll, with
+    /// the seconds each must still stay.
+    pub fn seats(&self, class: Option<&ClassKey>) -> Vec<SeatView> {
+        let now = Instant::now();
+        let today = Timestamp::now();
+        self.hub
+            .members(class)
+            .into_iter()
+            .map(|m| {
+                let marked = self
+                    .store
+                    .marked_at(&m.id.class, &m.id.roll, today)
+                    .is_some();
+                SeatView {
+                    seconds_left: if marked { 0 } else { seconds_left(m.due, now) },
+                    id: m.id,
+                }
+            })
+            .collect()
+    }
+
+    /// The stream of class events, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClassEvent> {
+        self.events.subscribe()
+    }
+
+    /// Tells observers, if any listen.
+    pub(crate) fn publish(&self, make: impl FnOnce() -> ClassEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(make());
+        }
+    }
+}
+
+/// An engine for unit tests: the given settings, the admin token `secret`, and a store over a
+/// CSV in a private temporary directory (kept as long as the returned guard).
+#[cfg(test)]
+pub(crate) async fn for_tests(
+    config: crate::Config,
+    log: impl FnOnce(crate::storage::CsvLog) -> crate::storage::CsvLog,
+) -> (Arc<Engine>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (csv, _) = crate::storage::CsvLog::open(&dir.path().join("a.csv"), config.fsync)
+        .await
+        .expect("csv");
+    let metrics = Arc::new(Metrics::new());
+    let (writer, _task) = crate::writer::spawn(log(csv), Arc::clone(&metrics));
+    let (startup, live) = config.split();
+    let marks = Arc::new(crate::marks::Marks::from_records(&[], startup.time_zone()));
+    let engine = Engine::new(Parts {
+        startup,
+        live,
+        store: Store::new(writer, marks),
+        metrics,
+        admin: AdminToken::from_secret("secret"),
+        shutdown: CancellationToken::new(),
+    });
+    (Arc::new(engine), dir)
+}

@@ -1,0 +1,11 @@
+//! Operations: settings and their live reload, operating-system limits, metrics, systemd
+//! notification and logging.
+
+pub mod cli;
+pub mod config;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
+pub(crate) mod metrics_http;
+pub(crate) mod notify;
+pub mod reload;

@@ -1,0 +1,211 @@
+//! A student's commands: JOIN (with the kiosk hand-over), PRESENT and SAY.
+
+use attendance_protocol::{ErrorCode, Event, Reply, ServerLine, StudentId, Text, Timestamp};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{Flow, Outbox, Peer, Session};
+use crate::attendance::{Seat, seconds_left};
+use crate::engine::ClassEvent;
+use crate::store::{Mark, Recorded, StoreError};
+
+/// Whether a JOIN left the connection seated as the student it named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seated {
+    Yes,
+    No,
+}
+
+impl Session {
+    /// The durable mark of `id` today, if any (the store is the one source of truth).
+    fn marked_today(&self, id: &StudentId) -> Option<Timestamp> {
+        self.engine
+            .store
+            .marked_at(&id.class, &id.roll, Timestamp::now())
+    }
+
+    /// Seconds `seat`'s student must still stay at `now`; 0 once marked.
+    fn required_seconds(&self, seat: &Seat, now: Instant) -> u64 {
+        if self.marked_today(&seat.membership.id).is_some() {
+            0
+        } else {
+            seconds_left(seat.due, now)
+        }
+    }
+
+    /// `JOIN id`, timed from `arrived` (the arrival of the line's first byte).
+    pub(super) fn join(
+        &mut self,
+        id: StudentId,
+        arrived: Instant,
+        out: &mut Outbox,
+    ) -> (Flow, Seated) {
+        let Peer::Tcp(peer) = self.peer else {
+            let flow = self.refuse(
+                out,
+                ErrorCode::Denied,
+                "students check in over the network, not the admin socket",
+            );
+            return (flow, Seated::No);
+        };
+        let now = Instant::now();
+        // Already seated: the same student again, or the next student at a kiosk.
+        if let Some(seat) = &self.seat {
+            if seat.membership.id == id {
+                let required_seconds = self.required_seconds(seat, now);
+                let flow = self.reply(
+                    out,
+                    Reply::Join {
+                        id,
+                        required_seconds,
+                    },
+                );
+                return (flow, Seated::Yes);
+            }
+            if self.marked_today(&seat.membership.id).is_none() {
+                let current = seat.membership.id.to_string();
+                let flow = self.refuse(out, ErrorCode::Joined, format!("this connection is checked in as {current}, who is not marked present yet; send PRESENT first, or connect again to check in someone else"));
+                return (flow, Seated::No);
+            }
+        }
+        let class_length = self.engine.live().class_length;
+        let due = arrived + class_length;
+        let taken = match &mut self.seat {
+            // Marked: the connection is free for the next student (a lab kiosk).
+            Some(seat) => self
+                .engine
+                .hub
+                .rejoin(&mut seat.membership, &id, due)
+                .map(|()| None),
+            None => self.engine.hub.join_at(&id, self.conn, due).map(Some),
+        };
+        let membership = match taken {
+            Ok(m) => m,
+            Err(_) => {
+                let flow = self.refuse(
+                    out,
+                    ErrorCode::Already,
+                    format!(
+                        "roll {} is already checked in to {} on another connection",
+                        id.roll, id.class
+                    ),
+                );
+                return (flow, Seated::No);
+            }
+        };
+        let seat = match (membership, self.seat.take()) {
+            (Some(m), _) => Seat::new(m, arrived, class_length),
+            (None, Some(old)) => Seat::new(old.membership, arrived, class_length),
+            // `rejoin` ran only with a seat.
+            (None, None) => return (Flow::Continue, Seated::No),
+        };
+        debug!(student = %id, "joined");
+        self.engine.metrics.joined();
+        let announce_addr = self.engine.live().announce_addresses;
+        seat.membership.announce_with(|| Event::Join {
+            class: id.class.clone(),
+            name: id.name.clone(),
+            addr: announce_addr.then(|| peer.ip()),
+        });
+        self.engine.publish(|| ClassEvent::Joined {
+            id: id.clone(),
+            addr: Some(peer.ip()),
+        });
+        let required_seconds = self.required_seconds(&seat, now);
+        self.seat = Some(seat);
+        let flow = self.reply(
+            out,
+            Reply::Join {
+                id,
+                required_seconds,
+            },
+        );
+        (flow, Seated::Yes)
+    }
+
+    /// `ID_Present` (the original client's last line): join if not yet joined as `id`, then
+    /// mark present. Already seated as `id`, it is one reply: `OK PRESENT`.
+    pub(super) async fn join_present(
+        &mut self,
+        id: StudentId,
+        arrived: Instant,
+        out: &mut Outbox,
+    ) -> Flow {
+        let seated_as_id = self.seat.as_ref().is_some_and(|s| s.membership.id == id);
+        if !seated_as_id {
+            match self.join(id, arrived, out) {
+                (Flow::Continue, Seated::Yes) => {}
+                (flow, _) => return flow,
+            }
+        }
+        self.present(out).await
+    }
+
+    /// `PRESENT`: a mark once the seat's class length is served (or the mark already made
+    /// today), `ERR EARLY` before.
+    pub(super) async fn present(&mut self, out: &mut Outbox) -> Flow {
+        let Some(seat) = &self.seat else {
+            return self.not_joined(out, "PRESENT");
+        };
+        let id = &seat.membership.id;
+        let now = Instant::now();
+        if !seat.served(now) {
+            // Marked earlier today (on another connection): no need to stay again.
+            if let Some(at) = self.marked_today(id) {
+                return self.reply(out, Reply::Present { marked_at: at });
+            }
+            self.send(out, &ServerLine::early(seconds_left(seat.due, now)));
+            return Flow::Continue;
+        }
+        let mark = Mark {
+            id: id.clone(),
+            marked_at: Timestamp::now(),
+            joined_at: seat.joined_at,
+            addr: match self.peer {
+                Peer::Tcp(addr) => Some(addr.ip()),
+                Peer::Admin => None,
+            },
+        };
+        match self.engine.store.record(mark).await {
+            Ok(Recorded::New(at)) => {
+                self.engine.metrics.marked();
+                if let Some(seat) = &self.seat {
+                    let id = &seat.membership.id;
+                    debug!(student = %id, "marked present");
+                    seat.membership.announce_with(|| Event::Present {
+                        name: id.name.clone(),
+                    });
+                    self.engine
+                        .publish(|| ClassEvent::Marked { id: id.clone(), at });
+                }
+                self.reply(out, Reply::Present { marked_at: at })
+            }
+            Ok(Recorded::Existing(at)) => self.reply(out, Reply::Present { marked_at: at }),
+            Err(StoreError::Storage(e)) => {
+                warn!(peer = %self.peer, error = %e, "mark not stored");
+                self.refuse(out, ErrorCode::Storage, "the mark could not be written to disk; you are NOT marked yet, send PRESENT again")
+            }
+            Err(_) => self.refuse(
+                out,
+                ErrorCode::ShuttingDown,
+                "the server is shutting down; you are NOT marked, try again when it is back",
+            ),
+        }
+    }
+
+    /// `SAY text`: chat to the class, within the chat rate.
+    pub(super) fn say(&mut self, text: Text, out: &mut Outbox) -> Flow {
+        let Some(seat) = &self.seat else {
+            return self.not_joined(out, "SAY");
+        };
+        if self.chat.check().is_err() {
+            let live = self.engine.live();
+            let (rate, burst) = (live.chat_rate, live.chat_burst);
+            drop(live);
+            return self.refuse(out, ErrorCode::Rate, format!("chat is limited to {rate} messages a second (bursts of {burst}); message not sent"));
+        }
+        let name = seat.membership.id.name.clone();
+        seat.membership.announce(Event::Say { name, text });
+        self.reply(out, Reply::Say)
+    }
+}

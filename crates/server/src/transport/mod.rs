@@ -1,0 +1,14 @@
+//! Transports: each owns its socket, frames lines and carries them to and from a
+//! [`crate::session::Session`]. They decide nothing about what a line means.
+//!
+//! - [`tcp`]: the student port (plain or TLS): accept loop, connection limits, refusals;
+//! - [`admin_socket`]: the local administrator's Unix socket;
+//! - [`conn`]: the connection driver every byte-stream transport shares (one task per
+//!   connection, the only writer to its socket);
+//! - [`lines`]: line framing without an idle read buffer.
+
+pub(crate) mod admin_socket;
+pub(crate) mod conn;
+pub(crate) mod lines;
+pub(crate) mod tcp;
+pub(crate) mod tls;

@@ -1,0 +1,210 @@
+//! The student port: accepts TCP connections (plain or TLS) under the connection limits, and
+//! runs each on the shared connection driver. A client over a limit is told why (`ERR FULL`)
+//! and closed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use attendance_protocol::{ErrorCode, ServerLine};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument as _, debug, debug_span, warn};
+
+use super::lines::{self, Lines};
+use crate::engine::Engine;
+use crate::ops::limits::configure_listener;
+use crate::session::Peer;
+
+/// Accepts connections until shutdown.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    tracker: TaskTracker,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let (engine, tracker, tls) = (&engine, &tracker, tls.as_ref());
+    let per_address = AddressSlots::new(engine.startup.max_per_address);
+    let next_id = AtomicU64::new(1);
+    let mut backoff = Duration::from_millis(10);
+    // The socket options the listener hands every accepted socket; re-applied when a reload
+    // changes them, so they hold for connections accepted from then on.
+    let mut options = socket_options(engine);
+    configure_listener(&listener, options.0, options.1);
+    // Made once: re-creating it for every accept would register and unregister a waiter on
+    // the token each time.
+    let cancelled = engine.shutdown.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        // Biased: a cancellation is seen before another connection is taken.
+        let accepted = tokio::select! {
+            biased;
+            () = &mut cancelled => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(10);
+                accepted
+            }
+            Err(e) => {
+                // Out of descriptors or memory: wait a little instead of spinning.
+                warn!(error = %e, "accept failed; backing off {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let now = socket_options(engine);
+        if now != options {
+            // This connection was accepted with the old options: set its own, and the
+            // listener's for the next ones.
+            options = now;
+            configure_listener(&listener, options.0, options.1);
+            if let Err(e) = crate::ops::limits::configure_socket(&stream, options.0, options.1) {
+                debug!(error = %e, "cannot set socket options");
+            }
+        }
+        let conn = next_id.fetch_add(1, Ordering::Relaxed);
+        // A debug span: at the default level an idle connection carries no span data (about
+        // 250 bytes each in the registry); warnings name the peer themselves.
+        let span = debug_span!("conn", %peer, id = conn);
+        let refuse_timeout = engine.live().write_timeout.min(Duration::from_secs(5));
+        let Ok(permit) = engine.connections.clone().try_acquire_owned() else {
+            let why = "the server is at its connection limit; try again later";
+            engine.metrics.refused(ErrorCode::Full);
+            tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
+            continue;
+        };
+        let Some(slot) = per_address.take(peer.ip()) else {
+            let why = "too many connections from your address";
+            engine.metrics.refused(ErrorCode::Full);
+            tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
+            continue;
+        };
+        let engine = Arc::clone(engine);
+        match tls {
+            None => tracker.spawn(
+                async move {
+                    let (lines, write) = split_early(stream, engine.live().max_line);
+                    super::conn::serve(engine, lines, write, Peer::Tcp(peer), conn).await;
+                    drop((permit, slot));
+                }
+                .instrument(span),
+            ),
+            // A separate task body: the TLS handshake's large state must not enlarge every
+            // plain connection's task.
+            Some(acceptor) => tracker.spawn(
+                serve_tls(engine, acceptor.clone(), stream, peer, conn, (permit, slot))
+                    .instrument(span),
+            ),
+        };
+    }
+}
+
+/// The live socket options: TCP keepalive and the send buffer.
+fn socket_options(engine: &Engine) -> (Duration, usize) {
+    let live = engine.live();
+    (live.tcp_keepalive, live.send_buffer)
+}
+
+/// Splits a plain TCP connection into its line source, holding whatever the client has already
+/// sent (see [`lines::read_early`]), and its write half. Not async: the read chunk lives on the
+/// stack only here, never in the connection's task.
+fn split_early(stream: TcpStream, max_line: usize) -> (Lines<OwnedReadHalf>, OwnedWriteHalf) {
+    let mut chunk = [0u8; lines::CHUNK];
+    let n = lines::read_early(&stream, &mut chunk);
+    let (read, write) = stream.into_split();
+    (Lines::with_early(read, max_line, &chunk[..n]), write)
+}
+
+/// Serves one TLS connection: handshake (bounded by `login_timeout`), then the protocol.
+async fn serve_tls<G>(
+    engine: Arc<Engine>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    conn: u64,
+    guards: G,
+) {
+    let handshake = tokio::time::timeout(engine.live().login_timeout, acceptor.accept(stream));
+    match handshake.await {
+        Ok(Ok(tls)) => {
+            let (read, write) = tokio::io::split(tls);
+            let lines = Lines::new(read, engine.live().max_line);
+            super::conn::serve(engine, lines, write, Peer::Tcp(peer), conn).await;
+        }
+        Ok(Err(e)) => debug!(error = %e, "tls handshake failed"),
+        Err(_) => debug!("tls handshake timed out"),
+    }
+    drop(guards);
+}
+
+/// Per-address connection counts, when `max_per_address` is set.
+#[derive(Debug)]
+struct AddressSlots {
+    limit: usize,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place in [`AddressSlots`], given back on drop.
+#[derive(Debug)]
+struct AddressSlot {
+    ip: IpAddr,
+    counts: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
+}
+
+impl AddressSlots {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Arc::default(),
+        }
+    }
+
+    /// A slot for `ip`, or `None` if that address has `limit` connections already.
+    fn take(&self, ip: IpAddr) -> Option<AddressSlot> {
+        if self.limit == 0 {
+            return Some(AddressSlot { ip, counts: None });
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            ip,
+            counts: Some(Arc::clone(&self.counts)),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Some(counts) = &self.counts {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = counts.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Tells a client why it cannot be served (`ERR FULL`), at once, and closes.
+async fn refuse(mut stream: TcpStream, why: &'static str, timeout: Duration) {
+    debug!(why, "refusing connection");
+    let line = ServerLine::err(ErrorCode::Full, why).encode();
+    let _ = tokio::time::timeout(timeout, async {
+        stream.write_all(&line).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
