@@ -137,7 +137,10 @@ async fn serve(
 /// it gracefully, not kill it (the default action).
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (int, term) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    let (int, term) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    );
     async move {
         match (int, term) {
             (Ok(mut int), Ok(mut term)) => {
@@ -147,7 +150,11 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                 }
             }
             (int, term) => {
-                let e = int.err().or(term.err()).map(|e| e.to_string()).unwrap_or_default();
+                let e = int
+                    .err()
+                    .or(term.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
                 error!(error = %e, "cannot watch SIGINT/SIGTERM; only SHUTDOWN will stop the daemon");
                 std::future::pending::<()>().await;
             }

@@ -800,6 +800,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reloaded_backlog_sizes_the_rings_of_classes_formed_after_it() {
+        let classes = Classes::new(256, broadcast::channel(16).0);
+        classes.set_backlog(4);
+        let mut a = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
+        let b = classes.join(&id("CN_D1_Bob_2"), 2).expect("join");
+        for _ in 0..10 {
+            b.announce(Event::Say {
+                name: b.id.name.clone(),
+                text: attendance_protocol::Text::lossy("hi"),
+            });
+        }
+        // The move to the full ring, then the ring of 4: six of ten were overwritten.
+        assert!(matches!(a.try_recv(), Err(TryRecvError::Lagged(6))));
+    }
+
+    #[test]
     fn members_are_listed_sorted_with_their_join_instant() {
         let classes = Classes::new(8, broadcast::channel(16).0);
         let t0 = Instant::now();

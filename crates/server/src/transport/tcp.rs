@@ -59,16 +59,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let now = socket_options(engine);
-        if now != options {
-            // This connection was accepted with the old options: set its own, and the
-            // listener's for the next ones.
-            options = now;
-            configure_listener(&listener, options.0, options.1);
-            if let Err(e) = crate::ops::limits::configure_socket(&stream, options.0, options.1) {
-                debug!(error = %e, "cannot set socket options");
-            }
-        }
+        follow_socket_options(&listener, &stream, &mut options, socket_options(engine));
         let conn = next_id.fetch_add(1, Ordering::Relaxed);
         // A debug span: at the default level an idle connection carries no span data (about
         // 250 bytes each in the registry); warnings name the peer themselves.
@@ -110,6 +101,25 @@ pub(crate) async fn accept_loop(
 fn socket_options(engine: &Engine) -> (Duration, usize) {
     let live = engine.live();
     (live.tcp_keepalive, live.send_buffer)
+}
+
+/// After a reload changed the socket options (`now` differs from `applied`): `stream`, just
+/// accepted with the old ones, gets the new ones, and so does the listener, which hands them to
+/// every socket it accepts from then on.
+fn follow_socket_options(
+    listener: &TcpListener,
+    stream: &TcpStream,
+    applied: &mut (Duration, usize),
+    now: (Duration, usize),
+) {
+    if now == *applied {
+        return;
+    }
+    *applied = now;
+    configure_listener(listener, now.0, now.1);
+    if let Err(e) = crate::ops::limits::configure_socket(stream, now.0, now.1) {
+        debug!(error = %e, "cannot set socket options");
+    }
 }
 
 /// Splits a plain TCP connection into its line source, holding whatever the client has already
@@ -207,4 +217,45 @@ async fn refuse(mut stream: TcpStream, why: &'static str, timeout: Duration) {
         stream.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options_of(stream: &TcpStream) -> (Duration, usize) {
+        let sock = socket2::SockRef::from(stream);
+        (
+            sock.tcp_keepalive_time().expect("keepalive"),
+            sock.send_buffer_size().expect("sndbuf"),
+        )
+    }
+
+    #[tokio::test]
+    async fn reloaded_socket_options_reach_the_next_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut applied = (Duration::from_secs(60), 0);
+        configure_listener(&listener, applied.0, applied.1);
+        let _c1 = TcpStream::connect(addr).await.expect("connect");
+        let (first, _) = listener.accept().await.expect("accept");
+        let same = applied;
+        follow_socket_options(&listener, &first, &mut applied, same);
+        assert_eq!(options_of(&first).0, Duration::from_secs(60));
+
+        // A reload: keepalive 17 s, send buffer 64 KiB (Linux reports it doubled).
+        let reloaded = (Duration::from_secs(17), 65_536);
+        let _c2 = TcpStream::connect(addr).await.expect("connect");
+        let (second, _) = listener.accept().await.expect("accept");
+        follow_socket_options(&listener, &second, &mut applied, reloaded);
+        assert_eq!(applied, reloaded);
+        let (keepalive, sndbuf) = options_of(&second);
+        assert_eq!(keepalive, Duration::from_secs(17));
+        assert!(sndbuf >= 65_536, "{sndbuf}");
+        // The ones after it inherit them from the listener.
+        let _c3 = TcpStream::connect(addr).await.expect("connect");
+        let (third, _) = listener.accept().await.expect("accept");
+        follow_socket_options(&listener, &third, &mut applied, reloaded);
+        assert_eq!(options_of(&third), options_of(&second));
+    }
 }
