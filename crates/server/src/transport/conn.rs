@@ -306,3 +306,79 @@ fn write_now<W: AsyncWrite + Unpin>(
         Poll::Pending => Ok(false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use crate::engine::for_tests;
+
+    /// A peer that reads the greeting and then never another byte.
+    struct Stuck {
+        room: usize,
+    }
+
+    impl AsyncWrite for Stuck {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.room == 0 {
+                // Never woken: the peer never reads again.
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A peer that sends nothing.
+    struct Silent;
+
+    impl LineSource for Silent {
+        fn next_line(
+            &mut self,
+        ) -> impl std::future::Future<Output = Option<std::io::Result<Line>>> + Send {
+            std::future::pending()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdown_farewell_to_a_client_that_does_not_read_is_brief() {
+        let config = Config {
+            write_timeout: Duration::from_secs(30),
+            ..Config::default()
+        };
+        let (engine, _dir) = for_tests(config, |l| l).await;
+        let hello = engine.hello.len();
+        let task = tokio::spawn(serve(
+            Arc::clone(&engine),
+            Silent,
+            Stuck { room: hello },
+            Peer::Tcp(([127, 0, 0, 1], 40_000).into()),
+            1,
+        ));
+        // Let it greet and settle into its wait.
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        engine.shutdown.cancel();
+        let _ = engine.signals.send(Signal::Shutdown);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the connection ends well before write_timeout")
+            .expect("task");
+        let took = Instant::now() - start;
+        assert!(
+            took >= FAREWELL_TIMEOUT && took < FAREWELL_TIMEOUT * 2,
+            "{took:?}"
+        );
+    }
+}
