@@ -234,3 +234,24 @@ fn version_names_the_build_commit() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn fsync_never_is_valid_but_warned_about_loudly() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = attendanced(
+        dir.path(),
+        &["--fsync", "never", "check-config", "--config", "/dev/null"],
+        &[],
+    )?;
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("# WARNING: fsync = \"never\""), "{stdout}");
+    assert!(stderr.contains("warning: fsync = \"never\""), "{stderr}");
+    assert!(stderr.contains("loses acknowledged marks"), "{stderr}");
+    // The default gives no warning.
+    let out = attendanced(dir.path(), &["check-config", "--config", "/dev/null"], &[])?;
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("WARNING"));
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty());
+    Ok(())
+}

@@ -269,3 +269,49 @@ async fn over_the_connection_limit_a_client_is_refused_at_once() -> Result<()> {
     assert!(ok, "a slot should free up after a client leaves");
     Ok(())
 }
+
+#[test]
+fn fsync_never_is_warned_about_at_start() -> Result<()> {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(attendance_tests::bin_path("attendanced"))
+        .current_dir(dir.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--csv",
+            "a.csv",
+            "--fsync",
+            "never",
+        ])
+        .env("ATTENDANCE_CONFIG", "/dev/null")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("stderr"))?;
+    let mut before_listening = Vec::new();
+    // Bounded: the daemon logs a dozen lines before it listens.
+    for line in std::io::BufReader::new(stderr).lines().take(100) {
+        let line = line?;
+        if line.contains("listening on") {
+            break;
+        }
+        before_listening.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = before_listening
+        .iter()
+        .find(|l| l.contains("WARN") && l.contains("fsync = \"never\""));
+    assert!(
+        warning.is_some_and(|w| w.contains("loses acknowledged marks")),
+        "{before_listening:#?}"
+    );
+    Ok(())
+}
