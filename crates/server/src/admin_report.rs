@@ -19,8 +19,8 @@ pub(crate) fn status(shared: &Shared) -> Status {
         connections: count(shared.open_connections()),
         joined: count(joined),
         classes: count(classes.len()),
-        marks_today: count(shared.marks.count_on_day_of(Timestamp::now())),
-        writer_queue: count(shared.writer.queued()),
+        marks_today: count(shared.store.marks_today(Timestamp::now())),
+        writer_queue: count(shared.store.queued()),
         last_fsync_micros: shared
             .metrics
             .last_fsync()
@@ -56,7 +56,10 @@ pub(crate) fn who(shared: &Shared, class: Option<&ClassKey>, offset: u64) -> Pag
         .members(class)
         .into_iter()
         .map(|m| {
-            let marked = shared.marks.get(&m.id.class, &m.id.roll, now).is_some();
+            let marked = shared
+                .store
+                .marked_at(&m.id.class, &m.id.roll, now)
+                .is_some();
             let seconds_left = if marked {
                 0
             } else {

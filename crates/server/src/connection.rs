@@ -15,7 +15,6 @@ use attendance_protocol::{
 };
 use bytes::Bytes;
 use bytes::BytesMut;
-use compact_str::{CompactString, ToCompactString as _};
 use governor::clock::{Clock as _, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -29,8 +28,7 @@ use tracing::{debug, warn};
 use crate::classes::{Announcement, ConnId, Membership};
 use crate::lines::{LineItem, LineSource};
 use crate::server::{Shared, Signal};
-use crate::storage::encode_row;
-use crate::writer::WriteError;
+use crate::store::{Mark, Recorded, StoreError};
 
 /// The connection must close (the peer is gone or stuck).
 #[derive(Debug)]
@@ -651,7 +649,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
 
     /// Whether `id` is marked present on the day of `now`.
     fn is_marked(&self, id: &StudentId, now: Timestamp) -> bool {
-        self.shared.marks.get(&id.class, &id.roll, now).is_some()
+        self.shared
+            .store
+            .marked_at(&id.class, &id.roll, now)
+            .is_some()
     }
 
     async fn present(&mut self) -> Step {
@@ -665,7 +666,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         // connection at a time, JOIN looked up the marks made before (`marked`), and a mark
         // made here sets it. A mark of an earlier day leaves it set, hence the look-up then.
         let earlier = if j.marked {
-            self.shared.marks.get(&id.class, &id.roll, now)
+            self.shared.store.marked_at(&id.class, &id.roll, now)
         } else {
             None
         };
@@ -679,28 +680,23 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             self.send_line(&line).await?;
             return Ok(Flow::Continue);
         }
-        let client_addr = match self.peer {
-            Peer::Tcp(addr) => ip_string(addr.ip()),
-            Peer::Admin => CompactString::default(),
+        let mark = Mark {
+            id: id.clone(),
+            marked_at: now,
+            joined_at: j.at,
+            addr: match self.peer {
+                Peer::Tcp(addr) => Some(addr.ip()),
+                Peer::Admin => None,
+            },
         };
-        let mut row = Vec::new();
-        encode_row(
-            [
-                id.course().as_str(),
-                id.division().as_str(),
-                id.name.as_str(),
-                id.roll.as_str(),
-                "Present",
-                &now.to_wire(),
-                &j.at.to_wire(),
-                &client_addr,
-            ],
-            &mut row,
-        );
-        match self.shared.writer.write(row).await {
-            Ok(()) => {
-                self.shared.marks.insert(&id.class, &id.roll, now);
-                self.shared.metrics.marked();
+        match self.shared.store.record(mark).await {
+            Ok(Recorded::Existing(at)) => {
+                if let Some(j) = &mut self.joined {
+                    j.marked = true;
+                }
+                self.reply(Reply::Present { marked_at: at }).await
+            }
+            Ok(Recorded::New(now)) => {
                 debug!(student = %id, "marked present");
                 j.membership.announce_with(|| Event::Present {
                     name: id.name.clone(),
@@ -710,7 +706,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 }
                 self.reply(Reply::Present { marked_at: now }).await
             }
-            Err(WriteError::Storage(e)) => {
+            Err(StoreError::Storage(e)) => {
                 warn!(peer = %self.peer, student = %id, error = %e, "mark not stored");
                 self.refuse(ErrorCode::Storage, "the mark could not be written to disk; you are NOT marked yet, send PRESENT again").await
             }
@@ -780,34 +776,6 @@ fn write_now<W: AsyncWrite + Unpin>(
     }
 }
 
-/// `ip` as text; an IPv4 address without the formatting machinery or an allocation (once per
-/// mark, it showed in profiles).
-fn ip_string(ip: std::net::IpAddr) -> CompactString {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            // "255.255.255.255" at most.
-            let mut text = [0u8; 15];
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[len] = b'.';
-                    len += 1;
-                }
-                let digits = 1 + usize::from(octet >= 10) + usize::from(octet >= 100);
-                let mut value = octet;
-                for at in (len..len + digits).rev() {
-                    text[at] = b'0' + value % 10;
-                    value /= 10;
-                }
-                len += digits;
-            }
-            // ASCII digits and dots; the fallback cannot happen.
-            CompactString::from_utf8(&text[..len]).unwrap_or_else(|_| ip.to_compact_string())
-        }
-        std::net::IpAddr::V6(_) => ip.to_compact_string(),
-    }
-}
-
 /// Whole seconds (rounded up) a student who has been here for `served` must still stay; zero
 /// once marked.
 fn required_seconds(class_length: Duration, served: Duration, marked: bool) -> u64 {
@@ -820,25 +788,4 @@ fn required_seconds(class_length: Duration, served: Duration, marked: bool) -> u
 
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_are_written_as_display_writes_them() {
-        for ip in [
-            "127.0.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "10.20.3.4",
-            "100.99.9.199",
-            "::1",
-            "fe80::1",
-        ] {
-            let ip: std::net::IpAddr = ip.parse().expect("valid");
-            assert_eq!(ip_string(ip), ip.to_string());
-        }
-    }
 }

@@ -15,15 +15,13 @@ mod connection;
 mod hashing;
 pub mod limits;
 mod lines;
-pub mod marks;
 pub mod metrics;
 mod metrics_http;
 mod notify;
 mod reload;
 mod server;
-pub mod storage;
+pub mod store;
 mod tls;
-pub mod writer;
 
 pub use config::{Config, ConfigError, FsyncPolicy};
 pub use server::{Control, ServerError, run, run_controlled, run_with_log};

@@ -62,7 +62,7 @@ pub(crate) fn scrape(shared: &Shared) -> String {
         shared.open_connections(),
         joined,
         classes.len(),
-        shared.writer.queued(),
+        shared.store.queued(),
     );
     shared.metrics.encode()
 }

@@ -24,7 +24,7 @@ fn status(shared: &Shared) -> String {
     format!(
         "{} clients connected, {} marked present today",
         shared.open_connections(),
-        shared.marks.count_on_day_of(Timestamp::now())
+        shared.store.marks_today(Timestamp::now())
     )
 }
 
@@ -64,7 +64,7 @@ pub(crate) async fn watchdog_loop(shared: Arc<Shared>) {
             send(&[NotifyState::Status(&status(&shared))]);
             continue;
         };
-        match tokio::time::timeout(deadline, shared.writer.ping()).await {
+        match tokio::time::timeout(deadline, shared.store.ping()).await {
             Ok(Ok(())) => send(&[NotifyState::Watchdog, NotifyState::Status(&status(&shared))]),
             Ok(Err(_)) => break,
             Err(_) => warn!(

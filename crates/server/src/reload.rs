@@ -45,7 +45,7 @@ pub(crate) async fn apply(shared: &Shared, mut new: Config) -> Result<Vec<String
     }
     keep_restart_only(&old, &mut new);
     shared.config.store(std::sync::Arc::new(new));
-    shared.writer.reopen().await?;
+    shared.store.reopen().await?;
     Ok(changed)
 }
 

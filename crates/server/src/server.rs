@@ -24,10 +24,8 @@ use crate::classes::Classes;
 use crate::config::Config;
 use crate::connection::Peer;
 use crate::lines::Lines;
-use crate::marks::Marks;
 use crate::metrics::Metrics;
-use crate::storage::{CsvLog, MarkRecord, StorageError};
-use crate::writer::{self, WriterHandle};
+use crate::store::{self, CsvSink, Index, StorageError, Store};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +67,10 @@ impl ServerError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            Self::Storage(StorageError::Header { .. })
-                | Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_))
-                | Self::Tls(_)
+            Self::Storage(e) if e.is_config()
+        ) || matches!(
+            self,
+            Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_)) | Self::Tls(_)
         )
     }
 }
@@ -84,8 +83,8 @@ pub(crate) struct Shared {
     /// Fixed at start: the size of the connection semaphore.
     max_connections: usize,
     pub(crate) classes: Classes,
-    pub(crate) marks: Marks,
-    pub(crate) writer: WriterHandle,
+    /// The marks: recording them (through the writer task) and looking them up.
+    pub(crate) store: Store,
     /// Prometheus counters, also read by the admin `STATUS`.
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin: AdminToken,
@@ -115,8 +114,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let (log, existing) = CsvLog::open(&config.csv, config.fsync).await?;
-    run_with_log(listener, config, log, existing, shutdown).await
+    let csv = store::open_csv(&config.csv, config.fsync, config.time_zone()).await?;
+    run_with_log(listener, config, csv, shutdown).await
 }
 
 /// A request to a running server (sent by the binary on SIGHUP).
@@ -138,39 +137,34 @@ pub async fn run_controlled(
     shutdown: impl Future<Output = ()>,
     controls: mpsc::Receiver<Control>,
 ) -> Result<(), ServerError> {
-    let (log, existing) = CsvLog::open(&config.csv, config.fsync).await?;
-    serve(listener, config, log, existing, shutdown, controls).await
+    let csv = store::open_csv(&config.csv, config.fsync, config.time_zone()).await?;
+    serve(listener, config, csv, shutdown, controls).await
 }
 
-/// [`run`] on a CSV log that is already open, with the records it held (tests use this to
-/// inject storage faults).
+/// [`run`] on a CSV that is already open, with the dedupe index built from it
+/// ([`store::open_csv`]; tests use this to inject storage faults).
 ///
 /// # Errors
 /// [`ServerError`] if the admin token or the admin socket cannot be opened.
 pub async fn run_with_log(
     listener: TcpListener,
     config: Config,
-    log: CsvLog,
-    existing: Vec<MarkRecord>,
+    csv: (CsvSink, Index),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     // Nobody sends controls; the sender lives until the server ends.
     let (_keep, controls) = mpsc::channel(1);
-    serve(listener, config, log, existing, shutdown, controls).await
+    serve(listener, config, csv, shutdown, controls).await
 }
 
 async fn serve(
     listener: TcpListener,
     mut config: Config,
-    log: CsvLog,
-    existing: Vec<MarkRecord>,
+    (sink, index): (CsvSink, Index),
     shutdown: impl Future<Output = ()>,
     controls: mpsc::Receiver<Control>,
 ) -> Result<(), ServerError> {
     crate::limits::fit_connections_to_fd_limit(&mut config);
-    let marks = Marks::from_records(&existing, config.time_zone());
-    info!(path = %log.path().display(), rows = existing.len(), "attendance csv open");
-    drop(existing);
 
     let token_path = config.admin_token_path();
     let (admin, source) =
@@ -191,7 +185,7 @@ async fn serve(
     };
 
     let metrics = Arc::new(Metrics::new());
-    let (writer, writer_task) = writer::spawn(log, Arc::clone(&metrics));
+    let (store, writer_task) = store::spawn(sink, index, Arc::clone(&metrics));
     let cancel = CancellationToken::new();
     let (signals, _) = broadcast::channel(4);
 
@@ -200,8 +194,7 @@ async fn serve(
         max_connections: config.max_connections,
         per_address: AddressSlots::new(config.max_per_address),
         classes: Classes::new(config.outbound_queue),
-        marks,
-        writer,
+        store,
         metrics,
         admin,
         signals,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use attendance_protocol::LineCodec;
-use attendance_server::storage::{CsvLog, LogFile};
+use attendance_server::store::{self, BatchSink as _, CsvSink, Index, LogFile, Mark, Recorded};
 use attendance_server::{Config, FsyncPolicy};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
@@ -52,14 +52,17 @@ impl<F: Fault> LogFile for Hooked<F> {
 }
 
 /// Opens the CSV at `csv` with `fault` in front of the file.
-async fn open_with(csv: &std::path::Path, fault: impl Fault) -> (CsvLog, u64) {
-    let (log, existing) = CsvLog::open(csv, FsyncPolicy::Always)
+async fn open_with(csv: &std::path::Path, fault: impl Fault) -> ((CsvSink, Index), u64) {
+    let (log, index) = store::open_csv(csv, FsyncPolicy::Always, jiff::tz::TimeZone::UTC)
         .await
         .expect("open csv");
-    assert!(existing.is_empty(), "a fresh file");
+    assert!(index.is_empty(), "a fresh file");
     let header_len = log.synced_len();
     (
-        log.wrap_file(move |inner| Box::new(Hooked { inner, fault })),
+        (
+            log.wrap_file(move |inner| Box::new(Hooked { inner, fault })),
+            index,
+        ),
         header_len,
     )
 }
@@ -92,7 +95,7 @@ struct Running {
 }
 
 impl Running {
-    async fn start(csv: &std::path::Path, log: CsvLog) -> Self {
+    async fn start(csv: &std::path::Path, log: (CsvSink, Index)) -> Self {
         let config = Config {
             csv: csv.to_owned(),
             class_length: Duration::ZERO,
@@ -107,7 +110,6 @@ impl Running {
             listener,
             config,
             log,
-            Vec::new(),
             async move {
                 let _ = stopped.await;
             },
@@ -262,26 +264,17 @@ async fn a_stuck_writer_does_not_answer_the_watchdog_ping_until_it_moves_again()
     let csv = dir.path().join("attendance.csv");
     let (release_tx, release) = std::sync::mpsc::channel();
     let (entered, entered_rx) = std::sync::mpsc::channel();
-    let (log, _) = open_with(&csv, Hanging { entered, release }).await;
+    let ((log, index), _) = open_with(&csv, Hanging { entered, release }).await;
     let metrics = std::sync::Arc::new(attendance_server::metrics::Metrics::new());
-    let (writer, task) = attendance_server::writer::spawn(log, metrics);
+    let (writer, task) = store::spawn(log, index, metrics);
 
     // Healthy: a ping with nothing queued is answered at once.
     writer.ping().await.expect("ping");
     // A mark gets stuck in its sync; a ping queued behind it must not be answered.
-    let record = attendance_server::storage::MarkRecord {
-        course: "CN".into(),
-        division: "D1".into(),
-        name: "Ann".into(),
-        roll: "1".into(),
-        status: "Present".into(),
-        marked_at: "2026-11-23T10:00:00.000Z".into(),
-        joined_at: "2026-11-23T09:00:00.000Z".into(),
-        client_addr: "127.0.0.1".into(),
-    };
+    let record = mark(1);
     let mark = tokio::spawn({
         let writer = writer.clone();
-        async move { writer.write(record.encode()).await }
+        async move { writer.record(record).await }
     });
     // Wait until the writer is inside the hanging sync.
     let entered_rx = tokio::task::spawn_blocking(move || {
@@ -303,7 +296,10 @@ async fn a_stuck_writer_does_not_answer_the_watchdog_ping_until_it_moves_again()
         .await
         .expect("answered once the sync completes");
     drop(entered_rx);
-    mark.await.expect("task").expect("mark acknowledged");
+    assert!(matches!(
+        mark.await.expect("task").expect("mark acknowledged"),
+        Recorded::New(_)
+    ));
     drop(writer);
     task.await.expect("writer ends");
 }
@@ -333,18 +329,24 @@ impl Fault for Observed {
     }
 }
 
-fn row(i: usize) -> Vec<u8> {
-    attendance_server::storage::MarkRecord {
-        course: "CN".into(),
-        division: "D1".into(),
-        name: format!("S{i}"),
-        roll: i.to_string(),
-        status: "Present".into(),
-        marked_at: "2026-11-23T10:00:00.000Z".into(),
-        joined_at: "2026-11-23T09:00:00.000Z".into(),
-        client_addr: "127.0.0.1".into(),
+/// Student `i`'s mark.
+fn mark(i: usize) -> Mark {
+    Mark {
+        id: attendance_protocol::StudentId::from_parts(
+            "CN",
+            "D1",
+            &format!("S{i}"),
+            &i.to_string(),
+        )
+        .expect("valid id"),
+        marked_at: "2026-11-23T10:00:00.000Z".parse().expect("ts"),
+        joined_at: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
+        addr: Some([127, 0, 0, 1].into()),
     }
-    .encode()
+}
+
+fn row(i: usize) -> Vec<u8> {
+    CsvSink::encode(&mark(i))
 }
 
 /// Appends one batch per entry of `slow` to a fresh CSV (its sync slow where `true`) and returns,
@@ -354,14 +356,14 @@ async fn sync_placement(slow: &[bool]) -> (Vec<bool>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("attendance.csv");
     let o = Observed::default();
-    let (log, _) = open_with(&csv, o.clone()).await;
+    let ((log, _), _) = open_with(&csv, o.clone()).await;
     let mut log = log.with_inline_io_max(FAST);
     let mut inline = Vec::new();
     for (i, &s) in slow.iter().enumerate() {
         o.slow.store(s, Ordering::SeqCst);
         let caller = std::thread::current().id();
         let r = row(i);
-        log.append(&[&r[..]]).await.expect("append");
+        log.commit(&[r]).await.expect("append");
         let synced_on = *o
             .threads
             .lock()
