@@ -18,6 +18,8 @@ const HEALTHY: u8 = 0;
 const DISK_FULL: u8 = 1;
 /// The write succeeds, the sync fails with EIO.
 const SYNC_FAILS: u8 = 2;
+/// Half the batch reaches the file, then ENOSPC, and cutting it back fails too (EIO).
+const CUT_FAILS: u8 = 3;
 
 /// What a test changes about the CSV file; everything not overridden goes to the real file.
 trait Fault: Send + std::fmt::Debug + 'static {
@@ -26,6 +28,9 @@ trait Fault: Send + std::fmt::Debug + 'static {
     }
     fn sync_data(&mut self, file: &mut dyn LogFile) -> std::io::Result<()> {
         file.sync_data()
+    }
+    fn truncate(&mut self, file: &mut dyn LogFile, len: u64) -> std::io::Result<()> {
+        file.truncate(len)
     }
 }
 
@@ -47,7 +52,7 @@ impl<F: Fault> LogFile for Hooked<F> {
         self.inner.sync_all()
     }
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
-        self.inner.truncate(len)
+        self.fault.truncate(self.inner.as_mut(), len)
     }
 }
 
@@ -73,7 +78,7 @@ struct Switch(Arc<AtomicU8>);
 
 impl Fault for Switch {
     fn append(&mut self, file: &mut dyn LogFile, bytes: &[u8]) -> std::io::Result<()> {
-        if self.0.load(Ordering::SeqCst) == DISK_FULL {
+        if matches!(self.0.load(Ordering::SeqCst), DISK_FULL | CUT_FAILS) {
             file.append(&bytes[..bytes.len() / 2])?;
             return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
         }
@@ -84,6 +89,12 @@ impl Fault for Switch {
             return Err(std::io::Error::from_raw_os_error(5)); // EIO
         }
         file.sync_data()
+    }
+    fn truncate(&mut self, file: &mut dyn LogFile, len: u64) -> std::io::Result<()> {
+        if self.0.load(Ordering::SeqCst) == CUT_FAILS {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        file.truncate(len)
     }
 }
 
@@ -390,4 +401,70 @@ async fn on_a_current_thread_runtime_every_sync_goes_to_the_pool() {
     let (inline, text) = sync_placement(&[false, false, false]).await;
     assert_eq!(inline, [false, false, false]);
     assert_eq!(text.lines().count(), 4, "header and three rows:\n{text}");
+}
+
+/// Defect 4 (issue 16), end to end: when the failed batch cannot be cut back off, the old
+/// writer appended the next mark after the torn bytes and acknowledged it (`OK PRESENT` for a
+/// row merged with the torn one). Now every mark is refused with `ERR STORAGE` until the file
+/// is reopened, even once the disk works again, and nothing more reaches the file.
+#[tokio::test]
+async fn after_a_failed_cut_marks_are_refused_with_err_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let (log, _) = open_with(&csv, Switch(Arc::clone(&mode))).await;
+    let server = Running::start(&csv, log).await;
+    let mut ann = Student::connect(server.addr).await;
+    assert!(ann.cmd("JOIN CN_D1_Ann_1").await.starts_with("OK JOIN"));
+    mode.store(CUT_FAILS, Ordering::SeqCst);
+    let reply = ann.cmd("PRESENT").await;
+    assert!(reply.starts_with("ERR STORAGE "), "{reply}");
+    let torn_len = std::fs::metadata(&csv).expect("meta").len();
+    mode.store(HEALTHY, Ordering::SeqCst);
+    for _ in 0..2 {
+        let reply = ann.cmd("PRESENT").await;
+        assert!(
+            reply.starts_with("ERR STORAGE "),
+            "refused until a reopen: {reply}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&csv).expect("meta").len(),
+        torn_len,
+        "nothing appended after the torn bytes"
+    );
+    assert_eq!(ann.cmd("PING").await, "OK PONG");
+    server.stop().await;
+}
+
+/// Defects 3 and 5 (issue 16), end to end: a second daemon on the CSV of a running one used
+/// to open it and append beside it. Now it stops at start-up with a configuration error (exit
+/// 78) that names the file.
+#[tokio::test]
+async fn a_second_daemon_on_the_same_csv_stops_with_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let (log, _) = open_with(&csv, Switch(Arc::new(AtomicU8::new(HEALTHY)))).await;
+    let server = Running::start(&csv, log).await;
+    let config = Config {
+        csv: csv.clone(),
+        admin_socket: Some(dir.path().join("second.sock")),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let second = tokio::time::timeout(
+        Duration::from_secs(15),
+        attendance_server::run(listener, config, std::future::pending()),
+    )
+    .await
+    .expect("the second daemon stops at once");
+    let err = second.expect_err("refused");
+    assert!(err.is_config(), "{err}");
+    assert!(
+        err.to_string().contains(&csv.display().to_string()),
+        "{err}"
+    );
+    server.stop().await;
 }
