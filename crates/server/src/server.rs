@@ -65,13 +65,13 @@ impl ServerError {
     /// True if the error is in the configuration or its files (exit code 78, EX_CONFIG), so a
     /// supervisor should not restart the daemon until someone fixes it.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            Self::Storage(e) if e.is_config()
-        ) || matches!(
-            self,
-            Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_)) | Self::Tls(_)
-        )
+        match self {
+            Self::Storage(e) => e.is_config(),
+            Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_)) | Self::Tls(_) => {
+                true
+            }
+            _ => false,
+        }
     }
 }
 

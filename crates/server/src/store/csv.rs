@@ -218,7 +218,7 @@ pub enum StorageError {
         /// What failed.
         reason: String,
     },
-    /// A record could not be parsed.
+    /// Reading the rows failed (while building the dedupe index at open).
     #[error("{path}: {source}")]
     Csv {
         /// The file.
@@ -508,16 +508,32 @@ impl Opened {
     ) -> Result<Self, StorageError> {
         let (file, lock, same) = open_locked(path, previous)?;
         let mut opened = Self { file, lock, len: 0 };
+        match opened.check(path, same.then_some(cut_to).flatten()) {
+            Ok(()) => Ok(opened),
+            Err(e) => {
+                // Reopening the same file released the old lock: keep this one in its place
+                // (a lock on the same file, so other daemons stay out).
+                if same {
+                    *previous = Some(opened.lock);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The checks of [`Opened::open`] on the freshly locked file, after cutting it back to
+    /// `cut_to` if given.
+    fn check(&mut self, path: &Path, cut_to: Option<u64>) -> Result<(), StorageError> {
         let io = StorageError::io(path);
-        let mut len = opened.file.metadata().map_err(io)?.len();
-        if let Some(cut) = cut_to.filter(|&cut| same && len > cut) {
+        let mut len = self.file.metadata().map_err(io)?.len();
+        if let Some(cut) = cut_to.filter(|&cut| len > cut) {
             warn!(path = %path.display(), dropped_bytes = len - cut, "cutting off what a failed write left");
-            opened.truncate_to(path, cut)?;
+            self.truncate_to(path, cut)?;
             len = cut;
         }
         let header = header_line();
         let head =
-            read_at(&opened.file, 0, PROBE.min(len as usize)).map_err(StorageError::io(path))?;
+            read_at(&self.file, 0, PROBE.min(len as usize)).map_err(StorageError::io(path))?;
         let torn_header = len > 0
             && !head.contains(&b'\n')
             && header.as_bytes().starts_with(&head)
@@ -526,10 +542,9 @@ impl Opened {
             // New, or a crash cut the header itself short: start the file afresh.
             if torn_header {
                 warn!(path = %path.display(), "csv holds only part of its header; rewriting it");
-                opened.truncate_to(path, 0)?;
+                self.truncate_to(path, 0)?;
             }
-            opened.create_header(path)?;
-            return Ok(opened);
+            return self.create_header(path);
         }
         let first_line_end = memchr::memchr(b'\n', &head).unwrap_or(head.len());
         let first = String::from_utf8_lossy(&head[..first_line_end]);
@@ -541,20 +556,20 @@ impl Opened {
                 expected: header,
             });
         }
-        opened.len = len;
-        let keep = complete_len(&opened.file, len).map_err(StorageError::io(path))?;
+        self.len = len;
+        let keep = complete_len(&self.file, len).map_err(StorageError::io(path))?;
         if keep < len {
             warn!(
                 path = %path.display(),
                 dropped_bytes = len - keep,
                 "csv ends with a torn line (crash during a write?); cutting it off"
             );
-            opened.truncate_to(path, keep)?;
+            self.truncate_to(path, keep)?;
             if keep == 0 {
-                opened.create_header(path)?;
+                self.create_header(path)?;
             }
         }
-        Ok(opened)
+        Ok(())
     }
 
     fn create_header(&mut self, path: &Path) -> Result<(), StorageError> {

@@ -252,6 +252,24 @@ async fn a_reopen_locks_the_new_file_and_releases_the_old() {
         .expect("the old file is released");
 }
 
+#[tokio::test]
+async fn a_failed_reopen_of_the_same_file_keeps_it_locked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.csv");
+    let mut sink = CsvSink::open(&path, FsyncPolicy::Always)
+        .await
+        .expect("open");
+    // Rewritten in place (the same inode): the reopen releases the old lock, takes a new one,
+    // then refuses the header.
+    std::fs::write(&path, "id,score\n").expect("write");
+    let err = sink.reopen().await.expect_err("foreign header");
+    assert!(matches!(err, StorageError::Header { .. }), "{err}");
+    let err = CsvSink::open(&path, FsyncPolicy::Always)
+        .await
+        .expect_err("still locked");
+    assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+}
+
 /// A file whose every operation can be made to fail, over the real file.
 #[derive(Debug)]
 struct Failing {
