@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt as _;
 use tracing::{error, info, warn};
 
 use super::index::{DaySpan, Index, jiff_timestamp};
-use super::{BatchSink, Mark};
+use super::{BatchSink, Held, Mark};
 use crate::config::FsyncPolicy;
 
 /// The header row. The first five columns are exactly the original project's.
@@ -815,7 +815,7 @@ impl BatchSink for CsvSink {
         encode_mark(mark)
     }
 
-    async fn commit(&mut self, rows: &[Vec<u8>]) -> Result<Vec<(usize, Timestamp)>, StorageError> {
+    async fn commit(&mut self, rows: &[Vec<u8>]) -> Result<Held, StorageError> {
         // A CSV has no unique key: every row is new (the writer's index found no earlier one).
         self.append(rows).await.map(|()| Vec::new())
     }
