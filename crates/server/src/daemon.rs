@@ -14,12 +14,10 @@ use tracing::{error, info, warn};
 
 use crate::admin::{AdminError, AdminToken, TokenSource};
 use crate::engine::{Engine, Parts, Signal};
-use crate::marks::Marks;
 use crate::ops::config::Config;
 use crate::ops::metrics::Metrics;
 use crate::ops::reload::ReloadReport;
-use crate::storage::{CsvLog, MarkRecord, StorageError};
-use crate::store::Store;
+use crate::store::{self, CsvSink, Index, StorageError};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +57,13 @@ impl ServerError {
     /// True if the error is in the configuration or its files (exit code 78, EX_CONFIG), so a
     /// supervisor should not restart the daemon until someone fixes it.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            Self::Storage(StorageError::Header { .. })
-                | Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_))
-                | Self::Tls(_)
-        )
+        match self {
+            Self::Storage(e) => e.is_config(),
+            Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_)) | Self::Tls(_) => {
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -79,8 +78,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let (log, existing) = CsvLog::open(&config.csv, config.fsync).await?;
-    run_with_log(listener, config, log, existing, shutdown).await
+    let csv = open(&config).await?;
+    run_with_log(listener, config, csv, shutdown).await
 }
 
 /// A request to a running server (sent by the binary on SIGHUP).
@@ -102,32 +101,36 @@ pub async fn run_controlled(
     shutdown: impl Future<Output = ()>,
     controls: mpsc::Receiver<Control>,
 ) -> Result<(), ServerError> {
-    let (log, existing) = CsvLog::open(&config.csv, config.fsync).await?;
-    serve(listener, config, log, existing, shutdown, controls).await
+    let csv = open(&config).await?;
+    serve(listener, config, csv, shutdown, controls).await
 }
 
-/// [`run`] on a CSV log that is already open, with the records it held (tests use this to
-/// inject storage faults).
+/// [`run`] on a CSV that is already open, with the dedupe index built from it
+/// ([`store::open_csv`]; tests use this to inject storage faults).
 ///
 /// # Errors
 /// [`ServerError`] if the admin token or the admin socket cannot be opened.
 pub async fn run_with_log(
     listener: TcpListener,
     config: Config,
-    log: CsvLog,
-    existing: Vec<MarkRecord>,
+    csv: (CsvSink, Index),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     // Nobody sends controls; the sender lives until the server ends.
     let (_keep, controls) = mpsc::channel(1);
-    serve(listener, config, log, existing, shutdown, controls).await
+    serve(listener, config, csv, shutdown, controls).await
+}
+
+/// Opens (and locks) the configured CSV, building the dedupe index from its recent rows.
+async fn open(config: &Config) -> Result<(CsvSink, Index), StorageError> {
+    let (startup, _) = config.split();
+    store::open_csv(&startup.csv, startup.fsync, startup.time_zone()).await
 }
 
 async fn serve(
     listener: TcpListener,
     config: Config,
-    log: CsvLog,
-    existing: Vec<MarkRecord>,
+    (sink, index): (CsvSink, Index),
     shutdown: impl Future<Output = ()>,
     controls: mpsc::Receiver<Control>,
 ) -> Result<(), ServerError> {
@@ -135,9 +138,7 @@ async fn serve(
         warn!("{warning}");
     }
     let (startup, live) = config.split();
-    let marks = Arc::new(Marks::from_records(&existing, startup.time_zone()));
-    info!(path = %log.path().display(), rows = existing.len(), "attendance csv open");
-    drop(existing);
+    info!(path = %sink.path().display(), marks_held = index.len(), "attendance csv open");
 
     let token_path = startup.admin_token_path();
     let (admin, source) =
@@ -158,12 +159,12 @@ async fn serve(
     };
 
     let metrics = Arc::new(Metrics::new());
-    let (writer, writer_task) = crate::writer::spawn(log, Arc::clone(&metrics));
+    let (store, writer_task) = store::spawn(sink, index, Arc::clone(&metrics));
     let cancel = CancellationToken::new();
     let engine = Arc::new(Engine::new(Parts {
         startup,
         live,
-        store: Store::new(writer, marks),
+        store,
         metrics,
         admin,
         shutdown: cancel.clone(),

@@ -220,24 +220,28 @@ impl Engine {
 }
 
 /// An engine for unit tests: the given settings, the admin token `secret`, and a store over a
-/// CSV in a private temporary directory (kept as long as the returned guard).
+/// CSV in a private temporary directory (kept as long as the returned guard); `wrap` may wrap
+/// the CSV (to inject faults).
 #[cfg(test)]
 pub(crate) async fn for_tests(
     config: crate::Config,
-    log: impl FnOnce(crate::storage::CsvLog) -> crate::storage::CsvLog,
+    wrap: impl FnOnce(crate::store::CsvSink) -> crate::store::CsvSink,
 ) -> (Arc<Engine>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (csv, _) = crate::storage::CsvLog::open(&dir.path().join("a.csv"), config.fsync)
-        .await
-        .expect("csv");
-    let metrics = Arc::new(Metrics::new());
-    let (writer, _task) = crate::writer::spawn(log(csv), Arc::clone(&metrics));
     let (startup, live) = config.split();
-    let marks = Arc::new(crate::marks::Marks::from_records(&[], startup.time_zone()));
+    let (csv, index) = crate::store::open_csv(
+        &dir.path().join("a.csv"),
+        startup.fsync,
+        startup.time_zone(),
+    )
+    .await
+    .expect("csv");
+    let metrics = Arc::new(Metrics::new());
+    let (store, _task) = crate::store::spawn(wrap(csv), index, Arc::clone(&metrics));
     let engine = Engine::new(Parts {
         startup,
         live,
-        store: Store::new(writer, marks),
+        store,
         metrics,
         admin: AdminToken::from_secret("secret"),
         shutdown: CancellationToken::new(),

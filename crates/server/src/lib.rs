@@ -24,14 +24,10 @@ pub mod daemon;
 pub mod engine;
 mod hashing;
 pub mod hub;
-pub mod marks;
 pub mod ops;
 pub mod session;
-pub mod storage;
-#[path = "store_shim.rs"]
 pub mod store;
 pub mod transport;
-pub mod writer;
 
 pub use daemon::{Control, ServerError, run, run_controlled, run_with_log};
 pub use ops::config::{self, Config, ConfigError, FsyncPolicy};

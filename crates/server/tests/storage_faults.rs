@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use attendance_protocol::LineCodec;
-use attendance_server::storage::{CsvLog, LogFile};
+use attendance_server::store::{self, BatchSink as _, CsvSink, Index, LogFile, Mark, Recorded};
 use attendance_server::{Config, FsyncPolicy};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
@@ -18,6 +18,8 @@ const HEALTHY: u8 = 0;
 const DISK_FULL: u8 = 1;
 /// The write succeeds, the sync fails with EIO.
 const SYNC_FAILS: u8 = 2;
+/// Half the batch reaches the file, then ENOSPC, and cutting it back fails too (EIO).
+const CUT_FAILS: u8 = 3;
 
 /// What a test changes about the CSV file; everything not overridden goes to the real file.
 trait Fault: Send + std::fmt::Debug + 'static {
@@ -26,6 +28,9 @@ trait Fault: Send + std::fmt::Debug + 'static {
     }
     fn sync_data(&mut self, file: &mut dyn LogFile) -> std::io::Result<()> {
         file.sync_data()
+    }
+    fn truncate(&mut self, file: &mut dyn LogFile, len: u64) -> std::io::Result<()> {
+        file.truncate(len)
     }
 }
 
@@ -47,19 +52,22 @@ impl<F: Fault> LogFile for Hooked<F> {
         self.inner.sync_all()
     }
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
-        self.inner.truncate(len)
+        self.fault.truncate(self.inner.as_mut(), len)
     }
 }
 
 /// Opens the CSV at `csv` with `fault` in front of the file.
-async fn open_with(csv: &std::path::Path, fault: impl Fault) -> (CsvLog, u64) {
-    let (log, existing) = CsvLog::open(csv, FsyncPolicy::Always)
+async fn open_with(csv: &std::path::Path, fault: impl Fault) -> ((CsvSink, Index), u64) {
+    let (log, index) = store::open_csv(csv, FsyncPolicy::Always, jiff::tz::TimeZone::UTC)
         .await
         .expect("open csv");
-    assert!(existing.is_empty(), "a fresh file");
+    assert!(index.is_empty(), "a fresh file");
     let header_len = log.synced_len();
     (
-        log.wrap_file(move |inner| Box::new(Hooked { inner, fault })),
+        (
+            log.wrap_file(move |inner| Box::new(Hooked { inner, fault })),
+            index,
+        ),
         header_len,
     )
 }
@@ -70,7 +78,7 @@ struct Switch(Arc<AtomicU8>);
 
 impl Fault for Switch {
     fn append(&mut self, file: &mut dyn LogFile, bytes: &[u8]) -> std::io::Result<()> {
-        if self.0.load(Ordering::SeqCst) == DISK_FULL {
+        if matches!(self.0.load(Ordering::SeqCst), DISK_FULL | CUT_FAILS) {
             file.append(&bytes[..bytes.len() / 2])?;
             return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
         }
@@ -82,6 +90,12 @@ impl Fault for Switch {
         }
         file.sync_data()
     }
+    fn truncate(&mut self, file: &mut dyn LogFile, len: u64) -> std::io::Result<()> {
+        if self.0.load(Ordering::SeqCst) == CUT_FAILS {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        file.truncate(len)
+    }
 }
 
 /// The daemon, in-process on 127.0.0.1:0 with 0-second classes, over a prepared CSV log.
@@ -92,7 +106,7 @@ struct Running {
 }
 
 impl Running {
-    async fn start(csv: &std::path::Path, log: CsvLog) -> Self {
+    async fn start(csv: &std::path::Path, log: (CsvSink, Index)) -> Self {
         let config = Config {
             csv: csv.to_owned(),
             class_length: Duration::ZERO,
@@ -107,7 +121,6 @@ impl Running {
             listener,
             config,
             log,
-            Vec::new(),
             async move {
                 let _ = stopped.await;
             },
@@ -262,26 +275,17 @@ async fn a_stuck_writer_does_not_answer_the_watchdog_ping_until_it_moves_again()
     let csv = dir.path().join("attendance.csv");
     let (release_tx, release) = std::sync::mpsc::channel();
     let (entered, entered_rx) = std::sync::mpsc::channel();
-    let (log, _) = open_with(&csv, Hanging { entered, release }).await;
+    let ((log, index), _) = open_with(&csv, Hanging { entered, release }).await;
     let metrics = std::sync::Arc::new(attendance_server::metrics::Metrics::new());
-    let (writer, task) = attendance_server::writer::spawn(log, metrics);
+    let (writer, task) = store::spawn(log, index, metrics);
 
     // Healthy: a ping with nothing queued is answered at once.
     writer.ping().await.expect("ping");
     // A mark gets stuck in its sync; a ping queued behind it must not be answered.
-    let record = attendance_server::storage::MarkRecord {
-        course: "CN".into(),
-        division: "D1".into(),
-        name: "Ann".into(),
-        roll: "1".into(),
-        status: "Present".into(),
-        marked_at: "2026-11-23T10:00:00.000Z".into(),
-        joined_at: "2026-11-23T09:00:00.000Z".into(),
-        client_addr: "127.0.0.1".into(),
-    };
+    let record = mark(1);
     let mark = tokio::spawn({
         let writer = writer.clone();
-        async move { writer.write(record.encode()).await }
+        async move { writer.record(record).await }
     });
     // Wait until the writer is inside the hanging sync.
     let entered_rx = tokio::task::spawn_blocking(move || {
@@ -303,7 +307,10 @@ async fn a_stuck_writer_does_not_answer_the_watchdog_ping_until_it_moves_again()
         .await
         .expect("answered once the sync completes");
     drop(entered_rx);
-    mark.await.expect("task").expect("mark acknowledged");
+    assert!(matches!(
+        mark.await.expect("task").expect("mark acknowledged"),
+        Recorded::New(_)
+    ));
     drop(writer);
     task.await.expect("writer ends");
 }
@@ -333,18 +340,24 @@ impl Fault for Observed {
     }
 }
 
-fn row(i: usize) -> Vec<u8> {
-    attendance_server::storage::MarkRecord {
-        course: "CN".into(),
-        division: "D1".into(),
-        name: format!("S{i}"),
-        roll: i.to_string(),
-        status: "Present".into(),
-        marked_at: "2026-11-23T10:00:00.000Z".into(),
-        joined_at: "2026-11-23T09:00:00.000Z".into(),
-        client_addr: "127.0.0.1".into(),
+/// Student `i`'s mark.
+fn mark(i: usize) -> Mark {
+    Mark {
+        id: attendance_protocol::StudentId::from_parts(
+            "CN",
+            "D1",
+            &format!("S{i}"),
+            &i.to_string(),
+        )
+        .expect("valid id"),
+        marked_at: "2026-11-23T10:00:00.000Z".parse().expect("ts"),
+        joined_at: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
+        addr: Some([127, 0, 0, 1].into()),
     }
-    .encode()
+}
+
+fn row(i: usize) -> Vec<u8> {
+    CsvSink::encode(&mark(i))
 }
 
 /// Appends one batch per entry of `slow` to a fresh CSV (its sync slow where `true`) and returns,
@@ -354,14 +367,14 @@ async fn sync_placement(slow: &[bool]) -> (Vec<bool>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("attendance.csv");
     let o = Observed::default();
-    let (log, _) = open_with(&csv, o.clone()).await;
+    let ((log, _), _) = open_with(&csv, o.clone()).await;
     let mut log = log.with_inline_io_max(FAST);
     let mut inline = Vec::new();
     for (i, &s) in slow.iter().enumerate() {
         o.slow.store(s, Ordering::SeqCst);
         let caller = std::thread::current().id();
         let r = row(i);
-        log.append(&[&r[..]]).await.expect("append");
+        log.commit(&[r]).await.expect("append");
         let synced_on = *o
             .threads
             .lock()
@@ -388,4 +401,70 @@ async fn on_a_current_thread_runtime_every_sync_goes_to_the_pool() {
     let (inline, text) = sync_placement(&[false, false, false]).await;
     assert_eq!(inline, [false, false, false]);
     assert_eq!(text.lines().count(), 4, "header and three rows:\n{text}");
+}
+
+/// Defect 4 (issue 16), end to end: when the failed batch cannot be cut back off, the old
+/// writer appended the next mark after the torn bytes and acknowledged it (`OK PRESENT` for a
+/// row merged with the torn one). Now every mark is refused with `ERR STORAGE` until the file
+/// is reopened, even once the disk works again, and nothing more reaches the file.
+#[tokio::test]
+async fn after_a_failed_cut_marks_are_refused_with_err_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let (log, _) = open_with(&csv, Switch(Arc::clone(&mode))).await;
+    let server = Running::start(&csv, log).await;
+    let mut ann = Student::connect(server.addr).await;
+    assert!(ann.cmd("JOIN CN_D1_Ann_1").await.starts_with("OK JOIN"));
+    mode.store(CUT_FAILS, Ordering::SeqCst);
+    let reply = ann.cmd("PRESENT").await;
+    assert!(reply.starts_with("ERR STORAGE "), "{reply}");
+    let torn_len = std::fs::metadata(&csv).expect("meta").len();
+    mode.store(HEALTHY, Ordering::SeqCst);
+    for _ in 0..2 {
+        let reply = ann.cmd("PRESENT").await;
+        assert!(
+            reply.starts_with("ERR STORAGE "),
+            "refused until a reopen: {reply}"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&csv).expect("meta").len(),
+        torn_len,
+        "nothing appended after the torn bytes"
+    );
+    assert_eq!(ann.cmd("PING").await, "OK PONG");
+    server.stop().await;
+}
+
+/// Defects 3 and 5 (issue 16), end to end: a second daemon on the CSV of a running one used
+/// to open it and append beside it. Now it stops at start-up with a configuration error (exit
+/// 78) that names the file.
+#[tokio::test]
+async fn a_second_daemon_on_the_same_csv_stops_with_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("attendance.csv");
+    let (log, _) = open_with(&csv, Switch(Arc::new(AtomicU8::new(HEALTHY)))).await;
+    let server = Running::start(&csv, log).await;
+    let config = Config {
+        csv: csv.clone(),
+        admin_socket: Some(dir.path().join("second.sock")),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let second = tokio::time::timeout(
+        Duration::from_secs(15),
+        attendance_server::run(listener, config, std::future::pending()),
+    )
+    .await
+    .expect("the second daemon stops at once");
+    let err = second.expect_err("refused");
+    assert!(err.is_config(), "{err}");
+    assert!(
+        err.to_string().contains(&csv.display().to_string()),
+        "{err}"
+    );
+    server.stop().await;
 }

@@ -168,7 +168,6 @@ impl Session {
         };
         match self.engine.store.record(mark).await {
             Ok(Recorded::New(at)) => {
-                self.engine.metrics.marked();
                 if let Some(seat) = &self.seat {
                     let id = &seat.membership.id;
                     debug!(student = %id, "marked present");

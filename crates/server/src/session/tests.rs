@@ -469,7 +469,7 @@ async fn shutdown_needs_the_token_on_the_network_and_nothing_on_the_admin_socket
 async fn a_mark_that_cannot_be_stored_is_refused_and_can_be_asked_again() {
     #[derive(Debug)]
     struct Failing;
-    impl crate::storage::LogFile for Failing {
+    impl crate::store::LogFile for Failing {
         fn append(&mut self, _: &[u8]) -> std::io::Result<()> {
             Err(std::io::Error::other("disk full"))
         }

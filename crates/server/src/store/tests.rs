@@ -1,0 +1,282 @@
+//! Tests of the store's rules, over an in-memory sink: deduplication behind the store, the
+//! index updated only once a batch is durable, and a sink's own unique key.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Semaphore;
+
+use super::*;
+
+/// What the fake sink was given and how it answers.
+#[derive(Debug, Default)]
+struct Log {
+    /// Each committed batch's rows (the marked_at of each).
+    batches: Vec<Vec<String>>,
+    /// Fail the next commits.
+    fail: bool,
+    /// Rows the sink already holds (a database's unique key): roll → marked_at.
+    held: Vec<(String, Timestamp)>,
+}
+
+/// An in-memory sink whose commits wait for a permit, so a test can queue marks while the
+/// writer is held up in a commit, and then let a whole batch through at once.
+#[derive(Debug)]
+struct Memory {
+    log: Arc<Mutex<Log>>,
+    gate: Arc<Semaphore>,
+    /// Told each time a commit begins.
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl BatchSink for Memory {
+    /// (roll, marked_at).
+    type Row = (String, Timestamp);
+
+    fn encode(mark: &Mark) -> Self::Row {
+        (mark.id.roll.to_string(), mark.marked_at)
+    }
+
+    async fn commit(&mut self, rows: &[Self::Row]) -> Result<Held, StorageError> {
+        let _ = self.entered.send(());
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.fail {
+            return Err(StorageError::Refusing {
+                path: "memory".into(),
+                reason: "failing".into(),
+            });
+        }
+        let mut held = Vec::new();
+        let mut kept = Vec::new();
+        for (i, (roll, at)) in rows.iter().enumerate() {
+            match log.held.iter().find(|(r, _)| r == roll) {
+                Some(&(_, first)) => held.push((i, first)),
+                None => kept.push(at.to_wire().to_string()),
+            }
+        }
+        log.batches.push(kept);
+        Ok(held)
+    }
+
+    async fn reopen(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn last_sync(&self) -> Option<Duration> {
+        None
+    }
+
+    fn commit_delay(&self) -> bool {
+        false
+    }
+}
+
+fn mark(roll: &str, at: &str) -> Mark {
+    Mark {
+        id: StudentId::from_parts("CN", "D1", "Ann", roll).expect("valid id"),
+        marked_at: at.parse().expect("ts"),
+        joined_at: at.parse().expect("ts"),
+        addr: None,
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("ts")
+}
+
+struct Fixture {
+    store: Store,
+    task: tokio::task::JoinHandle<()>,
+    log: Arc<Mutex<Log>>,
+    gate: Arc<Semaphore>,
+    entered: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+fn start() -> Fixture {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let gate = Arc::new(Semaphore::new(0));
+    let (tell, entered) = tokio::sync::mpsc::unbounded_channel();
+    let sink = Memory {
+        log: Arc::clone(&log),
+        gate: Arc::clone(&gate),
+        entered: tell,
+    };
+    let (store, task) = spawn(
+        sink,
+        Index::new(jiff::tz::TimeZone::UTC),
+        Arc::new(Metrics::new()),
+    );
+    Fixture {
+        store,
+        task,
+        log,
+        gate,
+        entered,
+    }
+}
+
+impl Fixture {
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the writer is in a commit (held there until the gate opens).
+    async fn in_commit(&mut self) {
+        self.entered
+            .recv()
+            .await
+            .expect("the writer entered a commit");
+    }
+
+    async fn stop(self) {
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+        drop(self.store);
+        self.task.await.expect("writer ends");
+    }
+}
+
+#[tokio::test]
+async fn a_mark_already_durable_is_existing_and_not_written_again() {
+    let f = start();
+    f.gate.add_permits(1);
+    let first = f.store.record(mark("1", "2026-11-23T08:00:00.000Z")).await;
+    assert_eq!(first, Ok(Recorded::New(ts("2026-11-23T08:00:00.000Z"))));
+    let again = f.store.record(mark("1", "2026-11-23T09:00:00.000Z")).await;
+    assert_eq!(
+        again,
+        Ok(Recorded::Existing(ts("2026-11-23T08:00:00.000Z")))
+    );
+    // Another day is a new mark.
+    f.gate.add_permits(1);
+    let next_day = f.store.record(mark("1", "2026-11-24T09:00:00.000Z")).await;
+    assert_eq!(next_day, Ok(Recorded::New(ts("2026-11-24T09:00:00.000Z"))));
+    assert_eq!(f.log().batches.len(), 2, "the repeat was not written");
+    assert_eq!(f.store.marks_today(ts("2026-11-24T12:00:00.000Z")), 1);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn two_marks_of_a_student_in_one_batch_write_the_first_and_answer_the_second_after_it() {
+    let mut f = start();
+    // The writer is held in the commit of a first mark while the next ones queue up.
+    let held = tokio::spawn({
+        let store = f.store.clone();
+        async move { store.record(mark("9", "2026-11-23T07:00:00.000Z")).await }
+    });
+    f.in_commit().await;
+    let a = tokio::spawn({
+        let store = f.store.clone();
+        async move { store.record(mark("1", "2026-11-23T08:00:00.000Z")).await }
+    });
+    let b = tokio::spawn({
+        let store = f.store.clone();
+        async move { store.record(mark("1", "2026-11-23T08:00:05.000Z")).await }
+    });
+    // Bounded: both marks queue within a few passes.
+    for _ in 0..10_000 {
+        if f.store.queued() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(f.store.queued(), 2);
+    let id = mark("1", "2026-11-23T08:00:00.000Z").id;
+    let noon = ts("2026-11-23T12:00:00.000Z");
+    assert_eq!(f.store.marked_at(&id.class, &id.roll, noon), None);
+    f.gate.add_permits(2);
+    assert!(matches!(held.await.expect("task"), Ok(Recorded::New(_))));
+    assert_eq!(
+        a.await.expect("task"),
+        Ok(Recorded::New(ts("2026-11-23T08:00:00.000Z")))
+    );
+    assert_eq!(
+        b.await.expect("task"),
+        Ok(Recorded::Existing(ts("2026-11-23T08:00:00.000Z")))
+    );
+    assert_eq!(
+        f.log().batches,
+        vec![
+            vec!["2026-11-23T07:00:00.000Z".to_owned()],
+            vec!["2026-11-23T08:00:00.000Z".to_owned()]
+        ],
+        "one row for the two marks"
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn the_index_changes_only_once_the_batch_is_durable() {
+    let mut f = start();
+    f.log().fail = true;
+    let pending = tokio::spawn({
+        let store = f.store.clone();
+        async move { store.record(mark("1", "2026-11-23T08:00:00.000Z")).await }
+    });
+    f.in_commit().await;
+    let id = mark("1", "2026-11-23T08:00:00.000Z").id;
+    let noon = ts("2026-11-23T12:00:00.000Z");
+    assert_eq!(
+        f.store.marked_at(&id.class, &id.roll, noon),
+        None,
+        "not durable yet"
+    );
+    f.gate.add_permits(1);
+    assert!(matches!(
+        pending.await.expect("task"),
+        Err(StoreError::Storage(_))
+    ));
+    assert_eq!(
+        f.store.marked_at(&id.class, &id.roll, noon),
+        None,
+        "never durable"
+    );
+    assert_eq!(f.store.marks_today(noon), 0);
+    f.log().fail = false;
+    f.gate.add_permits(1);
+    let ok = f.store.record(mark("1", "2026-11-23T08:30:00.000Z")).await;
+    assert_eq!(ok, Ok(Recorded::New(ts("2026-11-23T08:30:00.000Z"))));
+    assert_eq!(
+        f.store.marked_at(&id.class, &id.roll, noon),
+        Some(ts("2026-11-23T08:30:00.000Z"))
+    );
+    assert_eq!(f.store.marks_today(noon), 1);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_row_the_sink_already_holds_is_existing_with_the_sinks_time() {
+    let f = start();
+    f.log()
+        .held
+        .push(("1".into(), ts("2026-11-23T06:00:00.000Z")));
+    f.gate.add_permits(2);
+    let r = f.store.record(mark("1", "2026-11-23T08:00:00.000Z")).await;
+    assert_eq!(r, Ok(Recorded::Existing(ts("2026-11-23T06:00:00.000Z"))));
+    let id = mark("1", "2026-11-23T08:00:00.000Z").id;
+    assert_eq!(
+        f.store
+            .marked_at(&id.class, &id.roll, ts("2026-11-23T12:00:00.000Z")),
+        Some(ts("2026-11-23T06:00:00.000Z"))
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_store_says_so() {
+    let f = start();
+    f.gate.add_permits(1);
+    f.store.ping().await.expect("ping");
+    f.store.reopen().await.expect("reopen");
+    f.task.abort();
+    let _ = f.task.await;
+    assert_eq!(
+        f.store.record(mark("1", "2026-11-23T08:00:00.000Z")).await,
+        Err(StoreError::Closed)
+    );
+}

@@ -1,0 +1,251 @@
+//! The writer task: the only owner of the sink after start-up, and the only one to add to the
+//! dedupe index.
+//!
+//! [`crate::store::Store`] handles send requests over a bounded channel, each with a oneshot
+//! for its answer. The task takes everything queued (group commit); a mark whose student is
+//! already durably marked that day is answered `Existing` at once, a second mark of a student
+//! in the same batch waits for the first's commit and is answered `Existing` with its time; the
+//! rest is committed in one durable write, then added to the index, then acknowledged, so a
+//! `New` always means "on disk", and a thousand marks in the same moment cost one `fdatasync`.
+//! It ends when the last sender is dropped, after a final sync.
+//!
+//! Besides marks, the queue carries two control requests in order with the marks: `Reopen`
+//! (SIGHUP: finish the current file and open the configured path afresh, for log rotation) and
+//! `Ping` (the systemd watchdog: answered only when the writer gets to it, so a writer stuck in
+//! a write or sync stops the watchdog pings).
+
+use std::sync::Arc;
+
+use attendance_protocol::{ClassKey, Field, StudentId, Timestamp};
+use jiff::civil::Date;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error};
+
+use super::{BatchSink, ErasedRow, Index, Mark, Recorded, StoreError};
+use crate::hashing::Map;
+use crate::metrics::Metrics;
+
+/// Most requests taken as one batch.
+const MAX_BATCH: usize = 4096;
+/// Most scheduler passes the writer waits for more marks before a sync.
+const GATHER_PASSES: usize = 32;
+/// Requests that may wait for the writer; further senders wait for room (backpressure).
+pub(super) const QUEUE: usize = 8192;
+
+/// The answer to one mark.
+type Ack = oneshot::Sender<Result<Recorded, StoreError>>;
+
+/// A mark to record, encoded by its sender, with the channel its answer goes back on.
+pub(super) struct Pending {
+    pub(super) mark: Mark,
+    pub(super) row: ErasedRow,
+    pub(super) ack: Ack,
+}
+
+/// What the writer task is asked to do, in queue order.
+pub(super) enum Request {
+    Mark(Pending),
+    Reopen(oneshot::Sender<Result<(), String>>),
+    Ping(oneshot::Sender<()>),
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mark(p) => f.debug_tuple("Mark").field(&p.mark).finish(),
+            Self::Reopen(_) => f.write_str("Reopen"),
+            Self::Ping(_) => f.write_str("Ping"),
+        }
+    }
+}
+
+/// A mark of the batch that is to be written.
+struct New {
+    id: StudentId,
+    date: Date,
+    at: Timestamp,
+    ack: Ack,
+}
+
+/// A mark of the batch whose student is already in it: answered after the commit.
+struct Repeat {
+    id: StudentId,
+    /// The first mark's time.
+    first: Timestamp,
+    ack: Ack,
+}
+
+/// The batch being gathered: rows in the sink's type, and who waits for them.
+struct Batch<R> {
+    rows: Vec<R>,
+    news: Vec<New>,
+    repeats: Vec<Repeat>,
+    /// (class, roll, day) of every mark in `news`, with its time.
+    keys: Map<(ClassKey, Field, Date), Timestamp>,
+}
+
+impl<R: Send + 'static> Batch<R> {
+    fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            news: Vec::new(),
+            repeats: Vec::new(),
+            keys: Map::default(),
+        }
+    }
+
+    /// Sorts `p` into the batch, or answers it at once if its student is durably marked.
+    fn add(&mut self, p: Pending, index: &Index) {
+        let Pending { mark, row, ack } = p;
+        let id = mark.id;
+        let (date, durable) = index.classify(&id.class, &id.roll, mark.marked_at);
+        if let Some(at) = durable {
+            let _ = ack.send(Ok(Recorded::Existing(at)));
+            return;
+        }
+        let key = (id.class.clone(), id.roll.clone(), date);
+        if let Some(&first) = self.keys.get(&key) {
+            self.repeats.push(Repeat { id, first, ack });
+            return;
+        }
+        let Ok(row) = row.downcast::<R>() else {
+            // Cannot happen: the store's encoder is the sink's (`spawn` pairs them).
+            let _ = ack.send(Err(StoreError::Storage(
+                "internal error: a row of another sink".to_owned(),
+            )));
+            return;
+        };
+        self.keys.insert(key, mark.marked_at);
+        self.rows.push(*row);
+        self.news.push(New {
+            id,
+            date,
+            at: mark.marked_at,
+            ack,
+        });
+    }
+}
+
+pub(super) async fn run<S: BatchSink>(
+    mut sink: S,
+    index: Arc<Index>,
+    mut rx: mpsc::Receiver<Request>,
+    metrics: Arc<Metrics>,
+) {
+    // Grown on demand: a quiet daemon does not hold room for a 4096-mark batch.
+    let mut queue: Vec<Request> = Vec::new();
+    let mut batch = Batch::<S::Row>::new();
+    while rx.recv_many(&mut queue, MAX_BATCH).await > 0 {
+        if sink.commit_delay() {
+            gather_more(&mut rx, &mut queue).await;
+        }
+        for request in queue.drain(..) {
+            match request {
+                Request::Mark(p) => batch.add(p, &index),
+                Request::Ping(done) => {
+                    commit(&mut sink, &mut batch, &index, &metrics).await;
+                    let _ = done.send(());
+                }
+                Request::Reopen(done) => {
+                    commit(&mut sink, &mut batch, &index, &metrics).await;
+                    let reopened = sink.reopen().await.map_err(|e| {
+                        error!(error = %e, "cannot reopen the csv; still writing the old file");
+                        e.to_string()
+                    });
+                    let _ = done.send(reopened);
+                }
+            }
+        }
+        commit(&mut sink, &mut batch, &index, &metrics).await;
+    }
+    if let Err(e) = sink.sync().await {
+        error!(error = %e, "final sync of the store failed");
+    }
+    debug!("writer finished");
+}
+
+/// Commit delay (PostgreSQL's `commit_delay`): before paying for a sync, let the connections
+/// that are about to send their marks run, and take what they queue, until a pass brings
+/// nothing new. Without it the writer syncs the first few requests after each sync while the
+/// rest, a moment later, wait for the sync after that. Bounded by [`GATHER_PASSES`].
+async fn gather_more(rx: &mut mpsc::Receiver<Request>, queue: &mut Vec<Request>) {
+    for _ in 0..GATHER_PASSES {
+        tokio::task::yield_now().await;
+        let before = queue.len();
+        while queue.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => queue.push(r),
+                Err(_) => break,
+            }
+        }
+        if queue.len() == before {
+            break;
+        }
+    }
+}
+
+/// Commits the batch's rows as one, then adds them to the index, then answers every mark in
+/// it (group commit).
+async fn commit<S: BatchSink>(
+    sink: &mut S,
+    batch: &mut Batch<S::Row>,
+    index: &Index,
+    metrics: &Metrics,
+) {
+    if batch.news.is_empty() && batch.repeats.is_empty() {
+        return;
+    }
+    let result = if batch.rows.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let result = sink.commit(&batch.rows).await;
+        metrics.batch(batch.rows.len(), result.as_ref().ok().and(sink.last_sync()));
+        result
+    };
+    batch.rows.clear();
+    batch.keys.clear();
+    match result {
+        Ok(held) => {
+            debug!(batch = batch.news.len(), held = held.len(), "batch durable");
+            let mut answers: Vec<Recorded> =
+                batch.news.iter().map(|n| Recorded::New(n.at)).collect();
+            for (i, at) in held {
+                if let Some(a) = answers.get_mut(i) {
+                    *a = Recorded::Existing(at);
+                }
+            }
+            index.insert_all(
+                batch
+                    .news
+                    .iter()
+                    .zip(&answers)
+                    .map(|(n, a)| (&n.id.class, &n.id.roll, n.date, a.marked_at())),
+            );
+            for (n, answer) in batch.news.drain(..).zip(answers) {
+                if matches!(answer, Recorded::New(_)) {
+                    metrics.marked();
+                }
+                // The caller may have gone; its mark is durable all the same.
+                let _ = n.ack.send(Ok(answer));
+            }
+            for r in batch.repeats.drain(..) {
+                // The first mark's day is `r.date`: what the index holds for it now stands.
+                let at = index
+                    .classify(&r.id.class, &r.id.roll, r.first)
+                    .1
+                    .unwrap_or(r.first);
+                let _ = r.ack.send(Ok(Recorded::Existing(at)));
+            }
+        }
+        Err(e) => {
+            error!(error = %e, batch = batch.news.len(), "could not write marks; none acknowledged");
+            let e = StoreError::Storage(e.to_string());
+            for n in batch.news.drain(..) {
+                let _ = n.ack.send(Err(e.clone()));
+            }
+            for r in batch.repeats.drain(..) {
+                let _ = r.ack.send(Err(e.clone()));
+            }
+        }
+    }
+}
