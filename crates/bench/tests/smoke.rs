@@ -2,9 +2,8 @@
 //! checking correctness only — counts, no lost deliveries, CSV rows = acknowledged marks — never
 //! timing. With `redis-server` installed, one scenario also runs with `--compare redis`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
@@ -12,40 +11,10 @@ use serde_json::Value;
 /// The `attendanced` of this profile (`target/<profile>/attendanced`), built on first use with
 /// the cargo that runs the tests, so the smoke test never runs a stale daemon.
 fn daemon_bin() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build_daemon().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)?;
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/smoke-<hash> → target/<profile>/attendanced
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable lives in target/<profile>/deps")?;
-    let path = dir.join("attendanced");
-    ensure!(path.is_file(), "{} was not built", path.display());
-    Ok(path)
-}
-
-fn build_daemon() -> Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(()); // not run by cargo: use what is there
-    };
-    let release = std::env::current_exe()?
-        .components()
-        .any(|c| c.as_os_str() == "release");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--bins", "-p", "attendance-server"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .context("running cargo build for attendanced")?;
-    ensure!(status.success(), "building attendanced failed");
-    Ok(())
+    Ok(attendance_testkit::cargo_binary(
+        "attendanced",
+        &["attendance-server"],
+    )?)
 }
 
 /// Runs the bench against the debug daemon; expects exit 0 and returns its JSON lines.
