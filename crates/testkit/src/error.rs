@@ -10,7 +10,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum KitError {
     /// The program could not be started (missing, not executable, …).
-    #[error("cannot start {}: {source}", program.display())]
+    #[error("cannot start {}", program.display())]
     Spawn {
         /// The program.
         program: PathBuf,
@@ -38,10 +38,10 @@ pub enum KitError {
     #[error("the process did not exit within {0:?} (killed)")]
     NoExit(Duration),
     /// Waiting for the process failed.
-    #[error("waiting for the process: {0}")]
+    #[error("waiting for the process")]
     Wait(#[from] io::Error),
     /// A signal could not be sent.
-    #[error("cannot signal the process: {0}")]
+    #[error("cannot signal the process")]
     Signal(#[from] nix::errno::Errno),
     /// `cargo build` for the binaries under test failed or could not run.
     #[error("building {what}: {why}")]

@@ -76,10 +76,18 @@ pub struct Spawn {
 
 impl Spawn {
     /// A child running `program`, with no arguments, this process's environment, stdin from
-    /// `/dev/null`, and its stderr followed.
+    /// `/dev/null`, and its stderr followed. A relative path with a directory in it
+    /// (`target/release/attendanced`) is taken from this process's working directory, not the
+    /// child's.
     pub fn new(program: impl Into<PathBuf>) -> Self {
+        let program = program.into();
+        let program = if program.is_relative() && program.components().count() > 1 {
+            std::path::absolute(&program).unwrap_or(program)
+        } else {
+            program
+        };
         Self {
-            program: program.into(),
+            program,
             args: Vec::new(),
             env: Vec::new(),
             env_remove_prefixes: Vec::new(),
