@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use attendance_testkit::{KitError, LISTENING, Process, Spawn};
 
@@ -16,7 +16,7 @@ use attendance_testkit::{KitError, LISTENING, Process, Spawn};
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The CSV file name inside the run's directory.
-const CSV_NAME: &str = "attendance.csv";
+pub(crate) const CSV_NAME: &str = "attendance.csv";
 
 /// Settings the bench owns: the daemon must listen where the bench can find it, and write its
 /// CSV where the bench can count the rows.
@@ -140,6 +140,8 @@ pub(crate) struct DaemonProcess {
     addr: SocketAddr,
     /// Where it serves `/metrics`, when the settings asked for `metrics_listen`.
     metrics: Option<SocketAddr>,
+    /// From spawning it to its `listening on` line.
+    startup: Duration,
     // Declared after `process`: fields drop in order, so the daemon is gone before its
     // directory is removed.
     dir: tempfile::TempDir,
@@ -172,11 +174,11 @@ impl DaemonProcess {
         tmp_root: Option<&Path>,
         log_filter: &str,
     ) -> Result<Self, DaemonError> {
-        Self::start_in(run_dir(tmp_root)?, bin, settings, log_filter)
+        Self::start_in(run_dir(tmp_root)?, bin, settings, log_filter, START_TIMEOUT)
     }
 
     /// As [`DaemonProcess::start`], in `dir`, which may already hold its CSV
-    /// (`attendance.csv`).
+    /// ([`CSV_NAME`]), waiting at most `timeout` for its `listening on` line.
     ///
     /// # Errors
     /// If the binary is missing, cannot start, or does not report its address in time.
@@ -185,6 +187,7 @@ impl DaemonProcess {
         bin: &Path,
         settings: &Settings,
         log_filter: &str,
+        timeout: Duration,
     ) -> Result<Self, DaemonError> {
         if !bin.is_file() {
             return Err(DaemonError::NotFound(bin.to_owned()));
@@ -192,6 +195,7 @@ impl DaemonProcess {
         let config = dir.path().join("bench.toml");
         std::fs::write(&config, settings.to_toml(&dir.path().join(CSV_NAME)))
             .map_err(DaemonError::Dir)?;
+        let spawned = Instant::now();
         let mut process = Spawn::new(bin)
             // The daemon reads every ATTENDANCE_* variable as a setting: only the file may speak.
             .env_remove_prefix("ATTENDANCE_")
@@ -206,8 +210,9 @@ impl DaemonProcess {
             .spawn()
             .map_err(DaemonError::Spawn)?;
         let addr = process
-            .wait_for_address(LISTENING, START_TIMEOUT)
+            .wait_for_address(LISTENING, timeout)
             .map_err(DaemonError::NoAddress)?;
+        let startup = spawned.elapsed();
         // Logged right after the student port's line.
         let metrics = if settings.has("metrics_listen") {
             Some(
@@ -222,6 +227,7 @@ impl DaemonProcess {
             process,
             addr,
             metrics,
+            startup,
             dir,
         })
     }
@@ -234,6 +240,11 @@ impl DaemonProcess {
     /// Where it listens.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The time from spawning it to its `listening on` line.
+    pub(crate) fn startup(&self) -> Duration {
+        self.startup
     }
 
     /// Its process id.
@@ -254,6 +265,11 @@ impl DaemonProcess {
     /// Its resident memory in bytes, while it runs.
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
         self.running().and_then(crate::process::rss_bytes)
+    }
+
+    /// Its memory now and at its peak so far, while it runs.
+    pub(crate) fn memory(&self) -> Option<crate::process::Memory> {
+        self.running().and_then(crate::process::memory)
     }
 
     /// The CPU time it has used so far.

@@ -113,6 +113,27 @@ fn parse_status_bytes(status: &str, field: &str) -> Option<u64> {
     }
 }
 
+/// A process's resident memory now (`VmRSS`) and at its peak so far (`VmHWM`), in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Memory {
+    /// `VmRSS`.
+    pub(crate) rss: u64,
+    /// `VmHWM`, the high-water mark of `VmRSS`.
+    pub(crate) peak: u64,
+}
+
+/// [`Memory`] of process `pid`, from `/proc/<pid>/status`.
+pub(crate) fn memory(pid: u32) -> Option<Memory> {
+    parse_memory(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+fn parse_memory(status: &str) -> Option<Memory> {
+    Some(Memory {
+        rss: parse_status_bytes(status, "VmRSS:")?,
+        peak: parse_status_bytes(status, "VmHWM:")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +143,20 @@ mod tests {
         let status = "Name:\tattendanced\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nThreads:\t3\n";
         assert_eq!(parse_vm_rss(status), Some(4321 * 1024));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn memory_now_and_at_peak_are_read_in_bytes() {
+        let status = "Name:\tattendanced\nVmHWM:\t  9000 kB\nVmRSS:\t    4321 kB\n";
+        assert_eq!(
+            parse_memory(status),
+            Some(Memory {
+                rss: 4321 * 1024,
+                peak: 9000 * 1024
+            })
+        );
+        assert_eq!(parse_memory("VmRSS:\t1 kB\n"), None);
+        assert!(memory(std::process::id()).is_some_and(|m| m.peak >= m.rss && m.rss > 0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! CI smoke test: every scenario at a tiny size against the daemon cargo built for this profile,
-//! checking correctness only — counts, no lost deliveries, CSV rows = acknowledged marks — never
-//! timing. With `redis-server` installed, one scenario also runs with `--compare redis`.
+//! checking correctness only — counts, no lost deliveries, CSV rows = acknowledged marks, every
+//! generated row still there after a start-up — never timing. With `redis-server` installed,
+//! one scenario also runs with `--compare redis`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -172,6 +173,22 @@ fn every_marks_shape_leaves_one_csv_row_per_acknowledgement() -> Result<()> {
         let batches = r["writer_batches"].as_u64().context("writer_batches")?;
         assert!((1..=100).contains(&batches), "{r}");
     }
+    Ok(())
+}
+
+#[test]
+fn startup_opens_a_generated_csv_and_keeps_every_row() -> Result<()> {
+    let r = only(bench(&["startup", "--rows", "2000", "--days", "30"])?)?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["target"], "attendanced");
+    assert_eq!(r["rows"], 2000, "{r}");
+    assert_eq!(r["days"], 30, "{r}");
+    assert_eq!(r["rows_after"], 2000, "{r}");
+    // Counts only: the time and memory are reported, never judged here.
+    assert!(r["startup_s"].is_number(), "{r}");
+    let rss = r["rss_bytes"].as_u64().context("rss_bytes")?;
+    let peak = r["peak_rss_bytes"].as_u64().context("peak_rss_bytes")?;
+    assert!(rss > 0 && peak >= rss, "{r}");
     Ok(())
 }
 

@@ -584,7 +584,7 @@ async fn stored_count(target: &mut Target, run_id: &str) -> anyhow::Result<Optio
 }
 
 /// Data rows of the CSV (lines after the header; no cell can hold a line break).
-fn csv_rows(path: &Path) -> anyhow::Result<usize> {
+pub(crate) fn csv_rows(path: &Path) -> anyhow::Result<usize> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
