@@ -1,21 +1,22 @@
 //! Test harness: starts the real `attendanced` binary on `127.0.0.1:0` in a private directory,
 //! learns its address from the `listening on <addr>` log line, and talks to it over real TCP.
+//! Starting, watching and stopping the process is `attendance-testkit`'s, shared with the bench;
+//! this file adds the daemon's test settings, a line-protocol client and a CSV reader.
 //!
 //! Every wait is bounded ([`LINE_TIMEOUT`]) so a broken daemon fails a test instead of hanging
 //! it. Tests synchronise on protocol lines, never on sleeps.
 //!
-//! The binaries are found beside the test executable (`target/<profile>/`); `cargo test
-//! --workspace` builds them, because the server and client packages have integration tests.
+//! The binaries are found beside the test executable (`target/<profile>/`), built first for
+//! that profile by the cargo that runs the tests.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use attendance_protocol::{LineCodec, ServerLine};
+use attendance_testkit::{LISTENING, Process, Spawn};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
@@ -23,93 +24,24 @@ use tokio_util::codec::Framed;
 /// Longest wait for any one line or event.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Path of a binary of this workspace, built by `cargo test --workspace`.
+/// Path of a binary of this workspace (`attendanced`, `attend`), built first for the profile the
+/// tests run in with the cargo that runs them: `cargo test -p attendance-tests` alone would
+/// otherwise run whatever was built last.
 ///
 /// # Panics
-/// If the binary has not been built.
+/// If the binary cannot be built.
 pub fn bin_path(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(build_binaries);
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not built; run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
-
-/// Makes sure the binaries under test are fresh: `cargo test -p attendance-tests` alone would
-/// otherwise run whatever `attendanced` was built last. Uses the cargo that runs the tests, with
-/// the same target directory and profile; a no-op when they are up to date.
-fn build_binaries() {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return; // not run by cargo: use what is there
-    };
-    let release = std::env::current_exe()
-        .ok()
-        .is_some_and(|p| p.components().any(|c| c.as_os_str() == "release"));
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "--bins",
-        "-p",
-        "attendance-server",
-        "-p",
-        "attendance-client",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    // Cargo sets these for the test process, not for a build: passed on, they make build
-    // scripts that watch them (ring watches CARGO_MANIFEST_DIR) look dirty, so this build and
-    // the next `cargo test` would rebuild the TLS stack and both binaries, each in turn.
-    for (key, _) in std::env::vars_os() {
-        let key_str = key.to_string_lossy();
-        if key_str.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-            ]
-            .contains(&key_str.as_ref())
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    let status = cmd
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build for the binaries under test");
-    assert!(status.success(), "building the binaries under test failed");
+    attendance_testkit::cargo_binary(name, &["attendance-server", "attendance-client"])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A running daemon in its own temporary directory; killed when dropped.
 pub struct Daemon {
-    child: Child,
+    process: Process,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its working directory (CSV, token).
     pub dir: tempfile::TempDir,
-    logs: mpsc::Receiver<String>,
-}
-
-/// Options for starting a daemon.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Extra command-line arguments.
-    pub args: Vec<String>,
-    /// Use this directory instead of a new one (restarts on the same CSV).
-    pub dir: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -135,23 +67,11 @@ impl Daemon {
     /// # Errors
     /// If it cannot be started or exits before listening.
     pub fn start_with(dir: tempfile::TempDir, args: &[&str], extra: Extra) -> Result<Self> {
-        let (child, logs) = spawn(dir.path(), args, extra)?;
-        let mut daemon = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            dir,
-            logs,
-        };
-        let line = daemon
-            .wait_for_log("listening on ")
+        let mut process = spawn(dir.path(), args, extra)?;
+        let addr = process
+            .wait_for_address(LISTENING, LINE_TIMEOUT)
             .context("daemon did not report its address")?;
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .ok_or_else(|| anyhow!("no address in {line:?}"))?;
-        daemon.addr = addr.parse()?;
-        Ok(daemon)
+        Ok(Self { process, addr, dir })
     }
 
     /// Runs the daemon expecting it to fail at start-up; returns its exit status and log.
@@ -159,10 +79,10 @@ impl Daemon {
     /// # Errors
     /// If it does not exit within [`LINE_TIMEOUT`].
     pub fn run_to_failure(dir: &Path, args: &[&str]) -> Result<(ExitStatus, String)> {
-        let (mut child, logs) = spawn(dir, args, Extra::default())?;
-        let status = wait_child(&mut child, LINE_TIMEOUT)?;
-        // The reader thread ends at EOF of stderr, so this collects every line it passed on.
-        let log: Vec<String> = logs.iter().collect();
+        let mut process = spawn(dir, args, Extra::default())?;
+        let status = process.wait_timeout(LINE_TIMEOUT)?;
+        // The output ends when the daemon exits, so this collects every line it wrote.
+        let log = process.remaining_lines(LINE_TIMEOUT);
         Ok((status, log.join("\n")))
     }
 
@@ -188,15 +108,7 @@ impl Daemon {
     /// # Errors
     /// If the daemon exits or the line does not come within [`LINE_TIMEOUT`].
     pub fn wait_for_log(&mut self, needle: &str) -> Result<String> {
-        let deadline = std::time::Instant::now() + LINE_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.logs.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Ok(line),
-                Ok(_) => {}
-                Err(_) => bail!("no log line containing {needle:?}"),
-            }
-        }
+        Ok(self.process.wait_for_line(needle, LINE_TIMEOUT)?)
     }
 
     /// Connects a client and reads the greeting.
@@ -212,7 +124,7 @@ impl Daemon {
     /// # Errors
     /// If the signal cannot be sent.
     pub fn sigterm(&self) -> Result<()> {
-        signal(&self.child, nix::sys::signal::Signal::SIGTERM)
+        self.signal(nix::sys::signal::Signal::SIGTERM)
     }
 
     /// Sends any signal.
@@ -220,7 +132,7 @@ impl Daemon {
     /// # Errors
     /// If the signal cannot be sent.
     pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
-        signal(&self.child, sig)
+        Ok(self.process.signal(sig)?)
     }
 
     /// Sends SIGKILL (a crash).
@@ -228,7 +140,7 @@ impl Daemon {
     /// # Errors
     /// If the signal cannot be sent.
     pub fn sigkill(&self) -> Result<()> {
-        signal(&self.child, nix::sys::signal::Signal::SIGKILL)
+        self.signal(nix::sys::signal::Signal::SIGKILL)
     }
 
     /// Waits for the daemon to exit.
@@ -236,28 +148,18 @@ impl Daemon {
     /// # Errors
     /// If it does not exit within [`LINE_TIMEOUT`].
     pub fn wait(&mut self) -> Result<ExitStatus> {
-        wait_child(&mut self.child, LINE_TIMEOUT)
+        Ok(self.process.wait_timeout(LINE_TIMEOUT)?)
     }
 
     /// Log lines received so far and not yet consumed by [`Daemon::wait_for_log`].
     pub fn drain_logs(&mut self) -> Vec<String> {
-        self.logs.try_iter().collect()
+        self.process.drain_lines()
     }
 
     /// Stops the daemon (if still running) and returns its directory for a restart.
     pub fn into_dir(mut self) -> tempfile::TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let dir = std::mem::replace(&mut self.dir, tempfile::TempDir::new().expect("tempdir"));
-        drop(self);
-        dir
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
+        self.dir
     }
 }
 
@@ -270,73 +172,32 @@ pub struct Extra {
     pub fd3: Option<std::os::fd::OwnedFd>,
 }
 
-fn spawn(dir: &Path, args: &[&str], extra: Extra) -> Result<(Child, mpsc::Receiver<String>)> {
-    use command_fds::{CommandFdExt as _, FdMapping};
-    let csv = dir.join("attendance.csv");
-    let mut cmd = Command::new(bin_path("attendanced"));
-    if let Some(fd) = extra.fd3 {
-        cmd.fd_mappings(vec![FdMapping {
-            parent_fd: fd,
-            child_fd: 3,
-        }])?;
-    }
-    cmd.envs(extra.env);
-    // Each test states its settings as flags or its own config file: no `ATTENDANCE_*` variable
-    // of the test's environment reaches the daemon.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ATTENDANCE_") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
+fn spawn(dir: &Path, args: &[&str], extra: Extra) -> Result<Process> {
+    let mut spawn = Spawn::new(bin_path("attendanced"))
+        // Each test states its settings as flags or its own config file: no `ATTENDANCE_*`
+        // variable of the test's environment reaches the daemon.
+        .env_remove_prefix("ATTENDANCE_")
         .current_dir(dir)
         .args(["--listen", "127.0.0.1:0", "--csv"])
-        .arg(&csv)
+        .arg(dir.join("attendance.csv"))
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         // Not the machine's /etc/attendanced/attendanced.toml, should one exist; a test's own
         // --config still wins.
         .env("ATTENDANCE_CONFIG", "/dev/null")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawn attendanced")?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if std::env::var_os("ATTENDANCE_TEST_LOGS").is_some() {
-                eprintln!("[daemon] {line}");
-            }
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Ok((child, rx))
-}
-
-fn signal(child: &Child, sig: nix::sys::signal::Signal) -> Result<()> {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
-    nix::sys::signal::kill(pid, sig)?;
-    Ok(())
-}
-
-fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            bail!("process did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        .forward(
+            std::env::var_os("ATTENDANCE_TEST_LOGS")
+                .is_some()
+                .then_some("[daemon] "),
+        );
+    for (key, value) in extra.env {
+        spawn = spawn.env(key, value);
     }
+    if let Some(fd) = extra.fd3 {
+        spawn = spawn.pass_fd(fd, 3);
+    }
+    Ok(spawn.spawn()?)
 }
 
 /// Runs the real `attend` against `server` (`HOST:PORT`) with stdin open and idle (a pipe
@@ -347,7 +208,7 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
 /// If it cannot be started or does not exit within 30 s (it is killed then).
 pub fn run_attend(server: &str, args: &[&str]) -> Result<(i32, String, String)> {
     use std::io::Read as _;
-    let mut child = Command::new(bin_path("attend"))
+    let mut child = std::process::Command::new(bin_path("attend"))
         .arg("--server")
         .arg(server)
         .args(args)
@@ -360,15 +221,15 @@ pub fn run_attend(server: &str, args: &[&str]) -> Result<(i32, String, String)> 
         .stderr(Stdio::piped())
         .spawn()?;
     let _stdin_kept_open = child.stdin.take();
-    let status = wait_child(&mut child, Duration::from_secs(30))?;
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        bail!("attend's output pipes were not set up");
+    };
+    let mut process = Process::adopt(child);
+    let status = process.wait_timeout(Duration::from_secs(30))?;
     let mut out = String::new();
     let mut err = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_string(&mut out)?;
-    }
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_string(&mut err)?;
-    }
+    stdout.read_to_string(&mut out)?;
+    stderr.read_to_string(&mut err)?;
     Ok((status.code().unwrap_or(-1), out, err))
 }
 

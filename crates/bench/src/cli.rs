@@ -33,6 +33,9 @@ pub(crate) enum Scenario {
     Marks(MarksArgs),
     /// The disk's raw append + fdatasync rate on a temporary file beside where the CSV would be.
     Fsync(FsyncArgs),
+    /// The daemon started on a generated CSV of `--rows` rows over past days: time from spawn
+    /// to its `listening on` line, and its RSS (and peak RSS) right after.
+    Startup(StartupArgs),
     /// Internal: holds a share of a `hold` run's clients in a child process.
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -247,6 +250,24 @@ pub(crate) enum MarksShape {
     Fresh,
     /// Connections joined beforehand; only PRESENT is timed.
     Prejoined,
+}
+
+/// `startup`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct StartupArgs {
+    /// Rows in the generated CSV.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) rows: usize,
+
+    /// Days before today the rows are spread over (oldest first; none is today's).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) days: u16,
+
+    /// The daemon's options (`--daemon-bin`, `--set`, `--daemon-log`, `--tmp-dir`; `--timeout`
+    /// bounds the wait for `listening on`). `--addr` and `--compare` do not apply: the run is
+    /// about a daemon the bench starts itself.
+    #[command(flatten)]
+    pub(crate) common: Common,
 }
 
 /// `fsync`.

@@ -1,22 +1,22 @@
 //! Starting `attendanced` for one run: a private temporary directory, a generated config file
 //! (the settings the scenario needs plus the user's `--set KEY=VALUE`), `127.0.0.1:0`, and the
-//! port learned from its `listening on <addr>` log line. The daemon is killed when dropped.
+//! port learned from its `listening on <addr>` log line (spawning and watching the process is
+//! `attendance-testkit`'s, shared with the integration tests). The daemon is killed when dropped.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
 
-use crate::process::{LogTail, Managed, follow_output};
+use attendance_testkit::{KitError, LISTENING, Process, Spawn};
 
 /// Longest wait for the daemon's `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The CSV file name inside the run's directory.
-const CSV_NAME: &str = "attendance.csv";
+pub(crate) const CSV_NAME: &str = "attendance.csv";
 
 /// Settings the bench owns: the daemon must listen where the bench can find it, and write its
 /// CSV where the bench can count the rows.
@@ -35,22 +35,11 @@ pub(crate) enum DaemonError {
     #[error("cannot prepare the daemon's directory: {0}")]
     Dir(#[source] io::Error),
     /// The process could not be started.
-    #[error("cannot start {bin}: {source}", bin = bin.display())]
-    Spawn {
-        /// The binary.
-        bin: PathBuf,
-        /// The error from `exec`.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Spawn(KitError),
     /// It exited, or said nothing usable, before listening.
-    #[error(
-        "the daemon did not report its address within {START_TIMEOUT:?}; its log ends with:\n{log}"
-    )]
-    NoAddress {
-        /// The end of its log.
-        log: String,
-    },
+    #[error("the daemon did not report its address: {0}")]
+    NoAddress(#[source] KitError),
     /// A `--set` argument that is not `KEY=VALUE` or names a setting the bench owns.
     #[error("bad --set {arg:?}: {why}")]
     BadSetting {
@@ -147,13 +136,29 @@ pub(crate) fn default_binary() -> PathBuf {
 /// A running daemon started by the bench.
 #[derive(Debug)]
 pub(crate) struct DaemonProcess {
-    process: Managed,
+    process: Process,
     addr: SocketAddr,
     /// Where it serves `/metrics`, when the settings asked for `metrics_listen`.
     metrics: Option<SocketAddr>,
+    /// From spawning it to its `listening on` line.
+    startup: Duration,
     // Declared after `process`: fields drop in order, so the daemon is gone before its
     // directory is removed.
     dir: tempfile::TempDir,
+}
+
+/// A new directory for one run under `tmp_root` (or the system's temporary directory).
+///
+/// # Errors
+/// If it cannot be made.
+pub(crate) fn run_dir(tmp_root: Option<&Path>) -> Result<tempfile::TempDir, DaemonError> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("attendance-bench-");
+    match tmp_root {
+        Some(root) => builder.tempdir_in(root),
+        None => builder.tempdir(),
+    }
+    .map_err(DaemonError::Dir)
 }
 
 impl DaemonProcess {
@@ -169,28 +174,31 @@ impl DaemonProcess {
         tmp_root: Option<&Path>,
         log_filter: &str,
     ) -> Result<Self, DaemonError> {
+        Self::start_in(run_dir(tmp_root)?, bin, settings, log_filter, START_TIMEOUT)
+    }
+
+    /// As [`DaemonProcess::start`], in `dir`, which may already hold its CSV
+    /// ([`CSV_NAME`]), waiting at most `timeout` for its `listening on` line.
+    ///
+    /// # Errors
+    /// If the binary is missing, cannot start, or does not report its address in time.
+    pub(crate) fn start_in(
+        dir: tempfile::TempDir,
+        bin: &Path,
+        settings: &Settings,
+        log_filter: &str,
+        timeout: Duration,
+    ) -> Result<Self, DaemonError> {
         if !bin.is_file() {
             return Err(DaemonError::NotFound(bin.to_owned()));
         }
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("attendance-bench-");
-        let dir = match tmp_root {
-            Some(root) => builder.tempdir_in(root),
-            None => builder.tempdir(),
-        }
-        .map_err(DaemonError::Dir)?;
         let config = dir.path().join("bench.toml");
         std::fs::write(&config, settings.to_toml(&dir.path().join(CSV_NAME)))
             .map_err(DaemonError::Dir)?;
-
-        let mut cmd = Command::new(bin);
-        // The daemon reads every ATTENDANCE_* variable as a setting: only the file may speak.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ATTENDANCE_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
+        let spawned = Instant::now();
+        let mut process = Spawn::new(bin)
+            // The daemon reads every ATTENDANCE_* variable as a setting: only the file may speak.
+            .env_remove_prefix("ATTENDANCE_")
             .arg("--config")
             .arg(&config)
             .current_dir(dir.path())
@@ -199,30 +207,18 @@ impl DaemonProcess {
                 format!("{log_filter},attendance_server::server=info"),
             )
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| DaemonError::Spawn {
-                bin: bin.to_owned(),
-                source,
-            })?;
-        let tail = LogTail::default();
-        let (tx, rx) = mpsc::channel();
-        if let Some(stderr) = child.stderr.take() {
-            follow_output(stderr, tail.clone(), "listening on ", tx);
-        }
-        let process = Managed::new(child, tail.clone());
-        let addr = rx
-            .recv_timeout(START_TIMEOUT)
-            .ok()
-            .and_then(|line| parse_listening(&line))
-            .ok_or_else(|| DaemonError::NoAddress { log: tail.text() })?;
+            .map_err(DaemonError::Spawn)?;
+        let addr = process
+            .wait_for_address(LISTENING, timeout)
+            .map_err(DaemonError::NoAddress)?;
+        let startup = spawned.elapsed();
         // Logged right after the student port's line.
         let metrics = if settings.has("metrics_listen") {
             Some(
-                metrics_address(&tail)
-                    .ok_or_else(|| DaemonError::NoAddress { log: tail.text() })?,
+                process
+                    .wait_for_address("metrics listening on ", START_TIMEOUT)
+                    .map_err(DaemonError::NoAddress)?,
             )
         } else {
             None
@@ -231,6 +227,7 @@ impl DaemonProcess {
             process,
             addr,
             metrics,
+            startup,
             dir,
         })
     }
@@ -243,6 +240,11 @@ impl DaemonProcess {
     /// Where it listens.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The time from spawning it to its `listening on` line.
+    pub(crate) fn startup(&self) -> Duration {
+        self.startup
     }
 
     /// Its process id.
@@ -262,69 +264,40 @@ impl DaemonProcess {
 
     /// Its resident memory in bytes, while it runs.
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
-        self.process.rss_bytes()
+        self.running().and_then(crate::process::rss_bytes)
+    }
+
+    /// Its memory now and at its peak so far, while it runs.
+    pub(crate) fn memory(&self) -> Option<crate::process::Memory> {
+        self.running().and_then(crate::process::memory)
     }
 
     /// The CPU time it has used so far.
     pub(crate) fn cpu(&self) -> Option<crate::process::CpuTime> {
-        self.process.cpu()
+        self.running().and_then(crate::process::cpu_time)
+    }
+
+    fn running(&self) -> Option<u32> {
+        (!self.process.has_exited()).then(|| self.process.pid())
     }
 
     /// Stops it as an administrator would (SIGTERM: clients told, writer drained and synced).
     ///
     /// # Errors
     /// If it cannot be signalled or waited for.
-    pub(crate) fn stop(&mut self) -> io::Result<ExitStatus> {
+    pub(crate) fn stop(&mut self) -> Result<ExitStatus, KitError> {
         self.process.terminate(Duration::from_secs(30))
     }
 
     /// The end of its log.
     pub(crate) fn log_tail(&self) -> String {
-        self.process.tail.text()
+        self.process.tail()
     }
-}
-
-/// The metrics listener's address from its `metrics listening on <addr>` log line: polled
-/// every 10 ms for at most [`START_TIMEOUT`].
-fn metrics_address(tail: &LogTail) -> Option<SocketAddr> {
-    let step = Duration::from_millis(10);
-    for _ in 0..START_TIMEOUT.as_millis() / step.as_millis() {
-        let found = tail
-            .text()
-            .lines()
-            .find(|l| l.contains("metrics listening on "))
-            .and_then(parse_listening);
-        if found.is_some() {
-            return found;
-        }
-        std::thread::sleep(step);
-    }
-    None
-}
-
-/// The address in a `… listening on 127.0.0.1:4321 …` log line.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    line.split("listening on ")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_address_is_read_from_the_listening_line() {
-        let line = "2026-01-01T00:00:00Z  INFO attendance_server::server: listening on 127.0.0.1:40123 addr=127.0.0.1:40123 tls=false";
-        assert_eq!(
-            parse_listening(line),
-            Some("127.0.0.1:40123".parse().expect("addr"))
-        );
-        assert_eq!(parse_listening("listening on nowhere"), None);
-    }
 
     #[test]
     fn overrides_quote_strings_and_keep_numbers() -> Result<(), DaemonError> {

@@ -1,18 +1,22 @@
-//! The bench's daemon client: connect from a spread source address, read `HELLO`, send lines,
-//! read lines with a bound, and classify what the daemon sends — replies, and the events the
-//! scenarios count (`EVENT JOIN`, the coalesced `EVENT JOINS <course> <div> <count>`,
-//! `EVENT SAY`, `EVENT LAGGED <n>`). It parses only what it needs, so a daemon that adds event
-//! kinds does not break the bench.
+//! The bench's daemon client, on the protocol crate: connect from a spread source address, read
+//! `HELLO`, send [`Command`]s, and read what the daemon sends as [`ServerLine`]s, framed by
+//! [`LineCodec`] — the same codec and parser the daemon and `attend` use, so the bench measures
+//! the protocol as it is. An `EVENT` line the parser does not know is skipped, so a daemon that
+//! adds event kinds does not break the bench.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use attendance_protocol::{Command, LineCodec, Reply, ServerLine, StudentId};
+use futures::StreamExt as _;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::FramedRead;
 
 use crate::net;
 
 /// Longest line accepted from the daemon (its own `max_line` is far below).
-const MAX_LINE: u64 = 64 * 1024;
+const MAX_LINE: usize = 64 * 1024;
 
 /// Read buffer per client: small, since thousands are open at once.
 const READ_BUFFER: usize = 2048;
@@ -28,50 +32,54 @@ pub(crate) enum LineError {
     #[error("the daemon closed the connection")]
     Closed,
     /// A line longer than [`MAX_LINE`], or not UTF-8.
-    #[error("the daemon sent an unreadable line")]
-    BadLine,
-    /// A line other than the one the protocol calls for.
+    #[error("the daemon sent an unreadable line: {0}")]
+    BadLine(#[from] attendance_protocol::LineError),
+    /// A line other than the one the protocol calls for (or one that does not parse).
     #[error("unexpected line from the daemon: {0:?}")]
     Unexpected(String),
+    /// An identity the bench made up is not a valid `COURSE_DIV_NAME_ROLL`.
+    #[error("bad identity {0:?}: {1}")]
+    BadId(String, attendance_protocol::IdError),
 }
 
-/// The reading half of a daemon connection, one line at a time.
+/// The reading half of a daemon connection, one parsed line at a time.
 #[derive(Debug)]
 pub(crate) struct LineReader {
-    read: BufReader<OwnedReadHalf>,
-    buf: Vec<u8>,
+    read: FramedRead<OwnedReadHalf, LineCodec>,
 }
 
 impl LineReader {
-    /// The next line without its line ending, or `None` when the daemon closed the connection.
+    fn new(read: OwnedReadHalf) -> Self {
+        Self {
+            read: FramedRead::with_capacity(read, LineCodec::new(MAX_LINE), READ_BUFFER),
+        }
+    }
+
+    /// The next line, or `None` when the daemon closed the connection. `EVENT` lines that do
+    /// not parse are skipped (a newer daemon's event kinds).
     ///
     /// # Errors
-    /// On I/O failure or an unreadable line.
-    pub(crate) async fn next(&mut self) -> Result<Option<&str>, LineError> {
-        self.buf.clear();
-        let n = (&mut self.read)
-            .take(MAX_LINE + 1)
-            .read_until(b'\n', &mut self.buf)
-            .await?;
-        if n == 0 {
-            return Ok(None);
+    /// On I/O failure, an unreadable line, or a reply that does not parse.
+    pub(crate) async fn next(&mut self) -> Result<Option<ServerLine>, LineError> {
+        // Each turn consumes a line the daemon sent; the callers bound the wait in time.
+        loop {
+            let Some(item) = self.read.next().await else {
+                return Ok(None);
+            };
+            let text = item??;
+            match text.parse::<ServerLine>() {
+                Ok(line) => return Ok(Some(line)),
+                Err(_) if text.starts_with("EVENT ") => {}
+                Err(_) => return Err(LineError::Unexpected(text)),
+            }
         }
-        if self.buf.last() != Some(&b'\n') {
-            return Err(if n as u64 > MAX_LINE {
-                LineError::BadLine
-            } else {
-                LineError::Closed
-            });
-        }
-        let line = std::str::from_utf8(&self.buf).map_err(|_| LineError::BadLine)?;
-        Ok(Some(line.trim_end_matches(['\n', '\r'])))
     }
 
     /// The next line; a close is an error.
     ///
     /// # Errors
     /// As [`LineReader::next`], and on close.
-    pub(crate) async fn expect(&mut self) -> Result<&str, LineError> {
+    pub(crate) async fn expect(&mut self) -> Result<ServerLine, LineError> {
         self.next().await?.ok_or(LineError::Closed)
     }
 
@@ -79,13 +87,11 @@ impl LineReader {
     ///
     /// # Errors
     /// As [`LineReader::expect`].
-    pub(crate) async fn reply(&mut self) -> Result<&str, LineError> {
+    pub(crate) async fn reply(&mut self) -> Result<ServerLine, LineError> {
         loop {
-            // Re-borrowing per iteration keeps the borrow checker happy about the loop.
-            let is_event = self.expect().await?.starts_with("EVENT ");
-            if !is_event {
-                let line = std::str::from_utf8(&self.buf).map_err(|_| LineError::BadLine)?;
-                return Ok(line.trim_end_matches(['\n', '\r']));
+            match self.expect().await? {
+                ServerLine::Event(_) => {}
+                line => return Ok(line),
             }
         }
     }
@@ -98,6 +104,8 @@ pub(crate) struct LineConn {
     pub(crate) reader: LineReader,
     /// Where lines go.
     pub(crate) writer: OwnedWriteHalf,
+    /// The lines being sent, kept between sends (no allocation per mark).
+    out: Vec<u8>,
 }
 
 impl LineConn {
@@ -115,134 +123,121 @@ impl LineConn {
     /// at netcat does.
     ///
     /// # Errors
-    /// If the connection fails, the first line is not `HELLO` or the reply is not `OK JOIN`.
+    /// If `id` is not an identity, the connection fails, the first line is not `HELLO` or the
+    /// reply is not `OK JOIN`.
     pub(crate) async fn connect_and_join(
         index: usize,
         addr: SocketAddr,
         id: &str,
         pipelined: bool,
     ) -> Result<Self, LineError> {
-        let join = format!("JOIN {id}");
-        let mut conn = Self::open(index, addr, pipelined.then_some(join.as_str())).await?;
+        let join = join(id)?;
+        let mut conn = Self::open(index, addr, pipelined.then_some(&join)).await?;
         if !pipelined {
             conn.send(&join).await?;
         }
-        expect_ok(conn.reader.reply().await?, "JOIN")?;
+        expect_ok(conn.reader.reply().await?, is_join)?;
         Ok(conn)
     }
 
     /// Connects, sends `first` (if any) before reading anything, then reads the greeting.
-    async fn open(index: usize, addr: SocketAddr, first: Option<&str>) -> Result<Self, LineError> {
+    async fn open(
+        index: usize,
+        addr: SocketAddr,
+        first: Option<&Command>,
+    ) -> Result<Self, LineError> {
         let stream = net::connect_from(index, addr).await?;
-        let (read, mut writer) = stream.into_split();
-        if let Some(line) = first {
-            send(&mut writer, line).await?;
-        }
-        let mut reader = LineReader {
-            read: BufReader::with_capacity(READ_BUFFER, read),
-            buf: Vec::new(),
+        let (read, writer) = stream.into_split();
+        let mut conn = Self {
+            reader: LineReader::new(read),
+            writer,
+            out: Vec::new(),
         };
-        let hello = reader.expect().await?;
-        if !hello.starts_with("HELLO ") {
-            return Err(LineError::Unexpected(hello.to_owned()));
+        if let Some(command) = first {
+            conn.send(command).await?;
         }
-        Ok(Self { reader, writer })
+        match conn.reader.expect().await? {
+            ServerLine::Hello(_) => Ok(conn),
+            other => Err(LineError::Unexpected(other.to_string())),
+        }
     }
 
-    /// Sends `line` (a line ending is added).
+    /// Sends `command`.
     ///
     /// # Errors
     /// If the write fails.
-    pub(crate) async fn send(&mut self, line: &str) -> Result<(), LineError> {
-        send(&mut self.writer, line).await
+    pub(crate) async fn send(&mut self, command: &Command) -> Result<(), LineError> {
+        self.send_all(std::slice::from_ref(command)).await
+    }
+
+    /// Sends `commands` in one write (as a program that pipelines them does).
+    ///
+    /// # Errors
+    /// If the write fails.
+    pub(crate) async fn send_all(&mut self, commands: &[Command]) -> Result<(), LineError> {
+        self.out.clear();
+        encode(commands, &mut self.out);
+        self.writer.write_all(&self.out).await?;
+        Ok(())
     }
 
     /// Sends `JOIN <id>` and waits for `OK JOIN`.
     ///
     /// # Errors
-    /// On failure or any other reply.
+    /// On a bad `id`, failure or any other reply.
     pub(crate) async fn join(&mut self, id: &str) -> Result<(), LineError> {
-        self.send(&format!("JOIN {id}")).await?;
-        expect_ok(self.reader.reply().await?, "JOIN")
+        self.send(&join(id)?).await?;
+        expect_ok(self.reader.reply().await?, is_join).map(drop)
     }
 }
 
-/// Sends `line` with a line ending on `writer`.
+/// `JOIN <id>` for an identity the bench made up.
+///
+/// # Errors
+/// [`LineError::BadId`] if `id` is not `COURSE_DIV_NAME_ROLL`.
+pub(crate) fn join(id: &str) -> Result<Command, LineError> {
+    id.parse::<StudentId>()
+        .map(Command::Join)
+        .map_err(|e| LineError::BadId(id.to_owned(), e))
+}
+
+/// Appends the lines of `commands` to `out`, each with its line ending.
+fn encode(commands: &[Command], out: &mut Vec<u8>) {
+    for command in commands {
+        // Writing to a Vec cannot fail.
+        let _ = writeln!(out, "{command}");
+    }
+}
+
+/// Sends `command` with a line ending on `writer` (a writer split off its [`LineConn`]).
 ///
 /// # Errors
 /// If the write fails.
-pub(crate) async fn send(writer: &mut OwnedWriteHalf, line: &str) -> Result<(), LineError> {
-    let mut bytes = Vec::with_capacity(line.len() + 1);
-    bytes.extend_from_slice(line.as_bytes());
-    bytes.push(b'\n');
-    writer.write_all(&bytes).await?;
+pub(crate) async fn send(writer: &mut OwnedWriteHalf, command: &Command) -> Result<(), LineError> {
+    let mut out = Vec::with_capacity(64);
+    encode(std::slice::from_ref(command), &mut out);
+    writer.write_all(&out).await?;
     Ok(())
 }
 
-/// Checks that `reply` is `OK <command> …`.
+/// Whether `reply` answers `JOIN`.
+pub(crate) fn is_join(reply: &Reply) -> bool {
+    matches!(reply, Reply::Join { .. })
+}
+
+/// Whether `reply` answers `PRESENT`.
+pub(crate) fn is_present(reply: &Reply) -> bool {
+    matches!(reply, Reply::Present { .. })
+}
+
+/// The reply in `line` if it is an `OK` that `wanted` accepts.
 ///
 /// # Errors
-/// [`LineError::Unexpected`] otherwise.
-pub(crate) fn expect_ok(reply: &str, command: &str) -> Result<(), LineError> {
-    match classify(reply) {
-        Incoming::Ok { command: c, .. } if c == command => Ok(()),
-        _ => Err(LineError::Unexpected(reply.to_owned())),
-    }
-}
-
-/// What one line from the daemon means to the bench.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Incoming<'a> {
-    /// `OK <command> <rest>`
-    Ok {
-        /// The command word.
-        command: &'a str,
-        /// The fields after it.
-        rest: &'a str,
-    },
-    /// `ERR <code> <message>`
-    Err {
-        /// The code.
-        code: &'a str,
-    },
-    /// `EVENT JOIN …`: one student joined.
-    Join,
-    /// `EVENT JOINS <course> <div> <count>`: `count` students joined in a burst.
-    Joins(u64),
-    /// `EVENT SAY <name> <text>`
-    Say {
-        /// The chat text.
-        text: &'a str,
-    },
-    /// `EVENT LAGGED <n>`: `n` announcements were skipped.
-    Lagged(u64),
-    /// Anything else (heartbeats, other events).
-    Other,
-}
-
-/// Classifies one line.
-pub(crate) fn classify(line: &str) -> Incoming<'_> {
-    let mut words = line.splitn(3, ' ');
-    match (words.next(), words.next(), words.next()) {
-        (Some("OK"), Some(command), rest) => Incoming::Ok {
-            command,
-            rest: rest.unwrap_or(""),
-        },
-        (Some("ERR"), Some(code), _) => Incoming::Err { code },
-        (Some("EVENT"), Some("JOIN"), _) => Incoming::Join,
-        (Some("EVENT"), Some("JOINS"), Some(rest)) => rest
-            .split(' ')
-            .nth(2)
-            .and_then(|n| n.parse().ok())
-            .map_or(Incoming::Other, Incoming::Joins),
-        (Some("EVENT"), Some("SAY"), Some(rest)) => match rest.split_once(' ') {
-            Some((_name, text)) => Incoming::Say { text },
-            None => Incoming::Other,
-        },
-        (Some("EVENT"), Some("LAGGED"), Some(n)) => {
-            n.parse().map_or(Incoming::Other, Incoming::Lagged)
-        }
-        _ => Incoming::Other,
+/// [`LineError::Unexpected`] otherwise (an `ERR`, another reply, an event).
+pub(crate) fn expect_ok(line: ServerLine, wanted: fn(&Reply) -> bool) -> Result<Reply, LineError> {
+    match line {
+        ServerLine::Ok(reply) if wanted(&reply) => Ok(reply),
+        other => Err(LineError::Unexpected(other.to_string())),
     }
 }
 
@@ -250,46 +245,24 @@ pub(crate) fn classify(line: &str) -> Incoming<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn replies_and_counted_events_are_classified() {
-        assert_eq!(
-            classify("OK JOIN Bench C1 S1 R1 3600"),
-            Incoming::Ok {
-                command: "JOIN",
-                rest: "Bench C1 S1 R1 3600"
-            }
-        );
-        assert_eq!(
-            classify("OK SAY"),
-            Incoming::Ok {
-                command: "SAY",
-                rest: ""
-            }
-        );
-        assert_eq!(
-            classify("ERR EARLY 5 seconds"),
-            Incoming::Err { code: "EARLY" }
-        );
-        assert_eq!(classify("EVENT JOIN Bench C1 S2 127.0.0.3"), Incoming::Join);
-        assert_eq!(classify("EVENT JOINS Bench C1 37"), Incoming::Joins(37));
-        assert_eq!(
-            classify("EVENT SAY S1 12 123456789"),
-            Incoming::Say {
-                text: "12 123456789"
-            }
-        );
-        assert_eq!(classify("EVENT LAGGED 9"), Incoming::Lagged(9));
-        assert_eq!(
-            classify("EVENT HEARTBEAT 2026-01-01T00:00:00.000Z"),
-            Incoming::Other
-        );
-        assert_eq!(classify("EVENT JOINS Bench C1 many"), Incoming::Other);
+    fn line(s: &str) -> ServerLine {
+        s.parse().expect("a server line")
     }
 
     #[test]
-    fn expect_ok_wants_the_right_command() {
-        assert!(expect_ok("OK JOIN a b c d 0", "JOIN").is_ok());
-        assert!(expect_ok("OK PRESENT 2026", "JOIN").is_err());
-        assert!(expect_ok("ERR ALREADY x", "JOIN").is_err());
+    fn expect_ok_wants_the_right_reply() {
+        assert!(expect_ok(line("OK JOIN a b c d 0"), is_join).is_ok());
+        assert!(expect_ok(line("OK PRESENT 2026-01-01T00:00:00.000Z"), is_present).is_ok());
+        assert!(expect_ok(line("OK PRESENT 2026-01-01T00:00:00.000Z"), is_join).is_err());
+        assert!(expect_ok(line("ERR ALREADY x"), is_join).is_err());
+    }
+
+    #[test]
+    fn commands_are_written_one_per_line() -> Result<(), LineError> {
+        let mut kiosk = Vec::new();
+        encode(&[join("Bench_C1_S1_R1")?, Command::Present], &mut kiosk);
+        assert_eq!(kiosk, b"JOIN Bench_C1_S1_R1\nPRESENT\n");
+        assert!(matches!(join("not-an-id"), Err(LineError::BadId(..))));
+        Ok(())
     }
 }

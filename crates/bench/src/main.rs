@@ -8,6 +8,7 @@
 //! attendance-bench fanout --clients 2000 --messages 100 [--rate 50] [--compare redis]
 //! attendance-bench marks  --clients 256 --marks 20000 [--compare redis]
 //! attendance-bench fsync  [--count 2000] [--tmp-dir DIR]
+//! attendance-bench startup [--rows 1000000] [--days 365]
 //! ```
 //!
 //! Each run starts its own daemon (`--daemon-bin`, default `attendanced` beside this binary) on

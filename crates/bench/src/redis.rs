@@ -6,14 +6,12 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use attendance_testkit::{KitError, Output, Process, Spawn};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::net;
-use crate::process::{LogTail, Managed, follow_output};
 use crate::resp::{RespError, RespReader};
 
 /// Longest wait for "Ready to accept connections".
@@ -44,16 +42,11 @@ pub(crate) enum RedisError {
     #[error("cannot prepare redis-server: {0}")]
     Setup(#[source] io::Error),
     /// The process could not be started.
-    #[error("cannot start redis-server: {0}")]
-    Spawn(#[source] io::Error),
+    #[error(transparent)]
+    Spawn(KitError),
     /// It did not become ready.
-    #[error(
-        "redis-server did not become ready within {START_TIMEOUT:?}; its log ends with:\n{log}"
-    )]
-    NotReady {
-        /// The end of its log.
-        log: String,
-    },
+    #[error("redis-server did not become ready: {0}")]
+    NotReady(#[source] KitError),
 }
 
 /// Resolves `bin` like a shell would: a path with a `/` as it is, a bare name through `PATH`.
@@ -71,7 +64,7 @@ pub(crate) fn find_binary(bin: &Path) -> Option<PathBuf> {
 /// A running `redis-server` started by the bench.
 #[derive(Debug)]
 pub(crate) struct RedisProcess {
-    process: Managed,
+    process: Process,
     addr: SocketAddr,
     // After `process`: the server is gone before its directory is removed.
     dir: tempfile::TempDir,
@@ -92,11 +85,11 @@ impl RedisProcess {
         for _ in 0..START_ATTEMPTS {
             match Self::start_once(&bin, persistence, tmp_root) {
                 Ok(redis) => return Ok(redis),
-                Err(e @ RedisError::NotReady { .. }) => last = Some(e),
+                Err(e @ RedisError::NotReady(_)) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(RedisError::NotReady { log: String::new() }))
+        Err(last.unwrap_or(RedisError::NotReady(KitError::NoExit(START_TIMEOUT))))
     }
 
     fn start_once(
@@ -112,32 +105,28 @@ impl RedisProcess {
         }
         .map_err(RedisError::Setup)?;
         let port = free_port().map_err(RedisError::Setup)?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["--port", &port.to_string()])
+        let mut spawn = Spawn::new(bin)
+            .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--protected-mode", "no"])
             .args(["--save", "", "--daemonize", "no", "--logfile", ""])
             .args(["--maxclients", "100000"])
             .arg("--dir")
             .arg(dir.path());
-        match persistence {
-            Persistence::None => cmd.args(["--appendonly", "no"]),
-            Persistence::AofAlways => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
+        spawn = match persistence {
+            Persistence::None => spawn.args(["--appendonly", "no"]),
+            Persistence::AofAlways => {
+                spawn.args(["--appendonly", "yes", "--appendfsync", "always"])
+            }
         };
-        let mut child = cmd
+        // `--logfile ""` logs to standard output.
+        let mut process = spawn
             .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .output(Output::Stdout)
             .spawn()
             .map_err(RedisError::Spawn)?;
-        let tail = LogTail::default();
-        let (tx, rx) = mpsc::channel();
-        if let Some(stdout) = child.stdout.take() {
-            follow_output(stdout, tail.clone(), "Ready to accept connections", tx);
-        }
-        let process = Managed::new(child, tail.clone());
-        rx.recv_timeout(START_TIMEOUT)
-            .map_err(|_| RedisError::NotReady { log: tail.text() })?;
+        process
+            .wait_for_line("Ready to accept connections", START_TIMEOUT)
+            .map_err(RedisError::NotReady)?;
         Ok(Self {
             process,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -162,12 +151,12 @@ impl RedisProcess {
 
     /// Its resident memory in bytes.
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
-        self.process.rss_bytes()
+        crate::process::rss_bytes(self.process.pid())
     }
 
     /// The CPU time it has used so far.
     pub(crate) fn cpu(&self) -> Option<crate::process::CpuTime> {
-        self.process.cpu()
+        crate::process::cpu_time(self.process.pid())
     }
 }
 

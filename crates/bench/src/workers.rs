@@ -11,13 +11,13 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use attendance_testkit::Process;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::cli::WorkerArgs;
 use crate::holders::{self, Established, Plan};
 use crate::net;
-use crate::process::{LogTail, Managed};
 
 /// A worker's second line: how many held clients the server dropped.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -32,7 +32,7 @@ pub(crate) struct Workers {
     // `stdins` first: dropping them is what tells workers to release.
     stdins: Vec<ChildStdin>,
     lines: mpsc::UnboundedReceiver<(usize, String)>,
-    children: Vec<Managed>,
+    children: Vec<Process>,
 }
 
 /// Starts `processes` workers sharing `plan`'s clients and waits for each to report.
@@ -91,9 +91,7 @@ pub(crate) async fn establish(
                 }
             });
         }
-        workers
-            .children
-            .push(Managed::new(child, LogTail::default()));
+        workers.children.push(Process::adopt(child));
         first += count;
         worker += 1;
     }

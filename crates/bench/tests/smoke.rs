@@ -1,10 +1,10 @@
 //! CI smoke test: every scenario at a tiny size against the daemon cargo built for this profile,
-//! checking correctness only — counts, no lost deliveries, CSV rows = acknowledged marks — never
-//! timing. With `redis-server` installed, one scenario also runs with `--compare redis`.
+//! checking correctness only — counts, no lost deliveries, CSV rows = acknowledged marks, every
+//! generated row still there after a start-up — never timing. With `redis-server` installed,
+//! one scenario also runs with `--compare redis`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
@@ -12,40 +12,10 @@ use serde_json::Value;
 /// The `attendanced` of this profile (`target/<profile>/attendanced`), built on first use with
 /// the cargo that runs the tests, so the smoke test never runs a stale daemon.
 fn daemon_bin() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build_daemon().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)?;
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/smoke-<hash> → target/<profile>/attendanced
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable lives in target/<profile>/deps")?;
-    let path = dir.join("attendanced");
-    ensure!(path.is_file(), "{} was not built", path.display());
-    Ok(path)
-}
-
-fn build_daemon() -> Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(()); // not run by cargo: use what is there
-    };
-    let release = std::env::current_exe()?
-        .components()
-        .any(|c| c.as_os_str() == "release");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--bins", "-p", "attendance-server"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .context("running cargo build for attendanced")?;
-    ensure!(status.success(), "building attendanced failed");
-    Ok(())
+    Ok(attendance_testkit::cargo_binary(
+        "attendanced",
+        &["attendance-server"],
+    )?)
 }
 
 /// Runs the bench against the debug daemon; expects exit 0 and returns its JSON lines.
@@ -203,6 +173,22 @@ fn every_marks_shape_leaves_one_csv_row_per_acknowledgement() -> Result<()> {
         let batches = r["writer_batches"].as_u64().context("writer_batches")?;
         assert!((1..=100).contains(&batches), "{r}");
     }
+    Ok(())
+}
+
+#[test]
+fn startup_opens_a_generated_csv_and_keeps_every_row() -> Result<()> {
+    let r = only(bench(&["startup", "--rows", "2000", "--days", "30"])?)?;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["target"], "attendanced");
+    assert_eq!(r["rows"], 2000, "{r}");
+    assert_eq!(r["days"], 30, "{r}");
+    assert_eq!(r["rows_after"], 2000, "{r}");
+    // Counts only: the time and memory are reported, never judged here.
+    assert!(r["startup_s"].is_number(), "{r}");
+    let rss = r["rss_bytes"].as_u64().context("rss_bytes")?;
+    let peak = r["peak_rss_bytes"].as_u64().context("peak_rss_bytes")?;
+    assert!(rss > 0 && peak >= rss, "{r}");
     Ok(())
 }
 

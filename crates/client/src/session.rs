@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until, timeout};
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 
 use crate::countdown::{Countdown, format_hms};
 use crate::render::Output;
@@ -366,7 +367,7 @@ impl Session {
         // Lines are small and interactive: do not wait to fill a segment.
         let _ = stream.set_nodelay(true);
         let stream = match tls {
-            None => Stream::Plain(stream),
+            None => Either::Left(stream),
             Some((config, name, trust)) => {
                 let handshake = crate::tls::handshake(config, name, stream, server, trust);
                 let tls = timeout(options.connect_timeout, handshake)
@@ -375,7 +376,7 @@ impl Session {
                         addr: server.to_owned(),
                         source: io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"),
                     })??;
-                Stream::Tls(Box::new(tls))
+                Either::Right(Box::new(tls))
             }
         };
         let mut framed = Framed::new(stream, LineCodec::default());

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use attendance_protocol::{Command, Event, Reply, ServerLine, Text};
 use tokio::io::AsyncWriteExt as _;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::{nanos_since, open_many};
 use crate::cli::{FanoutArgs, TargetKind};
 use crate::daemon::Settings;
-use crate::line::{self, Incoming, LineConn, LineReader, classify};
+use crate::line::{self, LineConn, LineReader};
 use crate::net;
 use crate::redis;
 use crate::report::{Report, Value};
@@ -227,7 +228,8 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
 
     // Daemon: flush the setup's announcements with a sentinel everyone must see.
     if let Speaker::Daemon(writer) = &mut speaker {
-        line::send(writer, &format!("SAY {}", shared.sentinel))
+        let sentinel = Text::new(&shared.sentinel).context("the sentinel as chat text")?;
+        line::send(writer, &Command::Say(sentinel))
             .await
             .context("speaker sentinel")?;
         let deadline = Instant::now() + args.common.timeout;
@@ -266,9 +268,12 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
         }
         let text = format!("{seq} {}", nanos_since(shared.base));
         let result = match &mut speaker {
-            Speaker::Daemon(w) => line::send(w, &format!("SAY {text}"))
-                .await
-                .map_err(|e| e.to_string()),
+            Speaker::Daemon(w) => match Text::new(&text) {
+                Ok(text) => line::send(w, &Command::Say(text))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
             Speaker::Redis(w) => {
                 let mut out = Vec::with_capacity(64);
                 resp::encode(&[b"PUBLISH", channel.as_bytes(), text.as_bytes()], &mut out);
@@ -465,9 +470,11 @@ async fn daemon_receiver(
             tally.closed = true;
             return tally;
         };
-        match classify(line) {
-            Incoming::Say { text } => shared.message(text.as_bytes(), &mut tally, &mut synced),
-            Incoming::Lagged(skipped) => shared.lagged(skipped, &mut tally, synced),
+        match line {
+            ServerLine::Event(Event::Say { text, .. }) => {
+                shared.message(text.as_str().as_bytes(), &mut tally, &mut synced);
+            }
+            ServerLine::Event(Event::Lagged(skipped)) => shared.lagged(skipped, &mut tally, synced),
             _ => {}
         }
     }
@@ -505,11 +512,11 @@ async fn speaker_replies(mut reader: LineReader, replies: Arc<Replies>, stop: Ca
             line = reader.next() => line,
         };
         let Ok(Some(line)) = line else { return };
-        match classify(line) {
-            Incoming::Ok { command: "SAY", .. } => {
+        match line {
+            ServerLine::Ok(Reply::Say) => {
                 replies.ok.fetch_add(1, Ordering::Relaxed);
             }
-            Incoming::Err { .. } => replies.refused(line.to_owned()),
+            ServerLine::Err { .. } => replies.refused(line.to_string()),
             _ => {}
         }
     }

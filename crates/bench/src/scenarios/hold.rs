@@ -5,6 +5,7 @@
 //! hold N sockets, the clients are spread over worker processes.
 
 use anyhow::Context as _;
+use attendance_protocol::{Command, Event, Reply, ServerLine};
 
 use crate::cli::HoldArgs;
 use crate::cli::TargetKind;
@@ -70,14 +71,15 @@ async fn ping_probe(
     let mut heartbeats = 0u64;
     while Instant::now() + every < end {
         let sent = Instant::now();
-        conn.send("PING").await?;
+        conn.send(&Command::Ping(None)).await?;
         loop {
-            let line = conn.reader.expect().await?;
-            if line.starts_with("EVENT HEARTBEAT") {
-                heartbeats += 1;
-            } else if !line.starts_with("EVENT ") {
-                expect_ok(line, "PONG")?;
-                break;
+            match conn.reader.expect().await? {
+                ServerLine::Event(Event::Heartbeat(_)) => heartbeats += 1,
+                ServerLine::Event(_) => {}
+                line => {
+                    expect_ok(line, |r| matches!(r, Reply::Pong(_)))?;
+                    break;
+                }
             }
         }
         samples.push(sent.elapsed());

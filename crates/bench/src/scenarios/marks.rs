@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use attendance_protocol::Command;
 use tokio::task::JoinSet;
 
 use super::fsync;
@@ -416,11 +417,11 @@ async fn prejoined(
 /// Sends PRESENT on a joined connection; returns the time until its OK.
 async fn present(conn: &mut LineConn) -> Result<Duration, String> {
     let sent = Instant::now();
-    line::send(&mut conn.writer, "PRESENT")
+    conn.send(&Command::Present)
         .await
         .map_err(|e| e.to_string())?;
     let reply = conn.reader.reply().await.map_err(|e| e.to_string())?;
-    line::expect_ok(reply, "PRESENT").map_err(|e| e.to_string())?;
+    line::expect_ok(reply, line::is_present).map_err(|e| e.to_string())?;
     Ok(sent.elapsed())
 }
 
@@ -508,13 +509,14 @@ async fn kiosk_client(
 /// One kiosk mark: returns the time from sending `JOIN` and `PRESENT` to `OK PRESENT`.
 async fn kiosk_mark(conn: &mut LineConn, id: &str) -> Result<Duration, String> {
     let sent = Instant::now();
-    conn.send(&format!("JOIN {id}\nPRESENT"))
+    let join = line::join(id).map_err(|e| e.to_string())?;
+    conn.send_all(&[join, Command::Present])
         .await
         .map_err(|e| e.to_string())?;
     let join = conn.reader.reply().await.map_err(|e| e.to_string())?;
-    line::expect_ok(join, "JOIN").map_err(|e| e.to_string())?;
+    line::expect_ok(join, line::is_join).map_err(|e| e.to_string())?;
     let reply = conn.reader.reply().await.map_err(|e| e.to_string())?;
-    line::expect_ok(reply, "PRESENT").map_err(|e| e.to_string())?;
+    line::expect_ok(reply, line::is_present).map_err(|e| e.to_string())?;
     Ok(sent.elapsed())
 }
 
@@ -582,7 +584,7 @@ async fn stored_count(target: &mut Target, run_id: &str) -> anyhow::Result<Optio
 }
 
 /// Data rows of the CSV (lines after the header; no cell can hold a line break).
-fn csv_rows(path: &Path) -> anyhow::Result<usize> {
+pub(crate) fn csv_rows(path: &Path) -> anyhow::Result<usize> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text

@@ -6,6 +6,7 @@ pub(crate) mod fanout;
 pub(crate) mod fsync;
 pub(crate) mod hold;
 pub(crate) mod marks;
+pub(crate) mod startup;
 pub(crate) mod storm;
 
 use std::future::Future;
@@ -88,6 +89,11 @@ pub(crate) async fn run(scenario: Scenario) -> anyhow::Result<bool> {
         Scenario::Marks(a) => Load::Marks(a),
         Scenario::Fsync(a) => {
             let report = fsync::run(&a)?;
+            print(&report);
+            return Ok(report.ok());
+        }
+        Scenario::Startup(a) => {
+            let report = startup::run(&a).await?;
             print(&report);
             return Ok(report.ok());
         }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use attendance_protocol::{BurstKind, Event, Reply, ServerLine};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::{nanos_since, open_many};
 use crate::cli::{StormArgs, TargetKind};
 use crate::daemon::Settings;
-use crate::line::{Incoming, LineConn, classify};
+use crate::line::{self, LineConn};
 use crate::net;
 use crate::redis;
 use crate::report::{Report, Value};
@@ -345,7 +346,11 @@ async fn client(conn: Conn, who: Who, mut go: watch::Receiver<Option<Instant>>, 
     };
     match conn {
         Conn::Daemon(mut conn) => {
-            if let Err(e) = conn.send(&format!("JOIN {}", who.id)).await {
+            let sent = match line::join(&who.id) {
+                Ok(join) => conn.send(&join).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
                 shared.fail(e.to_string());
                 return;
             }
@@ -353,19 +358,23 @@ async fn client(conn: Conn, who: Who, mut go: watch::Receiver<Option<Instant>>, 
                 let Ok(Some(line)) = conn.reader.next().await else {
                     return closed(acked, "OK JOIN");
                 };
-                match classify(line) {
-                    Incoming::Ok {
-                        command: "JOIN", ..
-                    } if !acked => {
+                match line {
+                    ServerLine::Ok(Reply::Join { .. }) if !acked => {
                         acked = true;
                         shared.ack(t0);
                     }
-                    Incoming::Ok { .. } | Incoming::Err { .. } if !acked => {
-                        return shared.fail(line.to_owned());
+                    ServerLine::Ok(_) | ServerLine::Err { .. } if !acked => {
+                        return shared.fail(line.to_string());
                     }
-                    Incoming::Join => shared.learned(who.slot, 1, t0),
-                    Incoming::Joins(count) => shared.learned(who.slot, count, t0),
-                    Incoming::Lagged(skipped) => shared.lagged(skipped, &mut lagging, t0),
+                    ServerLine::Event(Event::Join { .. }) => shared.learned(who.slot, 1, t0),
+                    ServerLine::Event(Event::Burst {
+                        kind: BurstKind::Joins,
+                        count,
+                        ..
+                    }) => shared.learned(who.slot, count, t0),
+                    ServerLine::Event(Event::Lagged(skipped)) => {
+                        shared.lagged(skipped, &mut lagging, t0);
+                    }
                     _ => {}
                 }
             }
