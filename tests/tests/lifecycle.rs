@@ -185,6 +185,27 @@ async fn a_foreign_csv_is_refused_with_exit_code_78() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_csv_path_that_cannot_be_opened_is_a_configuration_error_exit_78() -> Result<()> {
+    // The CSV's directory does not exist (a typo in `csv`, a volume not mounted): systemd must
+    // not restart the daemon in a loop, so this is exit 78, not 1. (As root, permissions cannot
+    // be tested here; the store's unit tests classify them.)
+    let dir = tempfile::tempdir()?;
+    std::os::unix::fs::symlink(
+        dir.path().join("no-such-dir").join("attendance.csv"),
+        dir.path().join("attendance.csv"),
+    )?;
+    let (status, log) = Daemon::run_to_failure(dir.path(), &[])?;
+    assert_eq!(status.code(), Some(78), "{log}");
+    assert!(log.contains("attendance.csv: cannot open"), "{log}");
+    assert_eq!(
+        log.matches("No such file or directory").count(),
+        1,
+        "the cause is named once: {log}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_token_file_others_can_read_is_refused_with_exit_code_78() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let token = dir.path().join("admin.token");

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(config, passed, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
+            error!("{}", report(&e));
             let config_error = e
                 .downcast_ref::<attendance_server::ServerError>()
                 .is_some_and(attendance_server::ServerError::is_config);
@@ -79,6 +79,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `e` and its causes, each once: a cause whose text the message before it already ends with
+/// (an error that shows its source in its own message) is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.ends_with(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 /// `attendanced check-config`: loads the settings exactly as the daemon would and prints them as
