@@ -9,31 +9,44 @@ use tokio::time::Instant;
 
 use crate::hub::Membership;
 
-/// A student's seat on one connection.
+/// A student's seat on one connection. Small on purpose: it sits in every joined connection's
+/// task, tens of thousands of them.
 #[derive(Debug)]
 pub struct Seat {
     /// The place in the class (given back when the seat drops).
     pub membership: Membership,
-    /// When the class length fixed at the JOIN is served: a reload that changes
+    /// When the JOIN line's first byte arrived.
+    since: Instant,
+    /// The class length fixed at the JOIN, in milliseconds: a reload that changes
     /// `class_length` later does not move it, so the `required_seconds` sent stays true.
-    pub due: Instant,
-    /// When the student joined, as the CSV records it.
-    pub joined_at: Timestamp,
+    length_ms: u32,
 }
 
 impl Seat {
-    /// A seat taken at `since` (the arrival of the JOIN line) for `class_length`.
+    /// A seat taken at `since` (the arrival of the JOIN line) for `class_length` (at most
+    /// `u32::MAX` ms, 49 days).
     pub fn new(membership: Membership, since: Instant, class_length: Duration) -> Self {
         Self {
             membership,
-            due: since + class_length,
-            joined_at: Timestamp::now(),
+            since,
+            length_ms: u32::try_from(class_length.as_millis()).unwrap_or(u32::MAX),
         }
+    }
+
+    /// When the class length is served.
+    pub fn due(&self) -> Instant {
+        self.since + Duration::from_millis(u64::from(self.length_ms))
     }
 
     /// Whether the class length has been served at `now`.
     pub fn served(&self, now: Instant) -> bool {
-        now >= self.due
+        now >= self.due()
+    }
+
+    /// When the student joined, on the wall clock (as the CSV records it).
+    pub fn joined_at(&self) -> Timestamp {
+        let now = Timestamp::now();
+        Timestamp::from_datetime(now.datetime() - self.since.elapsed())
     }
 }
 

@@ -135,6 +135,9 @@ struct ClassShared {
     /// [`Classes`] lock).
     full: OnceLock<broadcast::Sender<Announcement>>,
     burst: Mutex<Burst>,
+    /// The hub, through which a [`Membership`] gives its seat back (weak: the hub owns the
+    /// class). Here rather than in every membership, which sits in every joined connection.
+    hub: std::sync::Weak<HubInner>,
 }
 
 /// Announcements of each [`BurstKind`] in the current window.
@@ -155,8 +158,9 @@ fn kind_index(kind: BurstKind) -> usize {
 }
 
 impl ClassShared {
-    fn new(key: ClassKey) -> Self {
+    fn new(key: ClassKey, hub: std::sync::Weak<HubInner>) -> Self {
         Self {
+            hub,
             key,
             lone: broadcast::channel(LONE_RING).0,
             full: OnceLock::new(),
@@ -338,14 +342,16 @@ pub struct Membership {
     pub id: StudentId,
     conn: ConnId,
     class: Arc<ClassShared>,
-    hub: Arc<HubInner>,
     /// This member's receiver of the class's announcements.
     rx: broadcast::Receiver<Announcement>,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.hub.release(&self.id, self.conn, &self.class);
+        // The hub outlives its members but for the daemon's very end.
+        if let Some(hub) = self.class.hub.upgrade() {
+            hub.release(&self.id, self.conn, &self.class);
+        }
     }
 }
 
@@ -488,7 +494,10 @@ impl Classes {
     ) -> Result<Membership, AlreadyJoined> {
         let mut map = self.lock();
         let class = map.entry(id.class.clone()).or_insert_with(|| Class {
-            shared: Arc::new(ClassShared::new(id.class.clone())),
+            shared: Arc::new(ClassShared::new(
+                id.class.clone(),
+                Arc::downgrade(&self.inner),
+            )),
             members: Map::default(),
         });
         if class.members.contains_key(&id.roll) {
@@ -504,7 +513,6 @@ impl Classes {
             conn,
             rx: class.shared.tx().subscribe(),
             class: Arc::clone(&class.shared),
-            hub: Arc::clone(&self.inner),
         })
     }
 

@@ -29,7 +29,7 @@ impl Session {
         if self.marked_today(&seat.membership.id).is_some() {
             0
         } else {
-            seconds_left(seat.due, now)
+            seconds_left(seat.due(), now)
         }
     }
 
@@ -154,13 +154,13 @@ impl Session {
             if let Some(at) = self.marked_today(id) {
                 return self.reply(out, Reply::Present { marked_at: at });
             }
-            self.send(out, &ServerLine::early(seconds_left(seat.due, now)));
+            self.send(out, &ServerLine::early(seconds_left(seat.due(), now)));
             return Flow::Continue;
         }
         let mark = Mark {
             id: id.clone(),
             marked_at: Timestamp::now(),
-            joined_at: seat.joined_at,
+            joined_at: seat.joined_at(),
             addr: match self.peer {
                 Peer::Tcp(addr) => Some(addr.ip()),
                 Peer::Admin => None,

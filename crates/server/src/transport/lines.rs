@@ -37,6 +37,32 @@ pub(crate) trait LineSource: Send {
     }
 }
 
+/// An instant as nanoseconds (plus one) since the first one taken: half the size of an
+/// `Instant`, and good for 584 years.
+#[derive(Debug, Clone, Copy)]
+struct Arrival(std::num::NonZeroU64);
+
+impl Arrival {
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    fn of(at: Instant) -> Option<Self> {
+        let nanos = at.saturating_duration_since(Self::epoch()).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX - 1);
+        std::num::NonZeroU64::new(nanos + 1).map(Self)
+    }
+
+    fn now() -> Option<Self> {
+        Self::of(Instant::now())
+    }
+
+    fn instant(self) -> Instant {
+        Self::epoch() + std::time::Duration::from_nanos(self.0.get() - 1)
+    }
+}
+
 /// Bytes read per poll. Lives on the stack only while reading.
 pub(crate) const CHUNK: usize = 2048;
 
@@ -47,8 +73,9 @@ pub(crate) struct Lines<R> {
     codec: LineCodec,
     /// A partial line; empty (and unallocated) between lines.
     partial: BytesMut,
-    /// When the first byte in `partial` arrived.
-    since: Option<Instant>,
+    /// When the first byte in `partial` arrived ([`Arrival`]: 8 bytes in every connection's
+    /// task rather than 16).
+    since: Option<Arrival>,
     eof: bool,
 }
 
@@ -68,7 +95,7 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
         let mut lines = Self::new(read, max_line);
         if !early.is_empty() {
             lines.partial.extend_from_slice(early);
-            lines.since = Some(Instant::now());
+            lines.since = Arrival::now();
         }
         lines
     }
@@ -81,14 +108,16 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
         } else {
             self.codec.decode(&mut self.partial)?
         };
-        let arrived = self.since.unwrap_or_else(Instant::now);
+        let arrived = self.since.map_or_else(Instant::now, Arrival::instant);
         if self.partial.is_empty() {
             // Give the memory back between lines. (Even at capacity 0 an emptied BytesMut can
             // still own the buffer it was split from.)
             self.partial = BytesMut::new();
             self.since = None;
         } else if item.is_some() {
-            self.since = read_at.or(self.since);
+            if let Some(at) = read_at {
+                self.since = Arrival::of(at);
+            }
         }
         Ok(item.map(|item| Line { item, arrived }))
     }
@@ -114,7 +143,7 @@ impl<R: AsyncRead + Unpin + Send> Lines<R> {
             } else {
                 let now = Instant::now();
                 if self.partial.is_empty() {
-                    self.since = Some(now);
+                    self.since = Arrival::of(now);
                 }
                 read_at = Some(now);
                 self.partial.extend_from_slice(buf.filled());
