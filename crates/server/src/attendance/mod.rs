@@ -43,10 +43,10 @@ impl Seat {
         now >= self.due()
     }
 
-    /// When the student joined, on the wall clock (as the CSV records it).
-    pub fn joined_at(&self) -> Timestamp {
-        let now = Timestamp::now();
-        Timestamp::from_datetime(now.datetime() - self.since.elapsed())
+    /// When the student joined, on the wall clock (as the CSV records it), given the wall
+    /// clock and the monotonic clock read at one moment.
+    pub fn joined_at(&self, wall: Timestamp, now: Instant) -> Timestamp {
+        Timestamp::from_datetime(wall.datetime() - now.saturating_duration_since(self.since))
     }
 }
 

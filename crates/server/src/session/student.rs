@@ -17,16 +17,15 @@ pub(super) enum Seated {
 }
 
 impl Session {
-    /// The durable mark of `id` today, if any (the store is the one source of truth).
-    fn marked_today(&self, id: &StudentId) -> Option<Timestamp> {
-        self.engine
-            .store
-            .marked_at(&id.class, &id.roll, Timestamp::now())
+    /// The durable mark of `id` on the day of `today`, if any (the store is the one source of
+    /// truth).
+    fn marked_today(&self, id: &StudentId, today: Timestamp) -> Option<Timestamp> {
+        self.engine.store.marked_at(&id.class, &id.roll, today)
     }
 
     /// Seconds `seat`'s student must still stay at `now`; 0 once marked.
-    fn required_seconds(&self, seat: &Seat, now: Instant) -> u64 {
-        if self.marked_today(&seat.membership.id).is_some() {
+    fn required_seconds(&self, seat: &Seat, now: Instant, today: Timestamp) -> u64 {
+        if self.marked_today(&seat.membership.id, today).is_some() {
             0
         } else {
             seconds_left(seat.due(), now)
@@ -49,10 +48,12 @@ impl Session {
             return (flow, Seated::No);
         };
         let now = Instant::now();
+        // One clock read for every look-up this JOIN makes.
+        let today = Timestamp::now();
         // Already seated: the same student again, or the next student at a kiosk.
         if let Some(seat) = &self.seat {
             if seat.membership.id == id {
-                let required_seconds = self.required_seconds(seat, now);
+                let required_seconds = self.required_seconds(seat, now, today);
                 let flow = self.reply(
                     out,
                     Reply::Join {
@@ -62,7 +63,7 @@ impl Session {
                 );
                 return (flow, Seated::Yes);
             }
-            if self.marked_today(&seat.membership.id).is_none() {
+            if self.marked_today(&seat.membership.id, today).is_none() {
                 let current = seat.membership.id.to_string();
                 let flow = self.refuse(out, ErrorCode::Joined, format!("this connection is checked in as {current}, who is not marked present yet; send PRESENT first, or connect again to check in someone else"));
                 return (flow, Seated::No);
@@ -111,7 +112,7 @@ impl Session {
             id: id.clone(),
             addr: Some(peer.ip()),
         });
-        let required_seconds = self.required_seconds(&seat, now);
+        let required_seconds = self.required_seconds(&seat, now, today);
         self.seat = Some(seat);
         let flow = self.reply(
             out,
@@ -151,16 +152,17 @@ impl Session {
         let now = Instant::now();
         if !seat.served(now) {
             // Marked earlier today (on another connection): no need to stay again.
-            if let Some(at) = self.marked_today(id) {
+            if let Some(at) = self.marked_today(id, Timestamp::now()) {
                 return self.reply(out, Reply::Present { marked_at: at });
             }
             self.send(out, &ServerLine::early(seconds_left(seat.due(), now)));
             return Flow::Continue;
         }
+        let marked_at = Timestamp::now();
         let mark = Mark {
             id: id.clone(),
-            marked_at: Timestamp::now(),
-            joined_at: seat.joined_at(),
+            marked_at,
+            joined_at: seat.joined_at(marked_at, now),
             addr: match self.peer {
                 Peer::Tcp(addr) => Some(addr.ip()),
                 Peer::Admin => None,
