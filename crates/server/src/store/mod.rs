@@ -12,7 +12,6 @@ mod csv;
 mod index;
 mod writer;
 
-use std::any::Any;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,24 +118,25 @@ pub trait BatchSink: Send + 'static {
     fn commit_delay(&self) -> bool;
 }
 
-/// A row encoded by the sink's [`BatchSink::encode`], with its type erased so [`Store`] is one
-/// type whatever the sink.
-type ErasedRow = Box<dyn Any + Send>;
-
-fn encode_erased<S: BatchSink>(mark: &Mark) -> ErasedRow {
-    Box::new(S::encode(mark))
-}
-
 /// The handle to the store, cloned into every connection. The writer ends (after a final
-/// sync) when the last handle is dropped.
-#[derive(Clone, Debug)]
-pub struct Store {
-    tx: mpsc::Sender<Request>,
+/// sync) when the last handle is dropped. Typed by its sink, so a row goes to the writer as
+/// the sink's own type, without a box of its own (the daemon's store is `Store<CsvSink>`).
+#[derive(Debug)]
+pub struct Store<S: BatchSink = CsvSink> {
+    tx: mpsc::Sender<Request<S::Row>>,
     index: Arc<Index>,
-    encode: fn(&Mark) -> ErasedRow,
 }
 
-impl Store {
+impl<S: BatchSink> Clone for Store<S> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            index: Arc::clone(&self.index),
+        }
+    }
+}
+
+impl<S: BatchSink> Store<S> {
     /// Records `mark`: `New` once it is durable, or `Existing` with the original time if its
     /// student was already marked on the local day of `mark.marked_at` (also when a mark of
     /// the same student came earlier in the same batch).
@@ -145,7 +145,7 @@ impl Store {
     /// [`StoreError::Storage`] if the batch could not be made durable (or the store refuses
     /// appends), [`StoreError::Closed`] if the writer is gone.
     pub async fn record(&self, mark: Mark) -> Result<Recorded, StoreError> {
-        let row = (self.encode)(&mark);
+        let row = S::encode(&mark);
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Request::Mark(Pending { mark, row, ack }))
@@ -207,15 +207,11 @@ pub fn spawn<S: BatchSink>(
     sink: S,
     index: Index,
     metrics: Arc<Metrics>,
-) -> (Store, tokio::task::JoinHandle<()>) {
+) -> (Store<S>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(writer::QUEUE);
     let index = Arc::new(index);
     let task = tokio::spawn(writer::run(sink, Arc::clone(&index), rx, metrics));
-    let store = Store {
-        tx,
-        index,
-        encode: encode_erased::<S>,
-    };
+    let store = Store { tx, index };
     (store, task)
 }
 

@@ -91,7 +91,7 @@ fn ts(s: &str) -> Timestamp {
 }
 
 struct Fixture {
-    store: Store,
+    store: Store<Memory>,
     task: tokio::task::JoinHandle<()>,
     log: Arc<Mutex<Log>>,
     gate: Arc<Semaphore>,

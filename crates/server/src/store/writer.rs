@@ -21,7 +21,7 @@ use jiff::civil::Date;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
-use super::{BatchSink, ErasedRow, Index, Mark, Recorded, StoreError};
+use super::{BatchSink, Index, Mark, Recorded, StoreError};
 use crate::hashing::Map;
 use crate::metrics::Metrics;
 
@@ -36,20 +36,20 @@ pub(super) const QUEUE: usize = 8192;
 type Ack = oneshot::Sender<Result<Recorded, StoreError>>;
 
 /// A mark to record, encoded by its sender, with the channel its answer goes back on.
-pub(super) struct Pending {
+pub(super) struct Pending<R> {
     pub(super) mark: Mark,
-    pub(super) row: ErasedRow,
+    pub(super) row: R,
     pub(super) ack: Ack,
 }
 
 /// What the writer task is asked to do, in queue order.
-pub(super) enum Request {
-    Mark(Pending),
+pub(super) enum Request<R> {
+    Mark(Pending<R>),
     Reopen(oneshot::Sender<Result<(), String>>),
     Ping(oneshot::Sender<()>),
 }
 
-impl std::fmt::Debug for Request {
+impl<R> std::fmt::Debug for Request<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Mark(p) => f.debug_tuple("Mark").field(&p.mark).finish(),
@@ -95,7 +95,7 @@ impl<R: Send + 'static> Batch<R> {
     }
 
     /// Sorts `p` into the batch, or answers it at once if its student is durably marked.
-    fn add(&mut self, p: Pending, index: &Index) {
+    fn add(&mut self, p: Pending<R>, index: &Index) {
         let Pending { mark, row, ack } = p;
         let id = mark.id;
         let (date, durable) = index.classify(&id.class, &id.roll, mark.marked_at);
@@ -103,20 +103,18 @@ impl<R: Send + 'static> Batch<R> {
             let _ = ack.send(Ok(Recorded::Existing(at)));
             return;
         }
-        let key = (id.class.clone(), id.roll.clone(), date);
-        if let Some(&first) = self.keys.get(&key) {
-            self.repeats.push(Repeat { id, first, ack });
-            return;
+        // One hash of the key: found, a repeat within the batch; vacant, taken by this mark.
+        match self.keys.entry((id.class.clone(), id.roll.clone(), date)) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                let first = *first.get();
+                self.repeats.push(Repeat { id, first, ack });
+                return;
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(mark.marked_at);
+            }
         }
-        let Ok(row) = row.downcast::<R>() else {
-            // Cannot happen: the store's encoder is the sink's (`spawn` pairs them).
-            let _ = ack.send(Err(StoreError::Storage(
-                "internal error: a row of another sink".to_owned(),
-            )));
-            return;
-        };
-        self.keys.insert(key, mark.marked_at);
-        self.rows.push(*row);
+        self.rows.push(row);
         self.news.push(New {
             id,
             date,
@@ -129,11 +127,11 @@ impl<R: Send + 'static> Batch<R> {
 pub(super) async fn run<S: BatchSink>(
     mut sink: S,
     index: Arc<Index>,
-    mut rx: mpsc::Receiver<Request>,
+    mut rx: mpsc::Receiver<Request<S::Row>>,
     metrics: Arc<Metrics>,
 ) {
     // Grown on demand: a quiet daemon does not hold room for a 4096-mark batch.
-    let mut queue: Vec<Request> = Vec::new();
+    let mut queue: Vec<Request<S::Row>> = Vec::new();
     let mut batch = Batch::<S::Row>::new();
     while rx.recv_many(&mut queue, MAX_BATCH).await > 0 {
         if sink.commit_delay() {
@@ -168,7 +166,7 @@ pub(super) async fn run<S: BatchSink>(
 /// that are about to send their marks run, and take what they queue, until a pass brings
 /// nothing new. Without it the writer syncs the first few requests after each sync while the
 /// rest, a moment later, wait for the sync after that. Bounded by [`GATHER_PASSES`].
-async fn gather_more(rx: &mut mpsc::Receiver<Request>, queue: &mut Vec<Request>) {
+async fn gather_more<R>(rx: &mut mpsc::Receiver<Request<R>>, queue: &mut Vec<Request<R>>) {
     for _ in 0..GATHER_PASSES {
         tokio::task::yield_now().await;
         let before = queue.len();
