@@ -20,6 +20,10 @@ pub struct Seat {
     /// The class length fixed at the JOIN, in milliseconds: a reload that changes
     /// `class_length` later does not move it, so the `required_seconds` sent stays true.
     length_ms: u32,
+    /// Whether the store answered this seat's PRESENT with a mark (new or already held): the
+    /// kiosk rule frees the connection for the next student then. This is what the store said
+    /// about this seat, not "marked today", which only the store answers.
+    recorded: bool,
 }
 
 impl Seat {
@@ -30,7 +34,18 @@ impl Seat {
             membership,
             since,
             length_ms: u32::try_from(class_length.as_millis()).unwrap_or(u32::MAX),
+            recorded: false,
         }
+    }
+
+    /// The store answered this seat's PRESENT with a mark.
+    pub fn set_recorded(&mut self) {
+        self.recorded = true;
+    }
+
+    /// Whether the store answered this seat's PRESENT with a mark.
+    pub fn recorded(&self) -> bool {
+        self.recorded
     }
 
     /// When the class length is served.

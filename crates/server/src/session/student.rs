@@ -63,7 +63,9 @@ impl Session {
                 );
                 return (flow, Seated::Yes);
             }
-            if self.marked_today(&seat.membership.id, today).is_none() {
+            // Free for the next student once the store answered this seat's PRESENT with a
+            // mark (no look-up), or if the student was marked today on another connection.
+            if !seat.recorded() && self.marked_today(&seat.membership.id, today).is_none() {
                 let current = seat.membership.id.to_string();
                 let flow = self.refuse(out, ErrorCode::Joined, format!("this connection is checked in as {current}, who is not marked present yet; send PRESENT first, or connect again to check in someone else"));
                 return (flow, Seated::No);
@@ -153,6 +155,9 @@ impl Session {
         if !seat.served(now) {
             // Marked earlier today (on another connection): no need to stay again.
             if let Some(at) = self.marked_today(id, Timestamp::now()) {
+                if let Some(seat) = &mut self.seat {
+                    seat.set_recorded();
+                }
                 return self.reply(out, Reply::Present { marked_at: at });
             }
             self.send(out, &ServerLine::early(seconds_left(seat.due(), now)));
@@ -170,7 +175,8 @@ impl Session {
         };
         match self.engine.store.record(mark).await {
             Ok(Recorded::New(at)) => {
-                if let Some(seat) = &self.seat {
+                if let Some(seat) = &mut self.seat {
+                    seat.set_recorded();
                     let id = &seat.membership.id;
                     debug!(student = %id, "marked present");
                     seat.membership.announce_with(|| Event::Present {
@@ -181,7 +187,12 @@ impl Session {
                 }
                 self.reply(out, Reply::Present { marked_at: at })
             }
-            Ok(Recorded::Existing(at)) => self.reply(out, Reply::Present { marked_at: at }),
+            Ok(Recorded::Existing(at)) => {
+                if let Some(seat) = &mut self.seat {
+                    seat.set_recorded();
+                }
+                self.reply(out, Reply::Present { marked_at: at })
+            }
             Err(StoreError::Storage(e)) => {
                 warn!(peer = %self.peer, error = %e, "mark not stored");
                 self.refuse(out, ErrorCode::Storage, "the mark could not be written to disk; you are NOT marked yet, send PRESENT again")
