@@ -117,7 +117,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     // lag that skipped it) must not hide it.
                     if self.session.engine().shutdown.is_cancelled() {
                         let line = ServerLine::Event(Event::Shutdown).encode();
-                        Box::pin(self.send_within(line, FAREWELL_TIMEOUT)).await?;
+                        Box::pin(self.send_within(line, Some(FAREWELL_TIMEOUT))).await?;
                         return Ok(Flow::Close);
                     }
                     if let Ok(Signal::Heartbeat(line)) = signal {
@@ -241,12 +241,13 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
 
     /// Writes `line`, giving up on a peer that does not read for `write_timeout`.
     async fn send(&mut self, line: Bytes) -> Result<(), Closed> {
-        let timeout = self.session.engine().live().write_timeout;
-        self.send_within(line, timeout).await
+        self.send_within(line, None).await
     }
 
-    /// Writes `line`, giving up on a peer that does not read for `timeout`.
-    async fn send_within(&mut self, line: Bytes, timeout: Duration) -> Result<(), Closed> {
+    /// Writes `line`, giving up on a peer that does not read for `timeout` (`write_timeout`
+    /// if `None`, read only when the write has to wait: one line to a class of thousands is
+    /// written by each member's task, and the fast path stays free of the settings).
+    async fn send_within(&mut self, line: Bytes, timeout: Option<Duration>) -> Result<(), Closed> {
         // Nearly every line fits in the socket's buffer at once: tried first without a timer,
         // which keeps the timeout's state out of every future that sends.
         let mut sent = 0;
@@ -256,7 +257,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         .await;
         match now {
             Ok(true) => Ok(()),
-            Ok(false) => Box::pin(self.send_rest(line, sent, timeout)).await,
+            Ok(false) => {
+                let timeout = timeout.unwrap_or_else(|| self.session.engine().live().write_timeout);
+                Box::pin(self.send_rest(line, sent, timeout)).await
+            }
             Err(e) => {
                 debug!(error = %e, "write failed");
                 Err(Closed)
