@@ -110,6 +110,16 @@ pub fn configure_socket(
 mod tests {
     use super::*;
 
+    fn assert_keepalive_42s_and_nodelay(server: &TcpStream) {
+        let sock = socket2::SockRef::from(server);
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(
+            sock.tcp_keepalive_time().expect("time"),
+            Duration::from_secs(42)
+        );
+        assert!(server.nodelay().expect("nodelay"));
+    }
+
     #[tokio::test]
     async fn accepted_sockets_inherit_keepalive_and_nodelay_from_the_listener() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -119,13 +129,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        let sock = socket2::SockRef::from(&server);
-        assert!(sock.keepalive().expect("keepalive"));
-        assert_eq!(
-            sock.tcp_keepalive_time().expect("time"),
-            Duration::from_secs(42)
-        );
-        assert!(server.nodelay().expect("nodelay"));
+        assert_keepalive_42s_and_nodelay(&server);
     }
 
     #[tokio::test]
@@ -137,13 +141,7 @@ mod tests {
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
         configure_socket(&server, Duration::from_secs(42), 0).expect("configure");
-        let sock = socket2::SockRef::from(&server);
-        assert!(sock.keepalive().expect("keepalive"));
-        assert_eq!(
-            sock.tcp_keepalive_time().expect("time"),
-            Duration::from_secs(42)
-        );
-        assert!(server.nodelay().expect("nodelay"));
+        assert_keepalive_42s_and_nodelay(&server);
     }
 
     #[test]
