@@ -173,6 +173,7 @@ async fn serve(
     let control_task = tokio::spawn(control_loop(Arc::clone(&engine), controls));
     let watchdog_task = tokio::spawn(crate::ops::notify::watchdog_loop(Arc::clone(&engine)));
 
+    let socket_options = crate::transport::tcp::prepare(&listener, &engine);
     let local = listener.local_addr()?;
     info!(addr = %local, tls = tls.is_some(), "listening on {local}");
     // Logged after the line above: both contain "listening on", and tools (the test harness)
@@ -191,6 +192,7 @@ async fn serve(
     // go to the worker's local queue instead of waking another thread through the shared one.
     let accepting = tokio::spawn(crate::transport::tcp::accept_loop(
         listener,
+        socket_options,
         Arc::clone(&engine),
         tracker.clone(),
         tls,

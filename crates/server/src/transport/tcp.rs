@@ -20,9 +20,24 @@ use crate::engine::Engine;
 use crate::ops::limits::configure_listener;
 use crate::session::Peer;
 
-/// Accepts connections until shutdown.
+/// The socket options a listener hands every socket it accepts, as set by [`prepare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketOptions(Duration, usize);
+
+/// Gives `listener` the live socket options. Called before the port is announced: the kernel
+/// copies a listener's options into a connection when its handshake completes, which can be
+/// before the accept loop first runs, so a client that connects the moment the port is logged
+/// must already get them.
+pub(crate) fn prepare(listener: &TcpListener, engine: &Engine) -> SocketOptions {
+    let options = socket_options(engine);
+    configure_listener(listener, options.0, options.1);
+    options
+}
+
+/// Accepts connections until shutdown. `options` are those [`prepare`] gave the listener.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    options: SocketOptions,
     engine: Arc<Engine>,
     tracker: TaskTracker,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -31,10 +46,8 @@ pub(crate) async fn accept_loop(
     let per_address = AddressSlots::new(engine.startup.max_per_address);
     let next_id = AtomicU64::new(1);
     let mut backoff = Duration::from_millis(10);
-    // The socket options the listener hands every accepted socket; re-applied when a reload
-    // changes them, so they hold for connections accepted from then on.
-    let mut options = socket_options(engine);
-    configure_listener(&listener, options.0, options.1);
+    // Re-applied when a reload changes them, so they hold for connections accepted from then on.
+    let mut options = options;
     // Made once: re-creating it for every accept would register and unregister a waiter on
     // the token each time.
     let cancelled = engine.shutdown.cancelled();
@@ -98,9 +111,9 @@ pub(crate) async fn accept_loop(
 }
 
 /// The live socket options: TCP keepalive and the send buffer.
-fn socket_options(engine: &Engine) -> (Duration, usize) {
+fn socket_options(engine: &Engine) -> SocketOptions {
     let live = engine.live();
-    (live.tcp_keepalive, live.send_buffer)
+    SocketOptions(live.tcp_keepalive, live.send_buffer)
 }
 
 /// After a reload changed the socket options (`now` differs from `applied`): `stream`, just
@@ -109,8 +122,8 @@ fn socket_options(engine: &Engine) -> (Duration, usize) {
 fn follow_socket_options(
     listener: &TcpListener,
     stream: &TcpStream,
-    applied: &mut (Duration, usize),
-    now: (Duration, usize),
+    applied: &mut SocketOptions,
+    now: SocketOptions,
 ) {
     if now == *applied {
         return;
@@ -223,9 +236,9 @@ async fn refuse(mut stream: TcpStream, why: &'static str, timeout: Duration) {
 mod tests {
     use super::*;
 
-    fn options_of(stream: &TcpStream) -> (Duration, usize) {
+    fn options_of(stream: &TcpStream) -> SocketOptions {
         let sock = socket2::SockRef::from(stream);
-        (
+        SocketOptions(
             sock.tcp_keepalive_time().expect("keepalive"),
             sock.send_buffer_size().expect("sndbuf"),
         )
@@ -235,7 +248,7 @@ mod tests {
     async fn reloaded_socket_options_reach_the_next_connections() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut applied = (Duration::from_secs(60), 0);
+        let mut applied = SocketOptions(Duration::from_secs(60), 0);
         configure_listener(&listener, applied.0, applied.1);
         let _c1 = TcpStream::connect(addr).await.expect("connect");
         let (first, _) = listener.accept().await.expect("accept");
@@ -244,12 +257,12 @@ mod tests {
         assert_eq!(options_of(&first).0, Duration::from_secs(60));
 
         // A reload: keepalive 17 s, send buffer 64 KiB (Linux reports it doubled).
-        let reloaded = (Duration::from_secs(17), 65_536);
+        let reloaded = SocketOptions(Duration::from_secs(17), 65_536);
         let _c2 = TcpStream::connect(addr).await.expect("connect");
         let (second, _) = listener.accept().await.expect("accept");
         follow_socket_options(&listener, &second, &mut applied, reloaded);
         assert_eq!(applied, reloaded);
-        let (keepalive, sndbuf) = options_of(&second);
+        let SocketOptions(keepalive, sndbuf) = options_of(&second);
         assert_eq!(keepalive, Duration::from_secs(17));
         assert!(sndbuf >= 65_536, "{sndbuf}");
         // The ones after it inherit them from the listener.
