@@ -17,7 +17,7 @@ marks="${1:-10000}"
 clients="${2:-64}"
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 
-cargo build --release --locked -p attendance-server -p attendance-bench
+cargo build --release --locked -p attendanced -p attendance-bench
 root="$(pwd)"
 work="$(mktemp -d)"
 daemon_pid=""

@@ -31,7 +31,7 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(15);
 /// # Panics
 /// If the binary cannot be built.
 pub fn bin_path(name: &str) -> PathBuf {
-    attendance_testkit::cargo_binary(name, &["attendance-server", "attendance-client"])
+    attendance_testkit::cargo_binary(name, &["attendanced", "attendance-client"])
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -40,6 +40,8 @@ pub struct Daemon {
     process: Process,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its web server listens (`None` with `--web-listen off`).
+    pub web: Option<SocketAddr>,
     /// Its working directory (CSV, token).
     pub dir: tempfile::TempDir,
 }
@@ -71,7 +73,32 @@ impl Daemon {
         let addr = process
             .wait_for_address(LISTENING, LINE_TIMEOUT)
             .context("daemon did not report its address")?;
-        Ok(Self { process, addr, dir })
+        let web_off = args.windows(2).any(|w| w == ["--web-listen", "off"]);
+        let web = if web_off {
+            None
+        } else {
+            // Logged right after the student port's line.
+            Some(
+                process
+                    .wait_for_address("web listening on ", LINE_TIMEOUT)
+                    .context("daemon did not report its web address")?,
+            )
+        };
+        Ok(Self {
+            process,
+            addr,
+            web,
+            dir,
+        })
+    }
+
+    /// The web server's address.
+    ///
+    /// # Panics
+    /// If the daemon was started with `--web-listen off`.
+    pub fn web(&self) -> SocketAddr {
+        self.web
+            .expect("this daemon was started with --web-listen off")
     }
 
     /// Runs the daemon expecting it to fail at start-up; returns its exit status and log.
@@ -180,6 +207,13 @@ fn spawn(dir: &Path, args: &[&str], extra: Extra) -> Result<Process> {
         .current_dir(dir)
         .args(["--listen", "127.0.0.1:0", "--csv"])
         .arg(dir.join("attendance.csv"))
+        // The web port on a free port, unless the test chose its own (the default is 8000).
+        .args(
+            (!args.contains(&"--web-listen"))
+                .then_some(["--web-listen", "127.0.0.1:0"])
+                .into_iter()
+                .flatten(),
+        )
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

@@ -28,7 +28,7 @@ const RESERVED_KEYS: [&str; 2] = ["listen", "csv"];
 pub(crate) enum DaemonError {
     /// There is no file at the daemon binary's path.
     #[error(
-        "no daemon binary at {0}: build it with `cargo build --release -p attendance-server` or pass --daemon-bin"
+        "no daemon binary at {0}: build it with `cargo build --release -p attendanced` or pass --daemon-bin"
     )]
     NotFound(PathBuf),
     /// The run's directory or config file could not be made.
@@ -98,6 +98,10 @@ impl Settings {
             "csv = {}\n",
             toml_value_string(&csv.display().to_string())
         ));
+        // The web port stays off unless a scenario asks for it (`--transport ws`).
+        if !self.has("web_listen") {
+            out.push_str("web_listen = \"off\"\n");
+        }
         for (key, value) in &self.0 {
             out.push_str(&format!("{key} = {value}\n"));
         }

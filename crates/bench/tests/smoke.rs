@@ -14,7 +14,7 @@ use serde_json::Value;
 fn daemon_bin() -> Result<PathBuf> {
     Ok(attendance_testkit::cargo_binary(
         "attendanced",
-        &["attendance-server"],
+        &["attendanced"],
     )?)
 }
 

@@ -3,6 +3,7 @@
 //! everything down in order (transports, then the store after its final commit).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use attendance_protocol::{Event, ServerLine, Timestamp};
@@ -43,14 +44,34 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
-    /// The metrics listener (`metrics_listen`) could not be bound.
-    #[error("metrics listener {addr}: {source}")]
-    Metrics {
-        /// The configured address.
-        addr: std::net::SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+}
+
+/// Another way in besides the student port (the web server), started by the daemon once the
+/// student port is announced and stopped with it.
+pub trait Frontend: Send + 'static {
+    /// Serves until `ctx.engine`'s shutdown is cancelled. Connection tasks go on
+    /// `ctx.tracker`, which the daemon waits for before the store's final commit.
+    fn start(self: Box<Self>, ctx: FrontendContext) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// What a [`Frontend`] is started with.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct FrontendContext {
+    /// The running engine.
+    pub engine: Arc<Engine>,
+    /// The student port's TLS acceptor, if TLS is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Where connection tasks are spawned.
+    pub tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for FrontendContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontendContext")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerError {
@@ -102,7 +123,23 @@ pub async fn run_controlled(
     controls: mpsc::Receiver<Control>,
 ) -> Result<(), ServerError> {
     let csv = open(&config).await?;
-    serve(listener, config, csv, shutdown, controls).await
+    serve(listener, config, csv, shutdown, controls, Vec::new()).await
+}
+
+/// [`run_controlled`] with more ways in ([`Frontend`]s, e.g. the web server), as the daemon
+/// binary runs it.
+///
+/// # Errors
+/// [`ServerError`] if the CSV, the admin token or the admin socket cannot be opened.
+pub async fn run_with_frontends(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    controls: mpsc::Receiver<Control>,
+    frontends: Vec<Box<dyn Frontend>>,
+) -> Result<(), ServerError> {
+    let csv = open(&config).await?;
+    serve(listener, config, csv, shutdown, controls, frontends).await
 }
 
 /// [`run`] on a CSV that is already open, with the dedupe index built from it
@@ -118,7 +155,7 @@ pub async fn run_with_log(
 ) -> Result<(), ServerError> {
     // Nobody sends controls; the sender lives until the server ends.
     let (_keep, controls) = mpsc::channel(1);
-    serve(listener, config, csv, shutdown, controls).await
+    serve(listener, config, csv, shutdown, controls, Vec::new()).await
 }
 
 /// Opens (and locks) the configured CSV, building the dedupe index from its recent rows.
@@ -133,6 +170,7 @@ async fn serve(
     (sink, index): (CsvSink, Index),
     shutdown: impl Future<Output = ()>,
     controls: mpsc::Receiver<Control>,
+    frontends: Vec<Box<dyn Frontend>>,
 ) -> Result<(), ServerError> {
     for warning in config.warnings() {
         warn!("{warning}");
@@ -149,14 +187,6 @@ async fn serve(
     }
     let admin_listener = crate::transport::admin_socket::bind(&startup.admin_socket_path())?;
     let tls = crate::transport::tls::acceptor(&startup)?;
-    let metrics_listener = match startup.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Metrics { addr, source })?,
-        ),
-        None => None,
-    };
 
     let metrics = Arc::new(Metrics::new());
     let (store, writer_task) = store::spawn(sink, index, Arc::clone(&metrics));
@@ -176,18 +206,22 @@ async fn serve(
     let socket_options = crate::transport::tcp::prepare(&listener, &engine);
     let local = listener.local_addr()?;
     info!(addr = %local, tls = tls.is_some(), "listening on {local}");
-    // Logged after the line above: both contain "listening on", and tools (the test harness)
-    // take the first such line for the student port.
-    let metrics_task = metrics_listener.map(|l| {
-        if let Ok(addr) = l.local_addr() {
-            info!(%addr, "metrics listening on {addr}");
-        }
-        tokio::spawn(crate::ops::metrics_http::serve(l, Arc::clone(&engine)))
-    });
+    let tracker = TaskTracker::new();
+    // Started after the line above: their own "… listening on" lines come later, and tools
+    // (the test harness) take the first such line for the student port.
+    let frontend_tasks: Vec<_> = frontends
+        .into_iter()
+        .map(|f| {
+            tokio::spawn(f.start(FrontendContext {
+                engine: Arc::clone(&engine),
+                tls: tls.clone(),
+                tracker: tracker.clone(),
+            }))
+        })
+        .collect();
     // Listener bound, CSV open and checked, token loaded: ready for systemd.
     crate::ops::notify::ready(&engine);
 
-    let tracker = TaskTracker::new();
     // On a worker thread, not the caller's (block_on's) thread: spawned connection tasks then
     // go to the worker's local queue instead of waking another thread through the shared one.
     let accepting = tokio::spawn(crate::transport::tcp::accept_loop(
@@ -214,7 +248,7 @@ async fn serve(
     let _ = heartbeat_task.await;
     let _ = control_task.await;
     let _ = watchdog_task.await;
-    if let Some(task) = metrics_task {
+    for task in frontend_tasks {
         let _ = task.await;
     }
     // The last handle to the store goes with the engine; the writer then drains and syncs.

@@ -206,6 +206,40 @@ impl Engine {
             .collect()
     }
 
+    /// The metrics in the OpenMetrics text format, with the gauges read from the live state
+    /// (what `/metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        let snap = self.snapshot();
+        self.metrics.set_gauges(
+            snap.connections,
+            snap.joined(),
+            snap.classes.len(),
+            snap.store_queue,
+        );
+        self.metrics.encode()
+    }
+
+    /// Whether `candidate` is the admin token (compared in constant time).
+    pub fn is_admin_token(&self, candidate: &str) -> bool {
+        self.admin.verify(candidate)
+    }
+
+    /// The token cancelled when the daemon shuts down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// A permit for one more connection under `max_connections` (every transport shares the
+    /// limit), or `None` at the limit. Held for as long as the connection is open.
+    pub fn try_admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.connections).try_acquire_owned().ok()
+    }
+
+    /// The metrics, for transports that count refusals.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The stream of class events, from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ClassEvent> {
         self.events.subscribe()

@@ -1,9 +1,10 @@
 //! attendanced: the network attendance daemon, as a library.
 //!
 //! [`run`] serves the line protocol of `attendance-protocol` on an already-bound listener until
-//! a shutdown signal or an administrator's `SHUTDOWN`. The binary `attendanced` (in `main.rs`)
-//! only parses settings, starts logging, binds and calls [`run`], so tests can run the whole
-//! server in-process on `127.0.0.1:0`.
+//! a shutdown signal or an administrator's `SHUTDOWN`. The binary `attendanced` (crate
+//! `crates/daemon`) only parses settings, starts logging, binds and calls [`run_with_frontends`]
+//! with the web server (`crates/web`) as a [`Frontend`], so tests can run the whole server
+//! in-process on `127.0.0.1:0`.
 //!
 //! The folders follow the path of a line (see the README's "How it fits together"):
 //! - [`transport`]: sockets in, lines out — TCP (plain and TLS) and the admin Unix socket; each
@@ -29,6 +30,9 @@ pub mod session;
 pub mod store;
 pub mod transport;
 
-pub use daemon::{Control, ServerError, run, run_controlled, run_with_log};
+pub use daemon::{
+    Control, Frontend, FrontendContext, ServerError, run, run_controlled, run_with_frontends,
+    run_with_log,
+};
 pub use ops::config::{self, Config, ConfigError, FsyncPolicy};
 pub use ops::{cli, limits, metrics};

@@ -113,6 +113,11 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Serve the web pages, /ws and /metrics on ADDR, or `off` [default: 0.0.0.0:8000].
+    #[arg(long, value_name = "ADDR|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_listen: Option<crate::ops::config::WebListen>,
+
     /// Log filter when RUST_LOG is not set, e.g. info, debug, attendance_server=trace
     /// [default: info].
     #[arg(long)]

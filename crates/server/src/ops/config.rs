@@ -97,6 +97,109 @@ pub struct Config {
     /// Whether `EVENT JOIN` tells the class the student's IP address. Off by default: a
     /// classmate has no need of it; the CSV and the admin views keep it either way.
     pub announce_addresses: bool,
+    /// Address of the web server (student page, teacher dashboard, `/ws`, `/metrics`,
+    /// `/healthz`), or `off`. Served over HTTPS with the student port's certificate when TLS is
+    /// configured.
+    pub web_listen: WebListen,
+    /// Origins (`scheme://host[:port]`) besides the page's own host whose pages may open `/ws`;
+    /// a WebSocket upgrade from any other origin gets HTTP 403.
+    pub web_allowed_origins: Vec<String>,
+    /// Interval of the WebSocket ping that keeps idle phones' connections open through NATs; a
+    /// connection that answers nothing (no pong, no frame) for two intervals is closed.
+    #[serde(with = "humantime_serde")]
+    pub web_ping_interval: Duration,
+    /// How long a teacher's dashboard sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub web_session_ttl: Duration,
+    /// Per-class viewer tokens for the teacher dashboard (`[[viewer]]` tables); the admin token
+    /// sees every class.
+    pub viewer: Vec<Viewer>,
+}
+
+/// A dashboard viewer: a token that may see only some classes (`[[viewer]]` in the file).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Viewer {
+    /// A name for the logs (the token itself is never logged).
+    #[serde(default)]
+    pub name: String,
+    /// The secret the teacher signs in with (at least 16 characters).
+    #[serde(serialize_with = "hidden")]
+    pub token: String,
+    /// The classes it may see, as `COURSE_DIV` (e.g. `ComputerNetworks_Div1`).
+    pub classes: Vec<String>,
+}
+
+impl fmt::Debug for Viewer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Viewer")
+            .field("name", &self.name)
+            .field("token", &"<hidden>")
+            .field("classes", &self.classes)
+            .finish()
+    }
+}
+
+/// Serialises a secret as a placeholder: settings are printed by `check-config` and compared
+/// (and logged) by a reload.
+fn hidden<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<hidden>")
+}
+
+/// Where the web server listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebListen {
+    /// No web server.
+    Off,
+    /// Listen here.
+    On(SocketAddr),
+}
+
+impl WebListen {
+    /// The address, unless off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Self::Off => None,
+            Self::On(addr) => Some(addr),
+        }
+    }
+}
+
+impl fmt::Display for WebListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::On(addr) => addr.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for WebListen {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            Ok(Self::Off)
+        } else {
+            s.parse().map(Self::On)
+        }
+    }
+}
+
+impl Serialize for WebListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WebListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is neither an address like 0.0.0.0:8000 nor \"off\""
+            ))
+        })
+    }
 }
 
 /// The settings fixed at start-up (sockets, files, sizes). A reload that changes one reports it
@@ -125,6 +228,8 @@ pub struct Startup {
     pub tls_key: Option<PathBuf>,
     /// See [`Config::metrics_listen`].
     pub metrics_listen: Option<SocketAddr>,
+    /// See [`Config::web_listen`].
+    pub web_listen: WebListen,
 }
 
 /// The settings a reload (SIGHUP) applies while students are connected. Each is read where it
@@ -167,6 +272,16 @@ pub struct Live {
     pub log_level: String,
     /// See [`Config::announce_addresses`]; from the next JOIN.
     pub announce_addresses: bool,
+    /// See [`Config::web_allowed_origins`]; from the next upgrade.
+    pub web_allowed_origins: Vec<String>,
+    /// See [`Config::web_ping_interval`]; for new WebSocket connections.
+    #[serde(with = "humantime_serde")]
+    pub web_ping_interval: Duration,
+    /// See [`Config::web_session_ttl`]; for new sign-ins.
+    #[serde(with = "humantime_serde")]
+    pub web_session_ttl: Duration,
+    /// See [`Config::viewer`]; from the next sign-in (and request).
+    pub viewer: Vec<Viewer>,
 }
 
 impl Config {
@@ -186,6 +301,7 @@ impl Config {
                 tls_cert: c.tls_cert,
                 tls_key: c.tls_key,
                 metrics_listen: c.metrics_listen,
+                web_listen: c.web_listen,
             },
             Live {
                 class_length: c.class_length,
@@ -203,6 +319,10 @@ impl Config {
                 chat_burst: c.chat_burst,
                 log_level: c.log_level,
                 announce_addresses: c.announce_addresses,
+                web_allowed_origins: c.web_allowed_origins,
+                web_ping_interval: c.web_ping_interval,
+                web_session_ttl: c.web_session_ttl,
+                viewer: c.viewer,
             },
         )
     }
@@ -251,6 +371,11 @@ impl Default for Config {
             metrics_listen: None,
             log_level: "info".to_owned(),
             announce_addresses: false,
+            web_listen: WebListen::On(SocketAddr::from(([0, 0, 0, 0], 8000))),
+            web_allowed_origins: Vec::new(),
+            web_ping_interval: Duration::from_secs(30),
+            web_session_ttl: Duration::from_secs(12 * 3600),
+            viewer: Vec::new(),
         }
     }
 }
@@ -591,6 +716,47 @@ impl Config {
             },
             "tls_cert and tls_key must be set together",
         )?;
+        range(
+            self.web_ping_interval >= Duration::from_secs(1),
+            "web_ping_interval",
+            "web_ping_interval must be at least 1s",
+        )?;
+        range(
+            self.web_session_ttl >= Duration::from_secs(60),
+            "web_session_ttl",
+            "web_session_ttl must be at least 1m",
+        )?;
+        for origin in &self.web_allowed_origins {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/');
+            if !ok {
+                return Err((
+                    "web_allowed_origins",
+                    format!(
+                        "web_allowed_origins: {origin:?} is not an origin like https://host[:port]"
+                    ),
+                ));
+            }
+        }
+        for viewer in &self.viewer {
+            if viewer.token.chars().count() < 16 {
+                let who = if viewer.name.is_empty() {
+                    "a [[viewer]]"
+                } else {
+                    &viewer.name
+                };
+                return Err((
+                    "viewer",
+                    format!("viewer token of {who} must be at least 16 characters"),
+                ));
+            }
+            if viewer.classes.is_empty() {
+                return Err((
+                    "viewer",
+                    "every [[viewer]] needs at least one class".to_owned(),
+                ));
+            }
+        }
         if let Some(name) = &self.timezone {
             if jiff::tz::TimeZone::get(name).is_err() {
                 return Err((

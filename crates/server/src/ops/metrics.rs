@@ -1,6 +1,6 @@
 //! Prometheus metrics: counters that the connections and the writer bump (each bump is one
 //! atomic add, except the two histograms the writer feeds once per batch), gauges read from the
-//! live state at scrape time, and their text exposition for `/metrics` (see `metrics_http`).
+//! live state at scrape time, and their text exposition for `/metrics` (served by `crates/web`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -6,6 +6,5 @@ pub mod config;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
-pub(crate) mod metrics_http;
 pub(crate) mod notify;
 pub mod reload;

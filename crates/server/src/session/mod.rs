@@ -45,6 +45,8 @@ pub type LineItem = Result<String, LineError>;
 pub enum Peer {
     /// A student (or anyone) over TCP, plain or TLS.
     Tcp(SocketAddr),
+    /// A student (or anyone) over the web server's `/ws` WebSocket.
+    Ws(SocketAddr),
     /// The local administrator over the admin Unix socket: trusted, needs no token, and cannot
     /// check in as a student.
     Admin,
@@ -53,8 +55,27 @@ pub enum Peer {
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Tcp(addr) => addr.fmt(f),
+            Self::Tcp(addr) | Self::Ws(addr) => addr.fmt(f),
             Self::Admin => f.write_str("admin-socket"),
+        }
+    }
+}
+
+impl Peer {
+    /// The remote address of a network peer; `None` for the admin socket.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(addr) | Self::Ws(addr) => Some(*addr),
+            Self::Admin => None,
+        }
+    }
+
+    /// The transport's name, as the admin `WHO` list shows it.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Self::Tcp(_) => "tcp",
+            Self::Ws(_) => "ws",
+            Self::Admin => "admin",
         }
     }
 }

@@ -4,7 +4,7 @@ use attendance_protocol::{ErrorCode, Event, Reply, ServerLine, StudentId, Text, 
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{Flow, Outbox, Peer, Session};
+use super::{Flow, Outbox, Session};
 use crate::attendance::{Seat, seconds_left};
 use crate::engine::ClassEvent;
 use crate::store::{Mark, Recorded, StoreError};
@@ -39,7 +39,7 @@ impl Session {
         arrived: Instant,
         out: &mut Outbox,
     ) -> (Flow, Seated) {
-        let Peer::Tcp(peer) = self.peer else {
+        let Some(peer) = self.peer.addr() else {
             let flow = self.refuse(
                 out,
                 ErrorCode::Denied,
@@ -168,10 +168,7 @@ impl Session {
             id: id.clone(),
             marked_at,
             joined_at: seat.joined_at(marked_at, now),
-            addr: match self.peer {
-                Peer::Tcp(addr) => Some(addr.ip()),
-                Peer::Admin => None,
-            },
+            addr: self.peer.addr().map(|a| a.ip()),
         };
         match self.engine.store.record(mark).await {
             Ok(Recorded::New(at)) => {

@@ -43,13 +43,11 @@ struct Connection<W> {
 }
 
 /// Serves one client until it quits, drops, misbehaves too often or the server shuts down.
-pub(crate) async fn serve<L, W>(
-    engine: Arc<Engine>,
-    mut reader: L,
-    write: W,
-    peer: Peer,
-    conn: ConnId,
-) where
+///
+/// `write` gets whole lines only (each `poll_write` buffer ends with a line's `\n`, though a
+/// slow peer may take a line in parts); a frame-based transport can send one frame per line.
+pub async fn serve<L, W>(engine: Arc<Engine>, mut reader: L, write: W, peer: Peer, conn: ConnId)
+where
     L: LineSource,
     W: AsyncWrite + Unpin + Send,
 {

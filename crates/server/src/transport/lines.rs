@@ -21,13 +21,15 @@ use crate::session::LineItem;
 /// One line (or the reason it was refused), with the instant its first byte arrived: a JOIN
 /// is timed from there (the seed client sends its identifier, waits, and ends the line later).
 #[derive(Debug)]
-pub(crate) struct Line {
-    pub(crate) item: LineItem,
-    pub(crate) arrived: Instant,
+pub struct Line {
+    /// The line, or why it was refused.
+    pub item: LineItem,
+    /// When its first byte arrived.
+    pub arrived: Instant,
 }
 
 /// A source of lines; `None` at end of stream.
-pub(crate) trait LineSource: Send {
+pub trait LineSource: Send {
     /// The next line.
     fn next_line(&mut self) -> impl Future<Output = Option<io::Result<Line>>> + Send;
 
@@ -68,7 +70,7 @@ pub(crate) const CHUNK: usize = 2048;
 
 /// Lines from a byte stream, with no buffer held while idle.
 #[derive(Debug)]
-pub(crate) struct Lines<R> {
+pub struct Lines<R> {
     read: R,
     codec: LineCodec,
     /// A partial line; empty (and unallocated) between lines.

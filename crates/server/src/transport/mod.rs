@@ -6,9 +6,12 @@
 //! - [`conn`]: the connection driver every byte-stream transport shares (one task per
 //!   connection, the only writer to its socket);
 //! - [`lines`]: line framing without an idle read buffer.
+//!
+//! The web server's `/ws` (in `crates/web`) is one more transport: it turns frames into
+//! [`lines::Line`]s and runs the same [`conn::serve`].
 
 pub(crate) mod admin_socket;
-pub(crate) mod conn;
-pub(crate) mod lines;
+pub mod conn;
+pub mod lines;
 pub(crate) mod tcp;
 pub(crate) mod tls;

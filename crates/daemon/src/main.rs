@@ -1,5 +1,6 @@
-//! `attendanced`: parse settings, start logging, fit the descriptor limit, bind, and serve until
-//! SIGINT/SIGTERM or `SHUTDOWN`; or, with `check-config`, only load and report the settings.
+//! `attendanced`: parse settings, start logging, fit the descriptor limit, bind the student
+//! port and the web port, and serve both until SIGINT/SIGTERM or `SHUTDOWN`; or, with
+//! `check-config`, only load and report the settings.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -139,10 +140,28 @@ async fn serve(
         class_length = %humantime::format_duration(config.class_length),
         "attendanced starting"
     );
+    let web = attendance_web::WebFrontend {
+        web: match config.web_listen.addr() {
+            Some(addr) => Some(
+                attendance_server::limits::bind_listener(addr)
+                    .with_context(|| format!("cannot listen on {addr} (web_listen)"))?,
+            ),
+            None => None,
+        },
+        metrics: match config.metrics_listen {
+            Some(addr) => Some(
+                attendance_server::limits::bind_listener(addr)
+                    .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?,
+            ),
+            None => None,
+        },
+    };
     let shutdown = shutdown_signal();
     let (controls, control_rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(on_sighup(reload, controls));
-    attendance_server::run_controlled(listener, config, shutdown, control_rx).await?;
+    let frontends: Vec<Box<dyn attendance_server::Frontend>> = vec![Box::new(web)];
+    attendance_server::run_with_frontends(listener, config, shutdown, control_rx, frontends)
+        .await?;
     Ok(())
 }
 
