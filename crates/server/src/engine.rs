@@ -113,6 +113,8 @@ pub struct Engine {
     /// One permit per open connection, over every transport.
     pub(crate) connections: Arc<Semaphore>,
     events: broadcast::Sender<ClassEvent>,
+    /// The next connection id, shared by every transport (the hub tells seats apart by it).
+    next_conn: std::sync::atomic::AtomicU64,
 }
 
 /// What [`Engine::new`] is built from.
@@ -149,7 +151,14 @@ impl Engine {
             live: ArcSwap::from_pointee(live),
             startup,
             events,
+            next_conn: std::sync::atomic::AtomicU64::new(1),
         }
+    }
+
+    /// A connection id no other connection of any transport has.
+    pub fn next_conn_id(&self) -> crate::session::ConnId {
+        self.next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The live settings as they are now.

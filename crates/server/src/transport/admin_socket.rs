@@ -4,7 +4,6 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::UnixListener;
 use tokio_util::task::TaskTracker;
@@ -57,11 +56,10 @@ pub(crate) fn bind(path: &Path) -> Result<AdminListener, ServerError> {
 /// Accepts admin connections until the future is dropped.
 pub(crate) async fn serve(admin: &AdminListener, engine: &Arc<Engine>, tracker: &TaskTracker) {
     // Admin connections are numbered apart from TCP ones, from the top down.
-    let next_id = AtomicU64::new(u64::MAX);
     loop {
         match admin.listener.accept().await {
             Ok((stream, _)) => {
-                let conn = next_id.fetch_sub(1, Ordering::Relaxed);
+                let conn = engine.next_conn_id();
                 let engine = Arc::clone(engine);
                 let (read, write) = stream.into_split();
                 let lines = Lines::new(read, engine.live().max_line);

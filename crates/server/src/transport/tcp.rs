@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -44,7 +43,6 @@ pub(crate) async fn accept_loop(
 ) {
     let (engine, tracker, tls) = (&engine, &tracker, tls.as_ref());
     let per_address = AddressSlots::new(engine.startup.max_per_address);
-    let next_id = AtomicU64::new(1);
     let mut backoff = Duration::from_millis(10);
     // Re-applied when a reload changes them, so they hold for connections accepted from then on.
     let mut options = options;
@@ -73,7 +71,7 @@ pub(crate) async fn accept_loop(
             }
         };
         follow_socket_options(&listener, &stream, &mut options, socket_options(engine));
-        let conn = next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = engine.next_conn_id();
         // A debug span: at the default level an idle connection carries no span data (about
         // 250 bytes each in the registry); warnings name the peer themselves.
         let span = debug_span!("conn", %peer, id = conn);
