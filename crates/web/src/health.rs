@@ -1,5 +1,6 @@
 //! `/healthz` for load balancers and `/metrics` for Prometheus (which replaces the daemon's
-//! former hand-written responder).
+//! former hand-written responder). `/metrics` is served only on `metrics_listen`, which an
+//! administrator binds to loopback or an internal interface, never on the public web port.
 
 use axum::Router;
 use axum::extract::State;
@@ -12,11 +13,14 @@ use crate::routes::WebState;
 /// The content type of prometheus-client's text encoding.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// `/healthz` and `/metrics`.
+/// `/healthz`.
 pub fn routes() -> Router<WebState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// `/healthz` and `/metrics`, for `metrics_listen`.
+pub fn metrics_routes() -> Router<WebState> {
+    routes().route("/metrics", get(metrics))
 }
 
 /// 200 with the live numbers while the daemon serves; 503 once it is shutting down (so a load

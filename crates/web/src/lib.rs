@@ -1,5 +1,6 @@
 //! attendanced's web server: the student page (`/`), the teacher dashboard (`/teacher`), the
-//! line protocol over WebSocket (`/ws`), `/metrics` and `/healthz`.
+//! line protocol over WebSocket (`/ws`) and `/healthz` on `web_listen`; `/metrics` (and
+//! `/healthz`) on `metrics_listen`.
 //!
 //! It runs in the daemon's process and runtime as a [`Frontend`] of the engine: `/ws` is one
 //! more transport over the session core (the same `HELLO`, commands, limits and class hubs as
@@ -32,7 +33,7 @@ pub use routes::WebState;
 /// The web server's listeners, bound by the binary before the daemon starts.
 #[derive(Debug, Default)]
 pub struct WebFrontend {
-    /// `web_listen`: pages, `/ws`, `/metrics`, `/healthz`.
+    /// `web_listen`: pages, `/ws`, `/healthz`.
     pub web: Option<TcpListener>,
     /// `metrics_listen`: `/metrics` (and `/healthz`) only, never TLS.
     pub metrics: Option<TcpListener>,

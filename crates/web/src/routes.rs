@@ -73,7 +73,7 @@ pub fn router(state: WebState) -> Router {
 /// `metrics_listen`: `/metrics` and `/healthz` only.
 pub fn metrics_router(state: WebState) -> Router {
     let router = Router::new()
-        .merge(crate::health::routes())
+        .merge(crate::health::metrics_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY));
     hardened(router).with_state(state)

@@ -97,8 +97,8 @@ pub struct Config {
     /// Whether `EVENT JOIN` tells the class the student's IP address. Off by default: a
     /// classmate has no need of it; the CSV and the admin views keep it either way.
     pub announce_addresses: bool,
-    /// Address of the web server (student page, teacher dashboard, `/ws`, `/metrics`,
-    /// `/healthz`), or `off`. Served over HTTPS with the student port's certificate when TLS is
+    /// Address of the web server (student page, teacher dashboard, `/ws`, `/healthz`), or
+    /// `off`. Served over HTTPS with the student port's certificate when TLS is
     /// configured.
     pub web_listen: WebListen,
     /// Origins (`scheme://host[:port]`) besides the page's own host whose pages may open `/ws`;
@@ -918,6 +918,40 @@ mod tests {
             Config::load(Some(&dir.path().join("nope.toml")), NoOverrides {}),
             Err(ConfigError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn web_settings_load_and_viewer_tokens_are_never_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.toml");
+        std::fs::write(
+            &path,
+            "web_listen = \"off\"\nweb_allowed_origins = [\"https://a.example\"]\n\
+             [[viewer]]\nname = \"Ms Shah\"\ntoken = \"0123456789abcdef-secret\"\n\
+             classes = [\"CN_D1\"]\n",
+        )
+        .expect("write");
+        let (c, settings) = Config::load_with_origins(Some(&path), NoOverrides {}).expect("load");
+        assert_eq!(c.web_listen, WebListen::Off);
+        assert_eq!(c.viewer.len(), 1);
+        assert_eq!(c.viewer[0].token, "0123456789abcdef-secret");
+        let report = render_report(Some(&path), &settings, &[]);
+        assert!(report.contains("web_listen = \"off\""), "{report}");
+        assert!(!report.contains("secret"), "{report}");
+        assert!(!format!("{c:?}").contains("secret"));
+
+        std::fs::write(&path, "web_listen = \"8000\"\n").expect("write");
+        let err = Config::load(Some(&path), NoOverrides {}).expect_err("not an address");
+        assert!(err.to_string().contains("web_listen"), "{err}");
+        std::fs::write(
+            &path,
+            "[[viewer]]\ntoken = \"short\"\nclasses = [\"CN_D1\"]\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&path), NoOverrides {}).expect_err("short token");
+        assert!(err.to_string().contains("at least 16"), "{err}");
+        std::fs::write(&path, "web_allowed_origins = [\"a.example\"]\n").expect("write");
+        assert!(Config::load(Some(&path), NoOverrides {}).is_err());
     }
 
     #[test]
