@@ -125,6 +125,16 @@ async fn tls_connect(
     ca: &Path,
     name: &str,
 ) -> Result<Framed<tokio_rustls::client::TlsStream<TcpStream>, LineCodec>> {
+    let tls = tls_stream(daemon.addr, ca, name).await?;
+    Ok(Framed::new(tls, LineCodec::new(1 << 16)))
+}
+
+/// A TLS connection to `addr`, trusting exactly the CA in `ca`.
+async fn tls_stream(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    name: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca)? {
         roots.add(cert?)?;
@@ -135,12 +145,42 @@ async fn tls_connect(
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(daemon.addr).await?;
+    let tcp = TcpStream::connect(addr).await?;
     let server_name = ServerName::try_from(name.to_owned())?;
     let tls = tokio::time::timeout(LINE_TIMEOUT, connector.connect(server_name, tcp))
         .await
         .context("TLS handshake timed out")??;
-    Ok(Framed::new(tls, LineCodec::new(1 << 16)))
+    Ok(tls)
+}
+
+#[tokio::test]
+async fn the_web_port_serves_https_with_the_same_certificate() -> Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (d, ca) = start_tls_daemon(&[])?;
+    let web = d.web();
+    let mut tls = tls_stream(web, &ca, "localhost").await?;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(LINE_TIMEOUT, tls.read_to_end(&mut response))
+        .await
+        .context("no response over HTTPS")??;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"status\":\"ok\""), "{response}");
+
+    // Plain HTTP on the HTTPS port gets no page.
+    let mut plain = TcpStream::connect(web).await?;
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let got = read_until_closed(&mut plain, LINE_TIMEOUT).await?;
+    assert!(
+        !String::from_utf8_lossy(&got).contains("\"status\""),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    Ok(())
 }
 
 /// The next line on a framed stream, bounded by [`LINE_TIMEOUT`].
