@@ -146,6 +146,15 @@ impl Daemon {
         Client::connect(self.addr).await
     }
 
+    /// Opens `/ws` on the web port (no `Origin`, as a non-browser client) and reads the
+    /// greeting.
+    ///
+    /// # Errors
+    /// If the upgrade or the greeting fails.
+    pub async fn connect_ws(&self) -> Result<Client> {
+        Client::connect_ws(self.web(), None).await
+    }
+
     /// Sends SIGTERM.
     ///
     /// # Errors
@@ -267,9 +276,28 @@ pub fn run_attend(server: &str, args: &[&str]) -> Result<(i32, String, String)> 
     Ok((status.code().unwrap_or(-1), out, err))
 }
 
-/// A line-protocol client over real TCP.
+/// The transport under a [`Client`].
+enum Io {
+    Tcp(Framed<TcpStream, LineCodec>),
+    /// `/ws` on the web port: one text frame per line.
+    Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+}
+
+/// Which way a [`Client`] reaches the daemon: the protocol tests run over each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The student port.
+    Tcp,
+    /// `/ws` on the web port.
+    Ws,
+}
+
+/// Both transports, for tests that run one table over each.
+pub const TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Ws];
+
+/// A line-protocol client over real TCP or a real WebSocket.
 pub struct Client {
-    framed: Framed<TcpStream, LineCodec>,
+    io: Io,
     /// `EVENT` lines that arrived while waiting for a reply, oldest first.
     pub events: std::collections::VecDeque<String>,
     /// The greeting.
@@ -291,8 +319,58 @@ impl Client {
     /// # Errors
     /// If the first line is not `HELLO`.
     pub async fn from_stream(stream: TcpStream) -> Result<Self> {
+        Self::greeted(Io::Tcp(Framed::new(stream, LineCodec::new(1 << 16)))).await
+    }
+
+    /// Opens `/ws` on the web port `web` (sending `origin` as the `Origin` header, if given)
+    /// and reads the greeting.
+    ///
+    /// # Errors
+    /// If the upgrade is refused or the first line is not `HELLO`.
+    pub async fn connect_ws(web: SocketAddr, origin: Option<&str>) -> Result<Self> {
+        let ws = Self::upgrade(web, origin).await?;
+        Self::greeted(Io::Ws(Box::new(ws))).await
+    }
+
+    /// The WebSocket handshake alone; the error says what the server answered.
+    ///
+    /// # Errors
+    /// If the server does not switch protocols.
+    pub async fn upgrade(
+        web: SocketAddr,
+        origin: Option<&str>,
+    ) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = format!("ws://{web}/ws").into_client_request()?;
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse()?);
+        }
+        let stream = TcpStream::connect(web).await?;
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(1 << 20));
+        let (ws, _) = tokio::time::timeout(
+            LINE_TIMEOUT,
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
+        )
+        .await
+        .context("no handshake answer")??;
+        Ok(ws)
+    }
+
+    /// Connects over `transport`.
+    ///
+    /// # Errors
+    /// As [`Client::connect`] and [`Client::connect_ws`].
+    pub async fn connect_over(d: &Daemon, transport: Transport) -> Result<Self> {
+        match transport {
+            Transport::Tcp => d.connect().await,
+            Transport::Ws => Self::connect_ws(d.web(), None).await,
+        }
+    }
+
+    async fn greeted(io: Io) -> Result<Self> {
         let mut client = Self {
-            framed: Framed::new(stream, LineCodec::new(1 << 16)),
+            io,
             events: Default::default(),
             hello: String::new(),
         };
@@ -306,18 +384,74 @@ impl Client {
 
     /// Gives up the line framing and returns the raw socket (e.g. to stop reading it, or to
     /// read what is left byte by byte). Lines already read into the framing buffer are lost.
+    ///
+    /// # Panics
+    /// On a WebSocket client.
     pub fn into_stream(self) -> TcpStream {
-        self.framed.into_inner()
+        match self.io {
+            Io::Tcp(framed) => framed.into_inner(),
+            Io::Ws(ws) => ws.into_inner(),
+        }
+    }
+
+    /// Sends one WebSocket message as it is (a binary frame, an over-long one).
+    ///
+    /// # Errors
+    /// On a TCP client, or if the write fails.
+    pub async fn send_ws(
+        &mut self,
+        message: tokio_tungstenite::tungstenite::Message,
+    ) -> Result<()> {
+        match &mut self.io {
+            Io::Ws(ws) => Ok(ws.send(message).await?),
+            Io::Tcp(_) => bail!("not a WebSocket client"),
+        }
+    }
+
+    /// The next line, or `None` once the server closed.
+    async fn next_line(&mut self) -> Option<Result<Result<String, String>>> {
+        use tokio_tungstenite::tungstenite::Message;
+        match &mut self.io {
+            Io::Tcp(framed) => match framed.next().await? {
+                Err(e) => Some(Err(e.into())),
+                Ok(Err(e)) => Some(Ok(Err(e.to_string()))),
+                Ok(Ok(line)) => Some(Ok(Ok(line))),
+            },
+            Io::Ws(ws) => loop {
+                match ws.next().await? {
+                    Err(e) => return Some(Err(e.into())),
+                    Ok(Message::Text(t)) => {
+                        let t = t.as_str();
+                        if t.contains('\n') {
+                            return Some(Ok(Err(format!("a frame with a line break: {t:?}"))));
+                        }
+                        return Some(Ok(Ok(t.to_owned())));
+                    }
+                    Ok(Message::Close(_)) => return None,
+                    Ok(Message::Binary(_)) => return Some(Ok(Err("binary frame".into()))),
+                    Ok(_) => {}
+                }
+            },
+        }
     }
 
     /// Sends raw bytes (no line ending added).
     ///
     /// # Errors
     /// If the write fails.
+    /// Over WebSocket, the bytes go as one text frame (binary if they are not UTF-8).
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        self.framed
-            .send(bytes::Bytes::copy_from_slice(bytes))
-            .await?;
+        use tokio_tungstenite::tungstenite::Message;
+        match &mut self.io {
+            Io::Tcp(framed) => framed.send(bytes::Bytes::copy_from_slice(bytes)).await?,
+            Io::Ws(ws) => {
+                let message = match std::str::from_utf8(bytes) {
+                    Ok(text) => Message::text(text),
+                    Err(_) => Message::binary(bytes.to_vec()),
+                };
+                ws.send(message).await?;
+            }
+        }
         Ok(())
     }
 
@@ -334,10 +468,10 @@ impl Client {
     /// # Errors
     /// On timeout, close, or a line that does not parse as a server line.
     pub async fn recv_raw(&mut self) -> Result<String> {
-        match tokio::time::timeout(LINE_TIMEOUT, self.framed.next()).await {
+        match tokio::time::timeout(LINE_TIMEOUT, self.next_line()).await {
             Err(_) => bail!("no line within {LINE_TIMEOUT:?}"),
             Ok(None) => bail!("connection closed"),
-            Ok(Some(Err(e))) => Err(e.into()),
+            Ok(Some(Err(e))) => Err(e),
             Ok(Some(Ok(Err(e)))) => bail!("bad line from server: {e}"),
             Ok(Some(Ok(Ok(line)))) => {
                 line.parse::<ServerLine>()
@@ -400,7 +534,7 @@ impl Client {
     pub async fn closed(&mut self) -> Result<Vec<String>> {
         let mut lines = Vec::new();
         loop {
-            match tokio::time::timeout(LINE_TIMEOUT, self.framed.next()).await {
+            match tokio::time::timeout(LINE_TIMEOUT, self.next_line()).await {
                 Err(_) => bail!("connection still open after {LINE_TIMEOUT:?}; got {lines:?}"),
                 Ok(None) | Ok(Some(Err(_))) => return Ok(lines),
                 Ok(Some(Ok(Ok(line)))) => lines.push(line),

@@ -42,7 +42,7 @@ pub struct WebFrontend {
 impl Frontend for WebFrontend {
     fn start(self: Box<Self>, ctx: FrontendContext) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
-            let state = WebState::new(ctx.engine.clone(), ctx.tls.is_some());
+            let state = WebState::new(ctx.engine.clone(), ctx.tls.is_some(), ctx.tracker.clone());
             let mut tasks = Vec::new();
             if let Some(listener) = self.web {
                 if let Ok(addr) = listener.local_addr() {

@@ -28,15 +28,19 @@ pub struct WebState(Arc<Inner>);
 struct Inner {
     engine: Arc<Engine>,
     tls: bool,
+    tracker: tokio_util::task::TaskTracker,
     teacher: crate::teacher::Teacher,
 }
 
 impl WebState {
     /// State over `engine`; `tls` when the web port serves HTTPS (cookies are then `Secure`).
-    pub fn new(engine: Arc<Engine>, tls: bool) -> Self {
+    /// Connections that outlive their request (WebSockets) hold a token of `tracker`, so the
+    /// daemon's shutdown waits for them.
+    pub fn new(engine: Arc<Engine>, tls: bool, tracker: tokio_util::task::TaskTracker) -> Self {
         Self(Arc::new(Inner {
             engine,
             tls,
+            tracker,
             teacher: crate::teacher::Teacher::default(),
         }))
     }
@@ -49,6 +53,11 @@ impl WebState {
     /// Whether the web port serves HTTPS.
     pub fn tls(&self) -> bool {
         self.0.tls
+    }
+
+    /// The daemon's connection tasks.
+    pub fn tracker(&self) -> &tokio_util::task::TaskTracker {
+        &self.0.tracker
     }
 
     /// The dashboard's sign-in sessions and limits.

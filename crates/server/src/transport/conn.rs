@@ -33,7 +33,7 @@ const MAX_CORKED_LINES: usize = 8;
 
 /// Longest wait to tell a client `EVENT SHUTDOWN`: a client that does not read must not hold
 /// the shutdown for `write_timeout` (as long as systemd's stop timeout).
-pub(crate) const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
+pub const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Connection<W> {
     session: Session,
