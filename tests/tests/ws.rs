@@ -160,12 +160,18 @@ async fn a_frame_over_max_line_is_toolong_and_closes_with_1009() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_phone_that_vanishes_without_a_close_is_noticed_by_ping_and_announced() -> Result<()> {
+/// A daemon that pings WebSocket clients every second (the shortest interval it takes).
+fn daemon_pinging_every_second() -> Result<Daemon> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("attendanced.toml");
     std::fs::write(&config, "web_ping_interval = \"1s\"\n")?;
-    let d = Daemon::start_in(dir, &["--config", config.to_str().unwrap_or_default()])?;
+    let config = config.to_str().unwrap_or_default().to_owned();
+    Daemon::start_in(dir, &["--config", &config])
+}
+
+#[tokio::test]
+async fn a_phone_that_vanishes_without_a_close_is_noticed_by_ping_and_announced() -> Result<()> {
+    let d = daemon_pinging_every_second()?;
     let mut tcp = d.connect().await?;
     tcp.cmd("JOIN Far_D1_Tom_1").await?;
     // A client that answers nothing once joined: its socket stays open, but no pong comes back
@@ -184,10 +190,7 @@ async fn a_phone_that_vanishes_without_a_close_is_noticed_by_ping_and_announced(
 
 #[tokio::test]
 async fn an_idle_websocket_that_answers_pings_stays_open() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("attendanced.toml");
-    std::fs::write(&config, "web_ping_interval = \"1s\"\n")?;
-    let d = Daemon::start_in(dir, &["--config", config.to_str().unwrap_or_default()])?;
+    let d = daemon_pinging_every_second()?;
     let mut raw = Client::upgrade(d.web(), None).await?;
     let _hello = raw.next().await;
     // Reading answers pings; three pings (over two intervals each time) keep it open.
