@@ -143,7 +143,6 @@ async fn close(shared: &Mutex<Shared>) {
         let mut s = lock(shared);
         let socket = Pin::new(&mut s.socket);
         let _ = ready!(socket.poll_ready(cx));
-        let mut s = s;
         let _ = Pin::new(&mut s.socket).start_send(Message::Close(frame.clone()));
         Poll::Ready(())
     });
