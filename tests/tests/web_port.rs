@@ -73,3 +73,62 @@ fn a_web_port_in_use_stops_the_start_naming_the_setting() -> Result<()> {
     assert!(log.contains(&addr), "{log}");
     Ok(())
 }
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_unknown_paths_are_404() -> Result<()> {
+    let d = Daemon::start(&[])?;
+    for path in ["/healthz", "/no/such/page", "/../etc/passwd"] {
+        let (status, head, _) = get(d.web(), path).await?;
+        if path != "/healthz" {
+            assert_eq!(status, 404, "{path}: {head}");
+        }
+        let head = head.to_ascii_lowercase();
+        for needle in [
+            "content-security-policy: default-src 'self'; script-src 'self';",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "x-frame-options: deny",
+        ] {
+            assert!(head.contains(needle), "{path}: no {needle:?} in\n{head}");
+        }
+        assert!(!head.contains("unsafe-inline"), "{head}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_head_trickled_byte_by_byte_is_cut_off_by_the_header_timeout() -> Result<()> {
+    let d = Daemon::start(&[])?;
+    let mut stream = TcpStream::connect(d.web()).await?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await?;
+    let started = std::time::Instant::now();
+    // A byte every 200 ms, never ending the header: the server must close within its 10 s
+    // header timeout (bounded: 150 bytes, 30 s).
+    let mut closed = false;
+    for _ in 0..150 {
+        if stream.write_all(b"a").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            // A 408 (or any answer) before the close is fine; the close must follow.
+            Ok(Ok(_)) => {}
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "still open after {:?}", started.elapsed());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    Ok(())
+}
