@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use attendance_protocol::{LineCodec, Page, Reply, ServerLine, Status, WhoEntry};
+use attendance_protocol::{LineCodec, Page, Reply, ServerLine, Status, Transport, WhoEntry};
 use attendance_tests::{Client, Daemon, LINE_TIMEOUT, bin_path};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::UnixStream;
@@ -84,6 +84,24 @@ async fn joined(d: &Daemon, id: &str) -> Result<Client> {
         bail!("JOIN {id}: {reply}");
     }
     Ok(c)
+}
+
+#[tokio::test]
+async fn who_names_the_transport_each_student_is_connected_over() -> Result<()> {
+    let d = Daemon::start(&["--class-length", "1h"])?;
+    let mut admin = Admin::connect(&socket(&d)).await?;
+    let _tom = joined(&d, "CN_D1_Tom_1").await?;
+    let mut wei = d.connect_ws().await?;
+    let reply = wei.cmd("JOIN CN_D1_Wei_2").await?;
+    assert!(reply.starts_with("OK JOIN "), "{reply}");
+    let who = admin.who("CN D1").await?;
+    let seen: Vec<(&str, Transport)> = who
+        .entries
+        .iter()
+        .map(|e| (e.id.name.as_str(), e.transport))
+        .collect();
+    assert_eq!(seen, [("Tom", Transport::Tcp), ("Wei", Transport::Ws)]);
+    Ok(())
 }
 
 #[tokio::test]

@@ -395,6 +395,7 @@ pub fn render_who(students: &[WhoEntry], json: bool, out: &mut String) {
                     "name": s.id.name.as_str(),
                     "roll": s.id.roll.as_str(),
                     "seconds_left": s.seconds_left,
+                    "transport": s.transport.as_str(),
                 })
             })
             .collect();
@@ -414,10 +415,15 @@ pub fn render_who(students: &[WhoEntry], json: bool, out: &mut String) {
                 } else {
                     format_hms(s.seconds_left)
                 },
+                s.transport.to_string(),
             ]
         })
         .collect();
-    render_table(&["COURSE", "DIVISION", "NAME", "ROLL", "LEFT"], &rows, out);
+    render_table(
+        &["COURSE", "DIVISION", "NAME", "ROLL", "LEFT", "VIA"],
+        &rows,
+        out,
+    );
     let n = students.len();
     let _ = writeln!(
         out,
@@ -471,14 +477,17 @@ mod tests {
 
     #[test]
     fn who_is_a_table_with_time_left_or_json() {
-        let students = [entry("CN/D1/Ann/1/3540"), entry("CN/D1/Bartholomew/22/0")];
+        let students = [
+            entry("CN/D1/Ann/1/3540/tcp"),
+            entry("CN/D1/Bartholomew/22/0/ws"),
+        ];
         let mut table = String::new();
         render_who(&students, false, &mut table);
         assert_eq!(
             table,
-            "COURSE  DIVISION  NAME         ROLL  LEFT\n\
-             CN      D1        Ann          1     00:59:00\n\
-             CN      D1        Bartholomew  22    ready\n\
+            "COURSE  DIVISION  NAME         ROLL  LEFT      VIA\n\
+             CN      D1        Ann          1     00:59:00  tcp\n\
+             CN      D1        Bartholomew  22    ready     ws\n\
              2 students checked in\n"
         );
         let mut json = String::new();
@@ -486,6 +495,7 @@ mod tests {
         let v: Value = serde_json::from_str(&json).expect("json");
         assert_eq!(v["students"][0]["seconds_left"], 3540);
         assert_eq!(v["students"][1]["name"], "Bartholomew");
+        assert_eq!(v["students"][1]["transport"], "ws");
     }
 
     #[test]

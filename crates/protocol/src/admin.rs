@@ -160,7 +160,44 @@ impl FromStr for ClassCount {
     }
 }
 
-/// One entry of `OK WHO`: `course/division/name/roll/seconds_left`.
+/// How a student's connection reaches the daemon, as `WHO` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    /// The line protocol over TCP (plain or TLS).
+    #[default]
+    Tcp,
+    /// The line protocol over the web server's `/ws` WebSocket.
+    Ws,
+}
+
+impl Transport {
+    /// The word `WHO` shows: `tcp` or `ws`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Ws => "ws",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Transport {
+    type Err = ParseLineError;
+    fn from_str(s: &str) -> Result<Self, ParseLineError> {
+        match s {
+            "tcp" => Ok(Self::Tcp),
+            "ws" => Ok(Self::Ws),
+            _ => Err(ParseLineError::Word("transport")),
+        }
+    }
+}
+
+/// One entry of `OK WHO`: `course/division/name/roll/seconds_left/transport`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhoEntry {
     /// The student checked in.
@@ -168,18 +205,22 @@ pub struct WhoEntry {
     /// Whole seconds (rounded up) the student must still stay before `PRESENT` is accepted: `0`
     /// once the class length is served, or if the roll is already marked today.
     pub seconds_left: u64,
+    /// How the student is connected. A server older than this field sends none; it reads as
+    /// [`Transport::Tcp`], the only transport such a server had.
+    pub transport: Transport,
 }
 
 impl fmt::Display for WhoEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}/{}/{}/{}/{}",
+            "{}/{}/{}/{}/{}/{}",
             self.id.course(),
             self.id.division(),
             self.id.name,
             self.id.roll,
-            self.seconds_left
+            self.seconds_left,
+            self.transport
         )
     }
 }
@@ -196,6 +237,11 @@ impl FromStr for WhoEntry {
         let seconds_left = next("seconds left")?
             .parse()
             .map_err(|_| ParseLineError::Word("seconds left"))?;
+        let transport = parts
+            .next()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default();
         if parts.next().is_some() {
             return Err(ParseLineError::Trailing);
         }
@@ -206,6 +252,7 @@ impl FromStr for WhoEntry {
                 roll,
             },
             seconds_left,
+            transport,
         })
     }
 }
@@ -336,10 +383,14 @@ mod tests {
 
     #[test]
     fn entries_split_at_slashes_and_equals() {
-        let who: WhoEntry = "CN/D1/Ann/18BCP043/3540".parse().expect("entry");
+        let who: WhoEntry = "CN/D1/Ann/18BCP043/3540/ws".parse().expect("entry");
         assert_eq!(who.id.to_string(), "CN_D1_Ann_18BCP043");
         assert_eq!(who.seconds_left, 3540);
+        assert_eq!(who.transport, Transport::Ws);
+        let older: WhoEntry = "CN/D1/Ann/18BCP043/3540".parse().expect("entry");
+        assert_eq!(older.transport, Transport::Tcp);
         assert!("CN/D1/Ann/1/5/6".parse::<WhoEntry>().is_err());
+        assert!("CN/D1/Ann/1/5/tcp/7".parse::<WhoEntry>().is_err());
         assert!("CN/D1/Ann/1".parse::<WhoEntry>().is_err());
         let class: ClassCount = "CN/D1=30".parse().expect("entry");
         assert_eq!(class.members, 30);

@@ -14,7 +14,7 @@ mod server_line;
 mod text;
 mod timestamp;
 
-pub use admin::{ClassCount, MAX_PAGE_BYTES, Page, Status, WhoEntry};
+pub use admin::{ClassCount, MAX_PAGE_BYTES, Page, Status, Transport, WhoEntry};
 pub use codec::{DEFAULT_MAX_LINE, LineCodec, LineError};
 pub use command::{ADMIN_HELP_TEXT, Command, CommandError, HELP_TEXT};
 pub use id::{

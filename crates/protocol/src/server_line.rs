@@ -155,7 +155,7 @@ pub enum Reply {
     Status(Status),
     /// `OK CLASSES <total> <offset> [course/division=members …]` (admin socket).
     Classes(Page<ClassCount>),
-    /// `OK WHO <total> <offset> [course/division/name/roll/seconds_left …]` (admin socket).
+    /// `OK WHO <total> <offset> [course/division/name/roll/seconds_left/transport …]` (admin socket).
     Who(Page<WhoEntry>),
 }
 
@@ -632,7 +632,7 @@ mod tests {
             "OK STATUS connections=0 joined=0 classes=0 marks_today=0 writer_queue=0 last_fsync_ms=- uptime=0 version=0.1.0",
             "OK CLASSES 2 0 ComputerNetworks/Div1=2 ComputerNetworks/Div2=1",
             "OK CLASSES 0 0",
-            "OK WHO 2 0 ComputerNetworks/Div1/Ann/1/0 ComputerNetworks/Div1/JayPatel/18BCP043/2417",
+            "OK WHO 2 0 ComputerNetworks/Div1/Ann/1/0/tcp ComputerNetworks/Div1/JayPatel/18BCP043/2417/ws",
         ];
         for line in lines {
             let parsed: ServerLine = line.parse().unwrap_or_else(|e| panic!("{line}: {e}"));

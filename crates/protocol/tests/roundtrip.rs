@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use attendance_protocol::{
     BurstKind, ClassCount, ClassKey, Command, ErrorCode, Event, Field, FieldKind, Hello, LineCodec,
-    MAX_TOKEN_CHARS, Page, Reply, ServerLine, Status, StudentId, Text, Timestamp, Token, WhoEntry,
+    MAX_TOKEN_CHARS, Page, Reply, ServerLine, Status, StudentId, Text, Timestamp, Token, Transport,
+    WhoEntry,
 };
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -228,7 +229,16 @@ fn class_count() -> impl Strategy<Value = ClassCount> {
 }
 
 fn who_entry() -> impl Strategy<Value = WhoEntry> {
-    (student_id(), count()).prop_map(|(id, seconds_left)| WhoEntry { id, seconds_left })
+    (
+        student_id(),
+        count(),
+        prop_oneof![Just(Transport::Tcp), Just(Transport::Ws)],
+    )
+        .prop_map(|(id, seconds_left, transport)| WhoEntry {
+            id,
+            seconds_left,
+            transport,
+        })
 }
 
 fn hello() -> impl Strategy<Value = Hello> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use attendance_protocol::{ClassKey, StudentId, Timestamp};
+use attendance_protocol::{ClassKey, StudentId, Text, Timestamp, Transport};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, broadcast};
 use tokio::time::Instant;
@@ -42,6 +42,14 @@ pub enum ClassEvent {
         id: StudentId,
         /// From where.
         addr: Option<IpAddr>,
+        /// Over which transport.
+        transport: Transport,
+        /// When.
+        at: Timestamp,
+        /// Whole seconds the student must stay (what `OK JOIN` told them); 0 if marked today.
+        seconds_left: u64,
+        /// The student's mark of today, if already made (on an earlier connection).
+        marked_at: Option<Timestamp>,
     },
     /// A student left a seat (quit, dropped, or the connection moved on to the next student).
     Left {
@@ -54,6 +62,20 @@ pub enum ClassEvent {
         id: StudentId,
         /// When the mark was made.
         at: Timestamp,
+    },
+    /// A student said something to the class (`SAY`).
+    Said {
+        /// Who.
+        id: StudentId,
+        /// What.
+        text: Text,
+    },
+    /// A student's connection fell behind the class's announcements (`EVENT LAGGED`).
+    Lagged {
+        /// Who.
+        id: StudentId,
+        /// Announcements it missed.
+        skipped: u64,
     },
 }
 
@@ -91,6 +113,10 @@ pub struct SeatView {
     pub id: StudentId,
     /// Whole seconds the student must still stay; 0 once marked.
     pub seconds_left: u64,
+    /// How the student is connected.
+    pub transport: Transport,
+    /// The student's mark of today, if made.
+    pub marked_at: Option<Timestamp>,
 }
 
 /// State shared by every connection.
@@ -203,13 +229,16 @@ impl Engine {
             .members(class)
             .into_iter()
             .map(|m| {
-                let marked = self
-                    .store
-                    .marked_at(&m.id.class, &m.id.roll, today)
-                    .is_some();
+                let marked_at = self.store.marked_at(&m.id.class, &m.id.roll, today);
                 SeatView {
-                    seconds_left: if marked { 0 } else { seconds_left(m.due, now) },
+                    seconds_left: if marked_at.is_some() {
+                        0
+                    } else {
+                        seconds_left(m.due, now)
+                    },
                     id: m.id,
+                    transport: m.transport,
+                    marked_at,
                 }
             })
             .collect()

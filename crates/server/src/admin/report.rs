@@ -48,6 +48,7 @@ pub(crate) fn who(engine: &Engine, class: Option<&ClassKey>, offset: u64) -> Pag
         .map(|s| WhoEntry {
             id: s.id,
             seconds_left: s.seconds_left,
+            transport: s.transport,
         })
         .collect();
     Page::of(all, offset, MAX_PAGE_BYTES)

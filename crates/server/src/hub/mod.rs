@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use attendance_protocol::{BurstKind, ClassKey, Event, Field, ServerLine, StudentId};
+use attendance_protocol::{BurstKind, ClassKey, Event, Field, ServerLine, StudentId, Transport};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
@@ -73,13 +73,14 @@ struct Class {
 
 impl Class {
     /// Records `id` as held by connection `conn`, due to be served at `due`.
-    fn seat(&mut self, id: &StudentId, conn: ConnId, due: Instant) {
+    fn seat(&mut self, id: &StudentId, conn: ConnId, due: Instant, transport: Transport) {
         self.members.insert(
             id.roll.clone(),
             Member {
                 conn,
                 name: id.name.clone(),
                 due,
+                transport,
             },
         );
     }
@@ -113,6 +114,7 @@ struct Member {
     conn: ConnId,
     name: Field,
     due: Instant,
+    transport: Transport,
 }
 
 /// A student checked in, with the instant the seat's class length is served (for the admin
@@ -123,6 +125,8 @@ pub struct MemberInfo {
     pub id: StudentId,
     /// When the student will have stayed the class length fixed at the `JOIN`.
     pub due: Instant,
+    /// How the student is connected.
+    pub transport: Transport,
 }
 
 /// What the members of a class share: the channel and the burst accounting.
@@ -341,6 +345,7 @@ pub struct Membership {
     /// The student.
     pub id: StudentId,
     conn: ConnId,
+    transport: Transport,
     class: Arc<ClassShared>,
     /// This member's receiver of the class's announcements.
     rx: broadcast::Receiver<Announcement>,
@@ -478,7 +483,7 @@ impl Classes {
     /// # Errors
     /// [`AlreadyJoined`] if the roll is held by another connection.
     pub fn join(&self, id: &StudentId, conn: ConnId) -> Result<Membership, AlreadyJoined> {
-        self.join_at(id, conn, Instant::now())
+        self.join_at(id, conn, Instant::now(), Transport::Tcp)
     }
 
     /// [`Classes::join`], recording `due` as the instant the seat's class length is served
@@ -491,6 +496,7 @@ impl Classes {
         id: &StudentId,
         conn: ConnId,
         due: Instant,
+        transport: Transport,
     ) -> Result<Membership, AlreadyJoined> {
         let mut map = self.lock();
         let class = map.entry(id.class.clone()).or_insert_with(|| Class {
@@ -507,10 +513,11 @@ impl Classes {
         if !class.members.is_empty() && class.shared.full.get().is_none() {
             class.move_to_full_ring(self.inner.backlog.load(Ordering::Relaxed));
         }
-        class.seat(id, conn, due);
+        class.seat(id, conn, due, transport);
         Ok(Membership {
             id: id.clone(),
             conn,
+            transport,
             rx: class.shared.tx().subscribe(),
             class: Arc::clone(&class.shared),
         })
@@ -531,9 +538,9 @@ impl Classes {
         id: &StudentId,
         due: Instant,
     ) -> Result<(), AlreadyJoined> {
-        let conn = membership.conn;
+        let (conn, transport) = (membership.conn, membership.transport);
         if id.class != membership.id.class {
-            let new = self.join_at(id, conn, due)?;
+            let new = self.join_at(id, conn, due, transport)?;
             // The old seat is given back as it drops.
             drop(std::mem::replace(membership, new));
             return Ok(());
@@ -544,7 +551,7 @@ impl Classes {
                 // Unreachable while `membership` lives (a member keeps its class); but if it
                 // were so, joining afresh is the right answer.
                 drop(map);
-                *membership = self.join_at(id, conn, due)?;
+                *membership = self.join_at(id, conn, due, transport)?;
                 return Ok(());
             };
             if class.members.get(&id.roll).is_some_and(|m| m.conn != conn) {
@@ -558,7 +565,7 @@ impl Classes {
             {
                 class.members.insert(membership.id.roll.clone(), other);
             }
-            class.seat(id, conn, due);
+            class.seat(id, conn, due, transport);
         }
         let old = std::mem::replace(&mut membership.id, id.clone());
         // Our own receiver counts as the one listener `has_listeners` expects from a member.
@@ -602,6 +609,7 @@ impl Classes {
                             roll: roll.clone(),
                         },
                         due: m.due,
+                        transport: m.transport,
                     })
                 })
                 .collect()
@@ -827,7 +835,9 @@ mod tests {
     fn members_are_listed_sorted_with_their_join_instant() {
         let classes = Classes::new(8, broadcast::channel(16).0);
         let t0 = Instant::now();
-        let b = classes.join_at(&id("CN_D1_Bob_2"), 2, t0).expect("join");
+        let b = classes
+            .join_at(&id("CN_D1_Bob_2"), 2, t0, Transport::Ws)
+            .expect("join");
         let _a = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
         let _c = classes.join(&id("CN_D2_Cat_3"), 3).expect("join");
         let names = |list: Vec<MemberInfo>| -> Vec<String> {
@@ -840,6 +850,8 @@ mod tests {
         let d1 = classes.members(Some(&id("CN_D1_X_0").class));
         assert_eq!(d1.len(), 2);
         assert_eq!(d1[1].due, t0);
+        assert_eq!(d1[1].transport, Transport::Ws);
+        assert_eq!(d1[0].transport, Transport::Tcp);
         assert!(classes.members(Some(&id("XX_D1_X_0").class)).is_empty());
         classes.leave(b);
         assert_eq!(names(classes.members(None)).len(), 2);

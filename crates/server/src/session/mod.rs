@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use attendance_protocol::{
     ADMIN_HELP_TEXT, Command, CommandError, ErrorCode, Event, HELP_TEXT, Hello, LineError, Reply,
-    ServerLine, Text, Timestamp, Token,
+    ServerLine, Text, Timestamp, Token, Transport,
 };
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -70,12 +70,13 @@ impl Peer {
         }
     }
 
-    /// The transport's name, as the admin `WHO` list shows it.
-    pub fn transport(&self) -> &'static str {
+    /// The transport of a network peer, as the admin `WHO` list shows it; `None` for the admin
+    /// socket.
+    pub fn transport(&self) -> Option<Transport> {
         match self {
-            Self::Tcp(_) => "tcp",
-            Self::Ws(_) => "ws",
-            Self::Admin => "admin",
+            Self::Tcp(_) => Some(Transport::Tcp),
+            Self::Ws(_) => Some(Transport::Ws),
+            Self::Admin => None,
         }
     }
 }

@@ -80,7 +80,13 @@ impl Session {
                 .hub
                 .rejoin(&mut seat.membership, &id, due)
                 .map(|()| None),
-            None => self.engine.hub.join_at(&id, self.conn, due).map(Some),
+            None => {
+                let transport = self.peer.transport().unwrap_or_default();
+                self.engine
+                    .hub
+                    .join_at(&id, self.conn, due, transport)
+                    .map(Some)
+            }
         };
         let membership = match taken {
             Ok(m) => m,
@@ -110,11 +116,18 @@ impl Session {
             name: id.name.clone(),
             addr: announce_addr.then(|| peer.ip()),
         });
+        let required_seconds = self.required_seconds(&seat, now, today);
+        let transport = self.peer.transport().unwrap_or_default();
         self.engine.publish(|| ClassEvent::Joined {
             id: id.clone(),
             addr: Some(peer.ip()),
+            transport,
+            at: today,
+            seconds_left: required_seconds,
+            marked_at: (required_seconds == 0)
+                .then(|| self.marked_today(&id, today))
+                .flatten(),
         });
-        let required_seconds = self.required_seconds(&seat, now, today);
         self.seat = Some(seat);
         let flow = self.reply(
             out,
@@ -214,6 +227,10 @@ impl Session {
             return self.refuse(out, ErrorCode::Rate, format!("chat is limited to {rate} messages a second (bursts of {burst}); message not sent"));
         }
         let name = seat.membership.id.name.clone();
+        self.engine.publish(|| ClassEvent::Said {
+            id: seat.membership.id.clone(),
+            text: text.clone(),
+        });
         seat.membership.announce(Event::Say { name, text });
         self.reply(out, Reply::Say)
     }

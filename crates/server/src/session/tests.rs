@@ -247,13 +247,22 @@ async fn classmates_hear_joins_without_addresses_unless_configured() {
         assert!(bob.heard().is_empty(), "not told of itself");
         // Observers always see the address.
         let _ann_joined = events.recv().await.expect("event");
-        assert_eq!(
-            events.recv().await.expect("event"),
+        match events.recv().await.expect("event") {
             ClassEvent::Joined {
-                id: "CN_D1_Bob_2".parse().expect("id"),
-                addr: Some([127, 0, 0, 2].into()),
+                id,
+                addr,
+                transport,
+                seconds_left,
+                marked_at,
+                ..
+            } => {
+                assert_eq!(id, "CN_D1_Bob_2".parse().expect("id"));
+                assert_eq!(addr, Some([127, 0, 0, 2].into()));
+                assert_eq!(transport, attendance_protocol::Transport::Tcp);
+                assert_eq!((seconds_left, marked_at), (60, None));
             }
-        );
+            other => panic!("expected Bob's join, got {other:?}"),
+        }
         drop(bob);
         assert_eq!(ann.heard(), ["EVENT LEAVE Bob"]);
     }
@@ -445,7 +454,10 @@ async fn admin_reports_are_answered_only_on_the_admin_socket() {
     assert!(status[0].starts_with("OK STATUS "), "{status:?}");
     assert!(status[0].contains("joined=1"), "{status:?}");
     assert_eq!(admin.send("CLASSES").await, ["OK CLASSES 1 0 CN/D1=1"]);
-    assert_eq!(admin.send("WHO CN D1").await, ["OK WHO 1 0 CN/D1/Ann/1/60"]);
+    assert_eq!(
+        admin.send("WHO CN D1").await,
+        ["OK WHO 1 0 CN/D1/Ann/1/60/tcp"]
+    );
     assert!(admin.send("HELP").await[0].starts_with("OK HELP STATUS "));
 }
 
@@ -493,4 +505,28 @@ async fn a_mark_that_cannot_be_stored_is_refused_and_can_be_asked_again() {
         assert_eq!(flow, Flow::Continue, "not the student's fault");
     }
     assert_eq!(engine.snapshot().marks_today, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn observers_see_chat_and_marks_with_who_said_and_when() {
+    let (engine, _dir) = for_tests(config(), |l| l).await;
+    let mut events = engine.subscribe();
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    ann.send("JOIN CN_D1_Ann_1").await;
+    ann.send("SAY hello class").await;
+    tokio::time::advance(Duration::from_secs(60)).await;
+    ann.send("PRESENT").await;
+    let ann_id: attendance_protocol::StudentId = "CN_D1_Ann_1".parse().expect("id");
+    assert!(matches!(events.recv().await, Ok(ClassEvent::Joined { .. })));
+    assert_eq!(
+        events.recv().await.expect("event"),
+        ClassEvent::Said {
+            id: ann_id.clone(),
+            text: attendance_protocol::Text::lossy("hello class"),
+        }
+    );
+    match events.recv().await.expect("event") {
+        ClassEvent::Marked { id, .. } => assert_eq!(id, ann_id),
+        other => panic!("expected the mark, got {other:?}"),
+    }
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::lines::{Line, LineSource};
-use crate::engine::{Engine, Signal};
+use crate::engine::{ClassEvent, Engine, Signal};
 use crate::hub::Announcement;
 use crate::session::{ConnId, Flow, Outbox, Peer, Session};
 
@@ -218,6 +218,12 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     async fn send_event(&mut self, event: Event) -> Result<(), Closed> {
         if let Event::Lagged(n) = event {
             self.session.engine().metrics.lagged(n);
+            if let Some(m) = self.session.membership_mut() {
+                let id = m.id.clone();
+                self.session
+                    .engine()
+                    .publish(|| ClassEvent::Lagged { id, skipped: n });
+            }
         }
         self.send(ServerLine::Event(event).encode()).await
     }
