@@ -20,6 +20,7 @@ use attendance_testkit::{LISTENING, Process, Spawn};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+pub mod http;
 
 /// Longest wait for any one line or event.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(15);

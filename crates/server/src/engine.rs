@@ -220,6 +220,18 @@ impl Engine {
         }
     }
 
+    /// Durable marks of today (in the configured zone), per class, sorted by class.
+    pub fn class_marks_today(&self) -> Vec<(ClassKey, usize)> {
+        let mut marks = self.store.class_marks_today(Timestamp::now());
+        marks.sort();
+        marks
+    }
+
+    /// The local day (in the configured zone) that `at` belongs to, as marks count it.
+    pub fn local_date(&self, at: Timestamp) -> jiff::civil::Date {
+        self.store.local_date(at)
+    }
+
     /// Every seated student (of `class` only, if given), sorted by class, name and roll, with
     /// the seconds each must still stay.
     pub fn seats(&self, class: Option<&ClassKey>) -> Vec<SeatView> {

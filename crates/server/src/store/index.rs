@@ -236,6 +236,18 @@ impl Index {
         inner.day(date).map_or(0, |d| d.count)
     }
 
+    /// Marks made on the local day of `now`, per class (unsorted).
+    pub fn class_marks_today(&self, now: Timestamp) -> Vec<(ClassKey, usize)> {
+        let mut inner = self.lock();
+        let date = self.day_cached(&mut inner, now);
+        inner.day(date).map_or_else(Vec::new, |d| {
+            d.classes
+                .iter()
+                .map(|(class, rolls)| (class.clone(), rolls.len()))
+                .collect()
+        })
+    }
+
     /// Marks held (today's and the previous day's).
     pub fn len(&self) -> usize {
         let inner = self.lock();

@@ -159,6 +159,16 @@ impl<S: BatchSink> Store<S> {
         self.index.marked_at(class, roll, now)
     }
 
+    /// Durable marks on the local day of `now`, per class (unsorted).
+    pub fn class_marks_today(&self, now: Timestamp) -> Vec<(ClassKey, usize)> {
+        self.index.class_marks_today(now)
+    }
+
+    /// The local day (in the configured zone) of `at`.
+    pub fn local_date(&self, at: Timestamp) -> jiff::civil::Date {
+        self.index.day(at)
+    }
+
     /// Durable marks on the local day of `now` (O(1)).
     pub fn marks_today(&self, now: Timestamp) -> usize {
         self.index.marks_today(now)

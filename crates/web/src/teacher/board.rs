@@ -1,0 +1,381 @@
+//! The dashboard's picture of today: every student who joined a class since the daemon started
+//! (or since midnight), with their seat, their mark and the class's chat, kept from the
+//! engine's event stream alone.
+//!
+//! Every change is an [`Update`] with a sequence number; the last [`RING`] of them are kept so
+//! an event stream that reconnects with `Last-Event-ID` gets exactly what it missed. One that
+//! missed more than the ring holds is sent the whole class again (a snapshot): never a gap.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use attendance_protocol::{ClassKey, Field, StudentId, Timestamp, Transport};
+use attendance_server::engine::{ClassEvent, Engine};
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::warn;
+
+/// Updates kept for reconnecting streams.
+pub const RING: usize = 4096;
+/// Chat lines kept per class.
+const CHAT: usize = 100;
+/// Students kept over all classes for one day: past it new arrivals are still counted by the
+/// engine (and seen in `attend admin`), but get no row here until the next day.
+pub const MAX_ROWS: usize = 50_000;
+/// Updates a slow event stream may fall behind by before it is sent a snapshot instead.
+const FANOUT: usize = 1024;
+
+/// One student's row on a class page.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Row {
+    /// Name.
+    pub name: String,
+    /// Roll number.
+    pub roll: String,
+    /// The address they checked in from.
+    pub addr: Option<String>,
+    /// `tcp` or `ws`.
+    pub via: &'static str,
+    /// When they (last) took their seat.
+    pub joined_at: String,
+    /// Seconds they had to stay from `joined_at`; 0 if marked.
+    pub seconds_left: u64,
+    /// When the mark was made, once it is on disk.
+    pub marked_at: Option<String>,
+    /// Whether they are seated now.
+    pub connected: bool,
+    /// When they left, if they are not seated.
+    pub left_at: Option<String>,
+    /// Announcements their connection missed (`EVENT LAGGED`) while seated.
+    pub lagged: u64,
+}
+
+/// One chat line.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Chat {
+    /// Who.
+    pub name: String,
+    /// Their roll.
+    pub roll: String,
+    /// What.
+    pub text: String,
+    /// When.
+    pub at: String,
+}
+
+/// One change of one class, encoded once for every stream.
+#[derive(Debug)]
+pub struct Update {
+    /// Its place in the sequence of every update.
+    pub seq: u64,
+    /// The class it changed.
+    pub class: ClassKey,
+    /// The SSE event name: `row` or `chat`.
+    pub event: &'static str,
+    /// The SSE data: one line of JSON.
+    pub data: String,
+}
+
+/// A class as a page shows it.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ClassView {
+    /// Every student of today, by name then roll.
+    pub rows: Vec<Row>,
+    /// The chat, oldest first.
+    pub chat: Vec<Chat>,
+}
+
+#[derive(Debug, Default)]
+struct ClassBoard {
+    /// (name, roll) → row, so the page lists by name.
+    rows: BTreeMap<(Field, Field), Row>,
+    chat: VecDeque<Chat>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    seq: u64,
+    day: Option<jiff::civil::Date>,
+    classes: BTreeMap<ClassKey, ClassBoard>,
+    rows: usize,
+    ring: VecDeque<Arc<Update>>,
+}
+
+/// What a reconnecting stream is sent first.
+#[derive(Debug)]
+pub enum Resume {
+    /// The updates of the class it missed, in order (possibly none).
+    Replay(Vec<Arc<Update>>),
+    /// Too much was missed (or nothing is known of the id): the whole class, as of `seq`.
+    Snapshot {
+        /// The sequence number the view is current at.
+        seq: u64,
+        /// The class.
+        view: ClassView,
+    },
+}
+
+/// Today's classes, kept current by [`Board::follow`].
+#[derive(Debug)]
+pub struct Board {
+    state: Mutex<State>,
+    updates: broadcast::Sender<Arc<Update>>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            updates: broadcast::channel(FANOUT).0,
+        }
+    }
+}
+
+fn rfc3339(at: Timestamp) -> String {
+    at.to_string()
+}
+
+impl Board {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies the engine's class events until the daemon shuts down. Subscribe (`events`)
+    /// before the web port is announced, so nothing that happens once clients can connect is
+    /// missed.
+    pub async fn follow(
+        self: Arc<Self>,
+        engine: Arc<Engine>,
+        mut events: broadcast::Receiver<ClassEvent>,
+    ) {
+        let shutdown = engine.shutdown_token().clone();
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(event) => self.apply(engine.local_date(Timestamp::now()), event),
+                Err(RecvError::Lagged(n)) => {
+                    warn!(
+                        missed = n,
+                        "dashboard fell behind the class events; rows may be stale until the next change"
+                    );
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// One event of the engine, on the local day `today`.
+    pub fn apply(&self, today: jiff::civil::Date, event: ClassEvent) {
+        let mut state = self.lock();
+        if state.day != Some(today) {
+            // A new day: only those still seated stay on the page.
+            state.day = Some(today);
+            for class in state.classes.values_mut() {
+                class.rows.retain(|_, r| r.connected);
+                class.chat.clear();
+            }
+            state.classes.retain(|_, c| !c.rows.is_empty());
+            state.rows = state.classes.values().map(|c| c.rows.len()).sum();
+        }
+        match event {
+            ClassEvent::Joined {
+                id,
+                addr,
+                transport,
+                at,
+                seconds_left,
+                marked_at,
+            } => {
+                let row = Row {
+                    name: id.name.to_string(),
+                    roll: id.roll.to_string(),
+                    addr: addr.map(|a: IpAddr| a.to_string()),
+                    via: transport_word(transport),
+                    joined_at: rfc3339(at),
+                    seconds_left,
+                    marked_at: marked_at.map(rfc3339),
+                    connected: true,
+                    left_at: None,
+                    lagged: 0,
+                };
+                self.upsert(&mut state, &id, |old| {
+                    let mut row = row;
+                    // A mark outlives the seat it was made on.
+                    if let Some(old) = old {
+                        row.marked_at = row.marked_at.or_else(|| old.marked_at.clone());
+                        if row.marked_at.is_some() {
+                            row.seconds_left = 0;
+                        }
+                    }
+                    Some(row)
+                });
+            }
+            ClassEvent::Left { id } => {
+                let now = rfc3339(Timestamp::now());
+                self.upsert(&mut state, &id, |old| {
+                    old.map(|r| Row {
+                        connected: false,
+                        left_at: Some(now),
+                        ..r.clone()
+                    })
+                });
+            }
+            ClassEvent::Marked { id, at } => {
+                self.upsert(&mut state, &id, |old| {
+                    old.map(|r| Row {
+                        marked_at: Some(rfc3339(at)),
+                        seconds_left: 0,
+                        ..r.clone()
+                    })
+                });
+            }
+            ClassEvent::Lagged { id, skipped } => {
+                self.upsert(&mut state, &id, |old| {
+                    old.map(|r| Row {
+                        lagged: r.lagged.saturating_add(skipped),
+                        ..r.clone()
+                    })
+                });
+            }
+            ClassEvent::Said { id, text } => {
+                let chat = Chat {
+                    name: id.name.to_string(),
+                    roll: id.roll.to_string(),
+                    text: text.as_str().to_owned(),
+                    at: rfc3339(Timestamp::now()),
+                };
+                let data = json_line(&chat);
+                if let Some(class) = state.classes.get_mut(&id.class) {
+                    if class.chat.len() == CHAT {
+                        class.chat.pop_front();
+                    }
+                    class.chat.push_back(chat);
+                    self.push(&mut state, id.class, "chat", data);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Replaces `id`'s row by what `make` returns from the old one (`None`: no change), and
+    /// records the update.
+    fn upsert(
+        &self,
+        state: &mut State,
+        id: &StudentId,
+        make: impl FnOnce(Option<&Row>) -> Option<Row>,
+    ) {
+        let key = (id.name.clone(), id.roll.clone());
+        let old = state.classes.get(&id.class).and_then(|c| c.rows.get(&key));
+        let is_new = old.is_none();
+        if is_new && state.rows >= MAX_ROWS {
+            return;
+        }
+        let Some(row) = make(old) else {
+            return;
+        };
+        let data = json_line(&row);
+        state
+            .classes
+            .entry(id.class.clone())
+            .or_default()
+            .rows
+            .insert(key, row);
+        if is_new {
+            state.rows += 1;
+        }
+        self.push(state, id.class.clone(), "row", data);
+    }
+
+    fn push(&self, state: &mut State, class: ClassKey, event: &'static str, data: String) {
+        state.seq += 1;
+        let update = Arc::new(Update {
+            seq: state.seq,
+            class,
+            event,
+            data,
+        });
+        if state.ring.len() == RING {
+            state.ring.pop_front();
+        }
+        state.ring.push_back(Arc::clone(&update));
+        // Sent under the lock, so a stream that subscribed under it sees every later update.
+        let _ = self.updates.send(update);
+    }
+
+    /// Subscribes to later updates and says where to start for `class`: after `last` (a
+    /// reconnect's `Last-Event-ID`) if the ring still holds everything since, else a snapshot.
+    pub fn resume(
+        &self,
+        class: &ClassKey,
+        last: Option<u64>,
+    ) -> (broadcast::Receiver<Arc<Update>>, Resume) {
+        let state = self.lock();
+        let rx = self.updates.subscribe();
+        let oldest = state.ring.front().map_or(state.seq + 1, |u| u.seq);
+        let resume = match last {
+            Some(last) if last <= state.seq && last + 1 >= oldest => Resume::Replay(
+                state
+                    .ring
+                    .iter()
+                    .filter(|u| u.seq > last && u.class == *class)
+                    .cloned()
+                    .collect(),
+            ),
+            _ => Resume::Snapshot {
+                seq: state.seq,
+                view: view_of(&state, class),
+            },
+        };
+        (rx, resume)
+    }
+
+    /// The class as it is now, and the sequence number it is current at.
+    pub fn snapshot(&self, class: &ClassKey) -> (u64, ClassView) {
+        let state = self.lock();
+        (state.seq, view_of(&state, class))
+    }
+
+    /// Later updates (for the class list, which re-reads the counts on each).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Update>> {
+        self.updates.subscribe()
+    }
+
+    /// (class, students of today, seated now) for every class with rows.
+    pub fn counts(&self) -> Vec<(ClassKey, usize, usize)> {
+        let state = self.lock();
+        state
+            .classes
+            .iter()
+            .map(|(k, c)| {
+                let seated = c.rows.values().filter(|r| r.connected).count();
+                (k.clone(), c.rows.len(), seated)
+            })
+            .collect()
+    }
+}
+
+fn view_of(state: &State, class: &ClassKey) -> ClassView {
+    state
+        .classes
+        .get(class)
+        .map(|c| ClassView {
+            rows: c.rows.values().cloned().collect(),
+            chat: c.chat.iter().cloned().collect(),
+        })
+        .unwrap_or_default()
+}
+
+fn transport_word(t: Transport) -> &'static str {
+    t.as_str()
+}
+
+/// `value` as one line of JSON (SSE data may not hold a line break; JSON escapes them).
+pub fn json_line<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
