@@ -450,3 +450,53 @@ async fn the_dashboard_and_attend_admin_show_the_same_numbers() -> Result<()> {
     assert_eq!(dash["classes"][0]["joined"], 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_student_whose_connection_lags_is_flagged_on_the_class_page() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("a.toml");
+    std::fs::write(
+        &cfg,
+        "outbound_queue = 16\nsend_buffer = 4096\nchat_rate = 100000\nchat_burst = 100000\nrate_limit = 100000\nrate_burst = 100000\n",
+    )?;
+    let cfg = cfg.to_string_lossy().into_owned();
+    let d = Daemon::start_in(dir, &["--config", &cfg])?;
+    let cookie = http::sign_in(d.web(), &d.token()?).await?;
+    let mut stream = open_class(d.web(), &cookie, "Lag/D1").await?;
+    assert_eq!(stream.next().await?.event, "snapshot");
+
+    // A laggard with a tiny receive buffer that does not read while the class chats (as in
+    // lagging.rs).
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut laggard = Client::from_stream(socket.connect(d.addr).await?).await?;
+    laggard.cmd("JOIN Lag_D1_Slow_1").await?;
+    let mut speaker = d.connect().await?;
+    speaker.cmd("JOIN Lag_D1_Fast_2").await?;
+    let pad = "x".repeat(900);
+    for k in 0..400 {
+        assert_eq!(speaker.cmd(&format!("SAY m{k} {pad}")).await?, "OK SAY");
+    }
+    speaker.cmd("QUIT").await?;
+    let mut lagged = 0u64;
+    loop {
+        let line = laggard.event("EVENT").await?;
+        if let Some(n) = line.strip_prefix("EVENT LAGGED ") {
+            lagged += n.parse::<u64>()?;
+        } else if line == "EVENT LEAVE Fast" {
+            break;
+        }
+    }
+    assert!(lagged > 0, "the laggard did not fall behind");
+    // The class page hears of it: Slow's row carries the count it missed.
+    for _ in 0..10_000 {
+        let e = stream.next().await?;
+        if e.event == "row" {
+            let row = e.json()?;
+            if row["name"] == "Slow" && row["lagged"].as_u64().unwrap_or(0) == lagged {
+                return Ok(());
+            }
+        }
+    }
+    bail!("no row flagged Slow as lagging by {lagged}")
+}

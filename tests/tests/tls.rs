@@ -183,6 +183,34 @@ async fn the_web_port_serves_https_with_the_same_certificate() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn the_dashboard_cookie_is_secure_over_https() -> Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (d, ca) = start_tls_daemon(&[])?;
+    let mut tls = tls_stream(d.web(), &ca, "localhost").await?;
+    let form = format!("token={}", d.token()?);
+    let request = format!(
+        "POST /teacher/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    tls.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(LINE_TIMEOUT, tls.read_to_end(&mut response))
+        .await
+        .context("no response over HTTPS")??;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 303"), "{response}");
+    let cookie = response
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .context("no cookie")?;
+    for part in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    Ok(())
+}
+
 /// The next line on a framed stream, bounded by [`LINE_TIMEOUT`].
 async fn next_line<S>(framed: &mut Framed<S, LineCodec>) -> Result<String>
 where

@@ -19,8 +19,10 @@ use tracing::warn;
 
 /// Updates kept for reconnecting streams.
 pub const RING: usize = 4096;
-/// Chat lines kept per class.
+/// Chat lines kept per class…
 const CHAT: usize = 100;
+/// …and over all classes (past it, the longest chat loses its oldest line).
+const MAX_CHAT: usize = 10_000;
 /// Students kept over all classes for one day: past it new arrivals are still counted by the
 /// engine (and seen in `attend admin`), but get no row here until the next day.
 pub const MAX_ROWS: usize = 50_000;
@@ -100,6 +102,8 @@ struct State {
     day: Option<jiff::civil::Date>,
     classes: BTreeMap<ClassKey, ClassBoard>,
     rows: usize,
+    /// Chat lines kept, over all classes.
+    chat: usize,
     ring: VecDeque<Arc<Update>>,
 }
 
@@ -171,7 +175,8 @@ impl Board {
 
     /// One event of the engine, on the local day `today`.
     pub fn apply(&self, today: jiff::civil::Date, event: ClassEvent) {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if state.day != Some(today) {
             // A new day: only those still seated stay on the page.
             state.day = Some(today);
@@ -181,6 +186,7 @@ impl Board {
             }
             state.classes.retain(|_, c| !c.rows.is_empty());
             state.rows = state.classes.values().map(|c| c.rows.len()).sum();
+            state.chat = 0;
         }
         match event {
             ClassEvent::Joined {
@@ -203,7 +209,7 @@ impl Board {
                     left_at: None,
                     lagged: 0,
                 };
-                self.upsert(&mut state, &id, |old| {
+                self.upsert(state, &id, |old| {
                     let mut row = row;
                     // A mark outlives the seat it was made on.
                     if let Some(old) = old {
@@ -217,7 +223,7 @@ impl Board {
             }
             ClassEvent::Left { id } => {
                 let now = rfc3339(Timestamp::now());
-                self.upsert(&mut state, &id, |old| {
+                self.upsert(state, &id, |old| {
                     old.map(|r| Row {
                         connected: false,
                         left_at: Some(now),
@@ -226,7 +232,7 @@ impl Board {
                 });
             }
             ClassEvent::Marked { id, at } => {
-                self.upsert(&mut state, &id, |old| {
+                self.upsert(state, &id, |old| {
                     old.map(|r| Row {
                         marked_at: Some(rfc3339(at)),
                         seconds_left: 0,
@@ -235,7 +241,7 @@ impl Board {
                 });
             }
             ClassEvent::Lagged { id, skipped } => {
-                self.upsert(&mut state, &id, |old| {
+                self.upsert(state, &id, |old| {
                     old.map(|r| Row {
                         lagged: r.lagged.saturating_add(skipped),
                         ..r.clone()
@@ -250,12 +256,23 @@ impl Board {
                     at: rfc3339(Timestamp::now()),
                 };
                 let data = json_line(&chat);
+                if !state.classes.contains_key(&id.class) {
+                    return;
+                }
+                if state.chat >= MAX_CHAT {
+                    if let Some(longest) = state.classes.values_mut().max_by_key(|c| c.chat.len()) {
+                        longest.chat.pop_front();
+                        state.chat -= 1;
+                    }
+                }
                 if let Some(class) = state.classes.get_mut(&id.class) {
                     if class.chat.len() == CHAT {
                         class.chat.pop_front();
+                    } else {
+                        state.chat += 1;
                     }
                     class.chat.push_back(chat);
-                    self.push(&mut state, id.class, "chat", data);
+                    self.push(state, id.class, "chat", data);
                 }
             }
             _ => {}
@@ -378,4 +395,139 @@ fn transport_word(t: Transport) -> &'static str {
 /// `value` as one line of JSON (SSE data may not hold a line break; JSON escapes them).
 pub fn json_line<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> StudentId {
+        s.parse().expect("id")
+    }
+
+    fn joined(s: &str) -> ClassEvent {
+        ClassEvent::Joined {
+            id: id(s),
+            addr: None,
+            transport: Transport::Ws,
+            at: Timestamp::now(),
+            seconds_left: 60,
+            marked_at: None,
+        }
+    }
+
+    fn day(d: &str) -> jiff::civil::Date {
+        d.parse().expect("date")
+    }
+
+    #[test]
+    fn a_mark_survives_leaving_and_a_new_day_keeps_only_the_seated() {
+        let board = Board::default();
+        let today = day("2026-12-05");
+        board.apply(today, joined("CN_D1_Ann_1"));
+        board.apply(today, joined("CN_D1_Bob_2"));
+        board.apply(
+            today,
+            ClassEvent::Marked {
+                id: id("CN_D1_Ann_1"),
+                at: Timestamp::now(),
+            },
+        );
+        board.apply(
+            today,
+            ClassEvent::Left {
+                id: id("CN_D1_Ann_1"),
+            },
+        );
+        let class = id("CN_D1_X_0").class;
+        let (_, view) = board.snapshot(&class);
+        let ann = &view.rows[0];
+        assert_eq!((ann.name.as_str(), ann.connected), ("Ann", false));
+        assert!(ann.marked_at.is_some());
+        assert_eq!(ann.via, "ws");
+        // Ann comes back on a new seat: still marked.
+        board.apply(today, joined("CN_D1_Ann_1"));
+        let (_, view) = board.snapshot(&class);
+        assert!(view.rows[0].marked_at.is_some() && view.rows[0].connected);
+        board.apply(
+            today,
+            ClassEvent::Left {
+                id: id("CN_D1_Ann_1"),
+            },
+        );
+        // The next day, only Bob (still seated) is on the page.
+        board.apply(day("2026-12-06"), joined("CN_D2_Cat_3"));
+        let (_, view) = board.snapshot(&class);
+        let names: Vec<&str> = view.rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["Bob"]);
+    }
+
+    #[test]
+    fn a_resume_replays_what_the_ring_holds_and_snapshots_past_it() {
+        let board = Board::default();
+        let today = day("2026-12-05");
+        board.apply(today, joined("CN_D1_Ann_1"));
+        board.apply(today, joined("CN_D2_Bob_2"));
+        board.apply(today, joined("CN_D1_Cat_3"));
+        let class = id("CN_D1_X_0").class;
+        match board.resume(&class, Some(1)).1 {
+            Resume::Replay(updates) => {
+                let seqs: Vec<u64> = updates.iter().map(|u| u.seq).collect();
+                assert_eq!(seqs, [3], "only this class's updates after 1");
+            }
+            other => panic!("expected a replay, got {other:?}"),
+        }
+        assert!(matches!(
+            board.resume(&class, None).1,
+            Resume::Snapshot { seq: 3, .. }
+        ));
+        assert!(matches!(
+            board.resume(&class, Some(9)).1,
+            Resume::Snapshot { .. }
+        ));
+        // Overflow the ring: an old id can no longer be answered by a replay.
+        for k in 0..RING {
+            board.apply(
+                today,
+                ClassEvent::Lagged {
+                    id: id("CN_D1_Ann_1"),
+                    skipped: k as u64,
+                },
+            );
+        }
+        assert!(matches!(
+            board.resume(&class, Some(1)).1,
+            Resume::Snapshot { .. }
+        ));
+        let last = board.snapshot(&class).0;
+        assert!(matches!(board.resume(&class, Some(last)).1, Resume::Replay(v) if v.is_empty()));
+    }
+
+    #[test]
+    fn chat_is_kept_per_class_and_bounded() {
+        let board = Board::default();
+        let today = day("2026-12-05");
+        board.apply(today, joined("CN_D1_Ann_1"));
+        for k in 0..(CHAT + 5) {
+            board.apply(
+                today,
+                ClassEvent::Said {
+                    id: id("CN_D1_Ann_1"),
+                    text: attendance_protocol::Text::lossy(&format!("line {k}")),
+                },
+            );
+        }
+        // A class nobody joined keeps no chat (and no rows).
+        board.apply(
+            today,
+            ClassEvent::Said {
+                id: id("CN_D9_Eve_5"),
+                text: attendance_protocol::Text::lossy("hi"),
+            },
+        );
+        let (_, view) = board.snapshot(&id("CN_D1_X_0").class);
+        assert_eq!(view.chat.len(), CHAT);
+        assert_eq!(view.chat[0].text, "line 5");
+        assert!(board.snapshot(&id("CN_D9_X_0").class).1.chat.is_empty());
+    }
 }
