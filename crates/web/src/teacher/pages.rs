@@ -65,6 +65,7 @@ fn page(title: &str, page: &str, data: &str, main: &str) -> String {
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title} · attendanced</title>\n\
+         <link rel=\"icon\" href=\"data:,\">\n\
          <link rel=\"stylesheet\" href=\"/teacher/teacher.css\">\n\
          <script src=\"/teacher/teacher.js\" defer></script>\n</head>\n\
          <body data-page=\"{page}\"{data}>\n{main}</body>\n</html>\n",
