@@ -9,6 +9,8 @@
 //! The binaries are found beside the test executable (`target/<profile>/`), built first for
 //! that profile by the cargo that runs the tests.
 
+pub mod browser;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
