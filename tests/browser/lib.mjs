@@ -198,7 +198,7 @@ export async function waitFor(page, selector, { state = 'visible', timeout = WAI
   try {
     return await page.waitForSelector(selector, { state, timeout });
   } catch (e) {
-    fail(`${selector} not ${state} within ${timeout} ms${await describe(page)}`);
+    fail(`${selector} not ${state} within ${timeout} ms${cause(e)}${await describe(page)}`);
   }
 }
 
@@ -216,12 +216,12 @@ export async function waitForText(page, selector, text, { timeout = WAIT_MS } = 
         return hit ? t : false;
       },
       { selector, text: pattern ? null : text, pattern },
-      { timeout, polling: 'mutation' },
+      { timeout },
     );
     return await handle.jsonValue();
   } catch (e) {
     const now = await page.textContent(selector).catch(() => null);
-    fail(`${selector} did not show ${text} within ${timeout} ms (it shows ${JSON.stringify(now)})${await describe(page)}`);
+    fail(`${selector} did not show ${text} within ${timeout} ms (it shows ${JSON.stringify(now)})${cause(e)}${await describe(page)}`);
   }
 }
 
@@ -232,8 +232,13 @@ export async function waitUntil(page, what, fn, arg, { timeout = WAIT_MS } = {})
     const handle = await page.waitForFunction(fn, arg, { timeout });
     return await handle.jsonValue();
   } catch (e) {
-    fail(`${what}: not within ${timeout} ms${await describe(page)}`);
+    fail(`${what}: not within ${timeout} ms${cause(e)}${await describe(page)}`);
   }
+}
+
+/// What went wrong in a wait, unless it is the timeout the message already says.
+function cause(e) {
+  return e?.name === 'TimeoutError' ? '' : ` (${e?.message?.split('\n')[0]})`;
 }
 
 /// A short description of the page for failure messages: `#status`'s state and `#error`.

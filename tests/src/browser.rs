@@ -184,11 +184,18 @@ impl Running {
     pub fn progress(&mut self, name: &str) -> Result<serde_json::Value> {
         let needle = format!(r#""progress":"{name}""#);
         let left = SCENARIO_TIMEOUT.saturating_sub(self.started.elapsed());
-        let line = self
-            .process
-            .wait_for_line(&needle, left)
-            .map_err(|e| anyhow!("{}: no progress {name:?}: {e}", self.script))?;
-        Ok(serde_json::from_str(&line)?)
+        match self.process.wait_for_line(&needle, left) {
+            Ok(line) => Ok(serde_json::from_str(&line)?),
+            // Its output ended, or it is stuck: either way it is done (killed if stuck).
+            Err(e) => match self.process.wait_timeout(Duration::from_secs(2)) {
+                Ok(status) => bail!(
+                    "{} ended ({status}) before its progress {name:?}; its last output:\n{}",
+                    self.script,
+                    self.process.tail()
+                ),
+                Err(_) => bail!("{}: no progress {name:?}: {e}", self.script),
+            },
+        }
     }
 
     /// Waits for the scenario to exit and returns its `{"ok":true,…}` line.
