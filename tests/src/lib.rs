@@ -23,6 +23,8 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+pub mod http;
+
 /// Longest wait for any one line or event.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(15);
 
