@@ -24,18 +24,18 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
-/// Debian's chromium; no browser is ever downloaded.
+// Debian's chromium; no browser is ever downloaded.
 export const CHROMIUM = '/usr/bin/chromium';
 
-/// Longest single wait (selector, text, navigation), in milliseconds.
+// Longest single wait (selector, text, navigation), in milliseconds.
 export const WAIT_MS = 15_000;
 
-/// Chromium's own network traffic off: background networking, component updates, QUIC, sync,
-/// DNS prefetch, and the features that phone home. `--no-sandbox`: the tests may run as root.
-///
-/// One `--disable-features` only: Chromium keeps the last one given, and ours comes after
-/// playwright-core's own, so it repeats playwright's list (as of 1.65: its network-time,
-/// optimization-hint and search-preconnect entries among them) and adds ours.
+// Chromium's own network traffic off: background networking, component updates, QUIC, sync,
+// DNS prefetch, and the features that phone home. `--no-sandbox`: the tests may run as root.
+//
+// One `--disable-features` only: Chromium keeps the last one given, and ours comes after
+// playwright-core's own, so it repeats playwright's list (as of 1.65: its network-time,
+// optimization-hint and search-preconnect entries among them) and adds ours.
 export const CHROMIUM_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
@@ -73,13 +73,13 @@ export const CHROMIUM_ARGS = [
   '--no-sandbox',
 ];
 
-/// A phone: 375×667 CSS pixels at 2× with touch (an iPhone SE-sized screen).
+// A phone: 375×667 CSS pixels at 2× with touch (an iPhone SE-sized screen).
 export const PHONE = { viewport: { width: 375, height: 667 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 
-/// A laptop screen.
+// A laptop screen.
 export const DESKTOP = { viewport: { width: 1280, height: 800 } };
 
-/// Whether `url` stays on this machine (loopback, or a URL with no host: data:, about:, blob:).
+// Whether `url` stays on this machine (loopback, or a URL with no host: data:, about:, blob:).
 export function isLocal(url) {
   let u;
   try {
@@ -92,25 +92,25 @@ export function isLocal(url) {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
-/// Prints one JSON line on stdout.
+// Prints one JSON line on stdout.
 export function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
 }
 
-/// Fails the scenario with `message` (thrown; `scenario` reports it).
+// Fails the scenario with `message` (thrown; `scenario` reports it).
 export function fail(message) {
   throw new Error(message);
 }
 
-/// Asserts `cond`, failing with `message` otherwise.
+// Asserts `cond`, failing with `message` otherwise.
 export function check(cond, message) {
   if (!cond) fail(message);
 }
 
-/// A proxy on 127.0.0.1 that records what was asked and refuses it. A request for an absolute
-/// URL (or a CONNECT) came through it as a proxy: it was on its way off the machine. A request
-/// for a path came to it directly: one of Chromium's services pointed at it (see `launch`),
-/// kept as `local`.
+// A proxy on 127.0.0.1 that records what was asked and refuses it. A request for an absolute
+// URL (or a CONNECT) came through it as a proxy: it was on its way off the machine. A request
+// for a path came to it directly: one of Chromium's services pointed at it (see `launch`),
+// kept as `local`.
 async function startRecorder() {
   const asked = [];
   const local = [];
@@ -129,9 +129,9 @@ async function startRecorder() {
   return { asked, local, port: server.address().port, close: () => new Promise((r) => server.close(r)) };
 }
 
-/// Launches headless Chromium with [`CHROMIUM_ARGS`] behind the recording proxy.
-/// Returns `{ browser, offMachine, close }`: `offMachine()` lists every request that tried to
-/// leave the machine so far (recorder and page watchers together).
+// Launches headless Chromium with `CHROMIUM_ARGS` behind the recording proxy. Returns
+// `{ browser, recorder, watched, offMachine, close }`: `offMachine()` lists every request that
+// tried to leave the machine so far (`recorder.asked` and the pages' `watched` together).
 export async function launch() {
   check(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (cargo xtask test does)`);
   const recorder = await startRecorder();
@@ -164,8 +164,8 @@ export async function launch() {
   };
 }
 
-/// A new context and page with `device` (e.g. [`PHONE`], [`DESKTOP`]), its default timeouts
-/// set to [`WAIT_MS`], and its requests and page errors watched.
+// A new context and page with `device` (e.g. `PHONE`, `DESKTOP`), its default timeouts
+// set to `WAIT_MS`, and its requests and page errors watched.
 export async function newPage(b, device = DESKTOP) {
   const context = await b.browser.newContext({ ...device, serviceWorkers: 'block' });
   context.setDefaultTimeout(WAIT_MS);
@@ -185,7 +185,7 @@ export async function newPage(b, device = DESKTOP) {
   return { context, page, errors };
 }
 
-/// Navigates to `url` and waits for the DOM (not the network: see the top of this file).
+// Navigates to `url` and waits for the DOM (not the network: see the top of this file).
 export async function open(page, url) {
   const res = await page.goto(url, { waitUntil: 'domcontentloaded', timeout: WAIT_MS });
   check(res, `no response for ${url}`);
@@ -193,7 +193,7 @@ export async function open(page, url) {
   return res;
 }
 
-/// Waits for `selector` to be in `state` (visible, attached, hidden, detached), bounded.
+// Waits for `selector` to be in `state` (visible, attached, hidden, detached), bounded.
 export async function waitFor(page, selector, { state = 'visible', timeout = WAIT_MS } = {}) {
   try {
     return await page.waitForSelector(selector, { state, timeout });
@@ -202,8 +202,8 @@ export async function waitFor(page, selector, { state = 'visible', timeout = WAI
   }
 }
 
-/// Waits until `selector`'s text contains `text` (a string) or matches it (a RegExp); returns
-/// the text.
+// Waits until `selector`'s text contains `text` (a string) or matches it (a RegExp); returns
+// the text.
 export async function waitForText(page, selector, text, { timeout = WAIT_MS } = {}) {
   const pattern = text instanceof RegExp ? { source: text.source, flags: text.flags } : null;
   try {
@@ -225,8 +225,8 @@ export async function waitForText(page, selector, text, { timeout = WAIT_MS } = 
   }
 }
 
-/// Waits until `fn(arg)`, run in the page, returns something truthy; returns it.
-/// `what` names the condition in the failure message.
+// Waits until `fn(arg)`, run in the page, returns something truthy; returns it.
+// `what` names the condition in the failure message.
 export async function waitUntil(page, what, fn, arg, { timeout = WAIT_MS } = {}) {
   try {
     const handle = await page.waitForFunction(fn, arg, { timeout });
@@ -236,12 +236,12 @@ export async function waitUntil(page, what, fn, arg, { timeout = WAIT_MS } = {})
   }
 }
 
-/// What went wrong in a wait, unless it is the timeout the message already says.
+// What went wrong in a wait, unless it is the timeout the message already says.
 function cause(e) {
   return e?.name === 'TimeoutError' ? '' : ` (${e?.message?.split('\n')[0]})`;
 }
 
-/// A short description of the page for failure messages: `#status`'s state and `#error`.
+// A short description of the page for failure messages: `#status`'s state and `#error`.
 async function describe(page) {
   const s = await page
     .evaluate(() => {
@@ -253,7 +253,7 @@ async function describe(page) {
   return s;
 }
 
-/// Saves a full-page PNG `<out>/<name>.png` and returns its path.
+// Saves a full-page PNG `<out>/<name>.png` and returns its path.
 export async function screenshot(page, out, name) {
   fs.mkdirSync(out, { recursive: true });
   const file = path.join(out, `${name}.png`);
@@ -261,10 +261,10 @@ export async function screenshot(page, out, name) {
   return file;
 }
 
-/// Runs a scenario: parses `--url`, `--out`, `--timeout` (ms, whole scenario) and `options`
-/// (node:util parseArgs options, all strings), launches Chromium, calls `body(ctx)` with
-/// `ctx = { args, url, out, b, newPage, progress, screenshot }`, checks that nothing left the
-/// machine and that no page threw, prints the result line and exits.
+// Runs a scenario: parses `--url`, `--out`, `--timeout` (ms, whole scenario) and `options`
+// (node:util parseArgs options, all strings), launches Chromium, calls `body(ctx)` with
+// `ctx = { args, url, out, b, newPage, progress, screenshot }`, checks that nothing left the
+// machine and that no page threw, prints the result line and exits.
 export async function scenario(options, body) {
   let args;
   try {

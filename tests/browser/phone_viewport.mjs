@@ -1,6 +1,7 @@
 // The student page on a phone (375×667 CSS pixels at 2×, touch): laid out for the phone's width
 // with no horizontal scrolling, before joining and in the class view once classmates' events
-// (a long unbroken chat word among them) are shown; every input has a label.
+// (a long unbroken chat word among them) are shown, nor any part of it; every input has a
+// label.
 //
 //     node phone_viewport.mjs --url http://127.0.0.1:PORT --out DIR
 //          [--identity COURSE_DIV_NAME_ROLL] [--expect-event TEXT]
@@ -12,19 +13,26 @@
 
 import { PHONE, check, open, scenario, waitFor, waitForText, waitUntil } from './lib.mjs';
 
-/// The page's width against the phone's. scrollWidth <= innerWidth alone is not enough: a page
-/// without a viewport meta is laid out 980 px wide on a phone and would pass while the student
-/// zooms and pans.
+// The page's width against the phone's. scrollWidth <= innerWidth alone is not enough: a page
+// without a viewport meta is laid out 980 px wide on a phone and would pass while the student
+// zooms and pans.
 async function widths(page, when) {
-  const w = await page.evaluate(() => {
-    const inner = window.innerWidth;
-    // The elements that stick out on the right, named for a failure message.
-    const wide = [...document.querySelectorAll('body *')]
-      .filter((el) => el.getBoundingClientRect().right > inner + 0.5)
-      .slice(0, 5)
-      .map((el) => el.tagName.toLowerCase() + (el.id ? `#${el.id}` : '') + (el.className && typeof el.className === 'string' ? `.${el.className.trim().split(/\s+/).join('.')}` : ''));
-    return { innerWidth: inner, scrollWidth: document.documentElement.scrollWidth, wide };
-  });
+  const w = await page.evaluate((phone) => {
+    const name = (el) =>
+      el.tagName.toLowerCase() +
+      (el.id ? `#${el.id}` : '') +
+      (typeof el.className === 'string' && el.className.trim() ? `.${el.className.trim().split(/\s+/).join('.')}` : '');
+    const all = [...document.querySelectorAll('body *')];
+    // The elements that stick out on the right of the phone's screen, for a failure message.
+    const wide = all.filter((el) => el.getBoundingClientRect().right > phone + 0.5).slice(0, 5).map(name);
+    // A box of the page that scrolls sideways (a long word in an overflow: auto list) is as
+    // bad on a phone as the page doing it. Text fields scroll their own text: not counted.
+    const sideways = all
+      .filter((el) => !['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName))
+      .filter((el) => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX) && el.scrollWidth > el.clientWidth + 1)
+      .map((el) => `${name(el)} (${el.scrollWidth} > ${el.clientWidth})`);
+    return { innerWidth: window.innerWidth, scrollWidth: document.documentElement.scrollWidth, wide, sideways };
+  }, PHONE.viewport.width);
   const out = `sticking out: ${w.wide.join(', ') || 'none found'}`;
   // A phone widens the layout viewport to fit content wider than the screen, so overflow
   // shows here as often as in scrollWidth.
@@ -33,11 +41,12 @@ async function widths(page, when) {
     `${when}: laid out ${w.innerWidth} px wide on a ${PHONE.viewport.width} px phone (no viewport meta, or content wider than the screen; ${out})`,
   );
   check(w.scrollWidth <= w.innerWidth, `${when}: scrolls sideways (scrollWidth ${w.scrollWidth} > innerWidth ${w.innerWidth}; ${out})`);
+  check(w.sideways.length === 0, `${when}: parts of the page scroll sideways: ${w.sideways.join(', ')}`);
   return w;
 }
 
-/// Every form control that a student types into or picks from, and whether a
-/// <label> (or aria-labelledby) with text names it.
+// Every form control that a student types into or picks from, and whether a
+// <label> (or aria-labelledby) with text names it.
 async function labels(page) {
   return page.evaluate(() =>
     [...document.querySelectorAll('input, select, textarea')]

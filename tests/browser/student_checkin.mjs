@@ -20,16 +20,13 @@ await scenario(
     const { page } = await ctx.newPage();
     await open(page, `${ctx.url}/`);
     // The states #status goes through from here on, in order, for the result.
-    const states = [];
     await page.evaluate(() => {
       const st = document.querySelector('#status');
       window.__states = [st?.dataset.state];
-      if (st) {
-        new MutationObserver(() => window.__states.push(st.dataset.state)).observe(st, {
-          attributes: true,
-          attributeFilter: ['data-state'],
-        });
-      }
+      const seen = () => {
+        if (window.__states.at(-1) !== st.dataset.state) window.__states.push(st.dataset.state);
+      };
+      if (st) new MutationObserver(seen).observe(st, { attributes: true, attributeFilter: ['data-state'] });
     });
     await waitFor(page, '#status[data-state="connected"]');
     check(
@@ -77,7 +74,13 @@ await scenario(
     const markedText = (await page.textContent('#marked')).trim();
     check(markedText, '#marked is empty');
     await ctx.screenshot(page, 'marked');
-    states.push(...(await page.evaluate(() => window.__states)));
-    return { marked_at: markedAt, marked_text: markedText, refusal, class_name: className.trim(), student_name: studentName.trim(), states };
+    return {
+      marked_at: markedAt,
+      marked_text: markedText,
+      refusal,
+      class_name: className.trim(),
+      student_name: studentName.trim(),
+      states: await page.evaluate(() => window.__states),
+    };
   },
 );
