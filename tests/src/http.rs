@@ -1,5 +1,7 @@
 //! A small HTTP/1.1 client for the web port, on hyper's own client connection: one request per
-//! connection, every wait bounded by [`LINE_TIMEOUT`], and a reader of Server-Sent Events.
+//! connection, every wait bounded by [`LINE_TIMEOUT`], the body as it came over the wire
+//! (de-chunked, never decompressed, so a test can measure a gzipped page), and a reader of
+//! Server-Sent Events.
 
 use std::net::SocketAddr;
 
@@ -14,23 +16,27 @@ use tokio::net::TcpStream;
 use crate::LINE_TIMEOUT;
 
 /// A whole response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Response {
     /// The status code.
     pub status: u16,
+    /// The status line and headers (names in lower case), for messages and `contains` checks.
+    pub head: String,
     /// The headers.
     pub headers: HeaderMap,
-    /// The body, as text.
-    pub body: String,
+    /// The body, de-chunked but not decompressed.
+    pub body: Vec<u8>,
 }
 
 impl Response {
-    /// A header's value as text ("" if absent).
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+    /// The first value of header `name` (any case), if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
@@ -79,14 +85,22 @@ pub async fn request(
     let response = send(addr, method, path, headers, body).await?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
+    let mut head = format!("HTTP/1.1 {}", response.status());
+    for (name, value) in &headers {
+        head.push_str(&format!(
+            "\r\n{name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
     let bytes = tokio::time::timeout(LINE_TIMEOUT, response.into_body().collect())
         .await
         .context("body did not end")??
         .to_bytes();
     Ok(Response {
         status,
+        head,
         headers,
-        body: String::from_utf8(bytes.to_vec())?,
+        body: bytes.to_vec(),
     })
 }
 
@@ -120,9 +134,9 @@ pub async fn post_form(
 pub async fn sign_in(web: SocketAddr, token: &str) -> Result<String> {
     let r = post_form(web, "/teacher/login", &[], &format!("token={token}")).await?;
     if r.status != 303 {
-        bail!("sign-in answered {}: {}", r.status, r.body);
+        bail!("sign-in answered {}: {}", r.status, r.text());
     }
-    let cookie = r.header("set-cookie");
+    let cookie = r.header("set-cookie").unwrap_or_default();
     let pair = cookie
         .split(';')
         .next()

@@ -9,6 +9,9 @@
 //! The binaries are found beside the test executable (`target/<profile>/`), built first for
 //! that profile by the cargo that runs the tests.
 
+pub mod browser;
+pub mod http;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -20,7 +23,6 @@ use attendance_testkit::{LISTENING, Process, Spawn};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
-pub mod http;
 
 /// Longest wait for any one line or event.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(15);

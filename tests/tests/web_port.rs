@@ -5,33 +5,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
-use attendance_tests::Daemon;
+use anyhow::Result;
+use attendance_tests::{Daemon, http};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// One request with `Connection: close`: (status, head, body).
 async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .context("no response")??;
-    let text = String::from_utf8(response)?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("no end of headers in {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("no status in {head:?}"))?;
-    Ok((status, head.to_owned(), body.to_owned()))
+    let r = http::get(addr, path, &[]).await?;
+    Ok((r.status, r.head.clone(), r.text()))
 }
 
 #[tokio::test]

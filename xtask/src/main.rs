@@ -1,9 +1,14 @@
-//! `cargo xtask`: release chores that need the workspace's own code.
+//! `cargo xtask`: chores that need the workspace's own code or more than cargo.
 //!
 //! `cargo xtask dist-assets` renders the man pages (clap_mangen) and shell completions
 //! (clap_complete) of `attendanced` and `attend` from the same clap definitions the binaries
 //! parse, into `<target dir>/assets/{man,completions}`, where the Debian package metadata of
 //! `crates/server` picks them up.
+//!
+//! `cargo xtask test [ARGS…]` is the README's one test command: it installs what the browser
+//! tests need and is missing — Debian's `chromium` (`apt-get`, through `sudo -n` when not
+//! root) and `tests/browser/node_modules` (`npm ci`, when missing or older than its
+//! `package-lock.json`) — then runs `cargo test --workspace --locked ARGS…` and exits as it did.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,13 +21,19 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 
 const USAGE: &str = "usage: cargo xtask dist-assets [--out DIR]
+       cargo xtask test [CARGO TEST ARGS...]
 
   dist-assets   render man pages and shell completions of attendanced and attend into
-                DIR/man and DIR/completions (default DIR: <target dir>/assets)";
+                DIR/man and DIR/completions (default DIR: <target dir>/assets)
+  test          install chromium and tests/browser/node_modules if missing, then run
+                cargo test --workspace --locked CARGO TEST ARGS...";
+
+/// The browser the browser tests drive (`tests/src/browser.rs`).
+const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("xtask: {e:#}");
             ExitCode::FAILURE
@@ -30,21 +41,134 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Vec<String>) -> Result<()> {
+fn run(args: Vec<String>) -> Result<ExitCode> {
     match args
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["dist-assets"] => dist_assets(&target_dir()?.join("assets")),
-        ["dist-assets", "--out", dir] => dist_assets(Path::new(dir)),
+        ["dist-assets"] => dist_assets(&target_dir()?.join("assets")).map(|()| ExitCode::SUCCESS),
+        ["dist-assets", "--out", dir] => dist_assets(Path::new(dir)).map(|()| ExitCode::SUCCESS),
+        ["test", rest @ ..] => test(rest),
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         _ => bail!("unknown arguments {args:?}\n\n{USAGE}"),
     }
+}
+
+/// Installs what the browser tests need, then runs the workspace's tests with `args`.
+fn test(args: &[&str]) -> Result<ExitCode> {
+    ensure_chromium()?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?;
+    ensure_node_modules(&workspace.join("tests/browser"))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // What `cargo run` set for xtask itself: passed on, build scripts that watch these
+    // (ring watches CARGO_MANIFEST_DIR) would look dirty, and `cargo test` and `cargo xtask
+    // test` would rebuild the TLS stack in turn.
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref())
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    let status = cmd
+        .args(["test", "--workspace", "--locked"])
+        .args(args)
+        .current_dir(workspace)
+        .status()
+        .context("run cargo test")?;
+    // A test run killed by a signal has no code: a failure all the same.
+    Ok(status
+        .code()
+        .and_then(|c| u8::try_from(c).ok())
+        .map_or(ExitCode::FAILURE, ExitCode::from))
+}
+
+/// `apt-get install -y chromium` unless [`CHROMIUM`] is there: as root, or through `sudo -n`
+/// (never a password prompt). The package lists are updated only if the first try fails (a
+/// fresh machine or container has none).
+fn ensure_chromium() -> Result<()> {
+    if Path::new(CHROMIUM).is_file() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        eprintln!(
+            "xtask: {} apt-get {}",
+            if root { "" } else { "sudo -n" },
+            args.join(" ")
+        );
+        cmd.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    eprintln!("xtask: {CHROMIUM} is missing; the browser tests need Debian's chromium");
+    let installed = apt(&["install", "-y", "--no-install-recommends", "chromium"])
+        || (apt(&["update"]) && apt(&["install", "-y", "--no-install-recommends", "chromium"]));
+    if !installed {
+        let why = if root {
+            "apt-get failed"
+        } else {
+            "it needs root or password-less sudo"
+        };
+        bail!(
+            "could not install chromium ({why}): install Debian's chromium (apt-get install \
+             chromium) so that {CHROMIUM} exists, then run `cargo xtask test` again"
+        );
+    }
+    if !Path::new(CHROMIUM).is_file() {
+        bail!("apt-get installed chromium, but {CHROMIUM} is still missing");
+    }
+    Ok(())
+}
+
+/// `npm ci` in `dir` when its `node_modules` is missing or older than its
+/// `package-lock.json`.
+fn ensure_node_modules(dir: &Path) -> Result<()> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let lock = modified(&dir.join("package-lock.json"))
+        .with_context(|| format!("no package-lock.json in {}", dir.display()))?;
+    if modified(&dir.join("node_modules")).is_some_and(|m| m >= lock) {
+        return Ok(());
+    }
+    eprintln!("xtask: npm ci in {}", dir.display());
+    // --ignore-scripts: playwright-core has no install script, and none may download a
+    // browser.
+    let status = Command::new("npm")
+        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .context("run npm (the browser tests need Node.js 20 or newer with npm)")?;
+    if !status.success() {
+        bail!("npm ci in {} failed ({status})", dir.display());
+    }
+    Ok(())
 }
 
 /// Writes every man page and completion script under `out`.

@@ -1,0 +1,110 @@
+//! The web port in a real browser: Debian's Chromium, driven by playwright-core through the
+//! scripts of `tests/browser/`, against the real daemon on 127.0.0.1:0. Each scenario's
+//! screenshots are in `target/browser-artefacts/<test>/`.
+//!
+//! Needs `/usr/bin/chromium` and `tests/browser/node_modules`: `cargo xtask test` installs
+//! both. Without them these tests fail, saying so.
+
+use anyhow::Result;
+use attendance_tests::browser::Scenario;
+use attendance_tests::{Daemon, read_rows};
+
+fn base(d: &Daemon) -> String {
+    format!("http://{}", d.web())
+}
+
+/// The infrastructure itself: Chromium reads `/healthz` of this very daemon (one student
+/// joined over TCP, so a stale or foreign server would show), and no request leaves the
+/// machine — a check `smoke.mjs` first proves able to fail.
+#[tokio::test]
+async fn smoke_healthz_in_chromium_and_nothing_leaves_the_machine() -> Result<()> {
+    let d = Daemon::start(&[])?;
+    let mut student = d.connect().await?;
+    assert!(
+        student
+            .cmd("JOIN Web_D1_Ann_1")
+            .await?
+            .starts_with("OK JOIN")
+    );
+    let result = Scenario::new("smoke", "smoke.mjs", &base(&d))?
+        .arg("expect-joined", "1")
+        .run()?;
+    assert_eq!(result["health"]["status"], "ok", "{result}");
+    assert_eq!(result["health"]["joined"], 1, "{result}");
+    Ok(())
+}
+
+/// A student checks in on the student page: a mistyped ID is refused on the page, the right
+/// one joins a 2 s class, and the mark the page shows is exactly the one row of the CSV.
+#[tokio::test]
+async fn student_checkin_on_the_page_is_the_row_in_the_csv() -> Result<()> {
+    let d = Daemon::start(&["--class-length", "2s"])?;
+    let result = Scenario::new("student_checkin", "student_checkin.mjs", &base(&d))?
+        .arg("identity", "ComputerNetworks_Div1_JayPatel_18BCP043")
+        .arg("bad-identity", "nounderscores")
+        .run()?;
+    assert!(
+        !result["refusal"].as_str().unwrap_or_default().is_empty(),
+        "{result}"
+    );
+    let marked_at = result["marked_at"].as_str().unwrap_or_default();
+    let rows = read_rows(&d.csv_path()).await?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(
+        (
+            row.course.as_str(),
+            row.division.as_str(),
+            row.name.as_str(),
+            row.roll.as_str(),
+            row.status.as_str()
+        ),
+        (
+            "ComputerNetworks",
+            "Div1",
+            "JayPatel",
+            "18BCP043",
+            "Present"
+        ),
+        "{row:?}"
+    );
+    assert_eq!(row.marked_at, marked_at, "the page shows the time on disk");
+    assert_eq!(row.client_addr, "127.0.0.1", "{row:?}");
+    Ok(())
+}
+
+/// The student page on a phone: no sideways scrolling before joining nor in the class view
+/// once a classmate has joined and sent a long unbroken word, and every input labelled.
+#[tokio::test]
+async fn phone_viewport_has_no_horizontal_scroll_and_labelled_inputs() -> Result<()> {
+    // A class long enough to stay in the class view for the whole scenario.
+    let d = Daemon::start(&["--class-length", "5m"])?;
+    let word = "pneumonoultramicroscopicsilicovolcanoconiosis".repeat(2);
+    let mut page = Scenario::new("phone_viewport", "phone_viewport.mjs", &base(&d))?
+        .arg("identity", "ComputerNetworks_Div1_JayPatel_18BCP043")
+        .arg("expect-event", &word)
+        .start()?;
+    page.progress("joined")?;
+    let mut classmate = d.connect().await?;
+    let joined = classmate
+        .cmd("JOIN ComputerNetworks_Div1_Classmate_18BCP044")
+        .await?;
+    assert!(joined.starts_with("OK JOIN"), "{joined}");
+    assert_eq!(classmate.cmd(&format!("SAY {word}")).await?, "OK SAY");
+    let result = page.finish()?;
+    let events = result["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.contains("Classmate"))),
+        "the classmate's arrival or chat is among the events: {result}"
+    );
+    for state in ["before", "joined"] {
+        let w = &result[state];
+        assert!(
+            w["scrollWidth"].as_u64() <= w["innerWidth"].as_u64() && w["innerWidth"] == 375,
+            "{state}: {w}"
+        );
+    }
+    Ok(())
+}
