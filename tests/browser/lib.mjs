@@ -175,14 +175,18 @@ export async function newPage(b, device = DESKTOP) {
   });
   const page = await context.newPage();
   const errors = [];
+  // Console errors a scenario causes on purpose (a network drop it makes), matched on the
+  // message and its URL together; added by `tolerate`.
+  const tolerated = [];
   page.on('pageerror', (e) => errors.push(`uncaught: ${e.message}`));
   page.on('console', (m) => {
+    const url = m.location()?.url ?? '';
     // Chromium asks every origin for /favicon.ico on its own; a page that has none is fine.
-    if (m.type() === 'error' && !/\/favicon\.ico$/.test(m.location()?.url ?? '')) {
-      errors.push(`console.error: ${m.text()} (${m.location()?.url ?? 'no url'})`);
-    }
+    if (m.type() !== 'error' || /\/favicon\.ico$/.test(url)) return;
+    const line = `${m.text()} (${url || 'no url'})`;
+    if (!tolerated.some((re) => re.test(line))) errors.push(`console.error: ${line}`);
   });
-  return { context, page, errors };
+  return { context, page, errors, tolerate: (re) => tolerated.push(re) };
 }
 
 // Navigates to `url` and waits for the DOM (not the network: see the top of this file).

@@ -7,6 +7,7 @@
 
 use anyhow::Result;
 use attendance_tests::browser::Scenario;
+use attendance_tests::proxy::CutProxy;
 use attendance_tests::{Daemon, read_rows};
 
 fn base(d: &Daemon) -> String {
@@ -107,4 +108,100 @@ async fn phone_viewport_has_no_horizontal_scroll_and_labelled_inputs() -> Result
         );
     }
     Ok(())
+}
+
+/// The teacher dashboard: sign-in through the redirect, three netcat-like TCP students on the
+/// class page within 1 s of their JOIN, a row turning Present when the mark is on disk, and a
+/// network drop (a proxy between browser and daemon is cut) that the page shows and survives
+/// without losing a row: the browser reconnects by itself with Last-Event-ID and is sent just
+/// what it missed.
+#[tokio::test]
+async fn dashboard_shows_arrivals_at_once_marks_and_survives_a_dropped_stream() -> Result<()> {
+    let d = Daemon::start(&["--class-length", "2s"])?;
+    let proxy = CutProxy::start(d.web())?;
+    let url = format!("http://{}", proxy.addr);
+    let rolls = ["18BCP041", "18BCP042", "18BCP043"];
+    let late = ["18BCP044", "18BCP045"];
+    let mut page = Scenario::new("dashboard", "dashboard.mjs", &url)?
+        .arg("token", &d.token()?)
+        .arg("course", "ComputerNetworks")
+        .arg("division", "Div1")
+        .arg("rolls", &rolls.join(","))
+        .arg("present", rolls[0])
+        .arg("late", &late.join(","))
+        .start()?;
+    page.progress("ready")?;
+
+    let mut joined_at = Vec::new();
+    let mut students = Vec::new();
+    for (name, roll) in ["Ann", "Bob", "Cat"].iter().zip(rolls) {
+        let mut s = d.connect().await?;
+        let sent = now_ms();
+        let reply = s
+            .cmd(&format!("JOIN ComputerNetworks_Div1_{name}_{roll}"))
+            .await?;
+        assert!(reply.starts_with("OK JOIN"), "{reply}");
+        joined_at.push(sent);
+        students.push(s);
+    }
+    let rows = page.progress("rows")?;
+    for (roll, sent) in rolls.iter().zip(&joined_at) {
+        let shown = rows["appeared"][roll].as_i64().unwrap_or(i64::MAX);
+        assert!(
+            shown - sent <= 1000,
+            "{roll}: shown {} ms after its JOIN",
+            shown - sent
+        );
+    }
+
+    // Ann stays the class length and is marked; her row turns Present.
+    let mut marked = students[0].cmd("PRESENT").await?;
+    if marked.starts_with("ERR EARLY") {
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        marked = students[0].cmd("PRESENT").await?;
+    }
+    assert!(marked.starts_with("OK PRESENT"), "{marked}");
+    page.progress("present")?;
+
+    // The network drops; two students arrive and one leaves while the page cannot hear.
+    proxy.cut();
+    for (name, roll) in ["Dan", "Eve"].iter().zip(late) {
+        let mut s = d.connect().await?;
+        let reply = s
+            .cmd(&format!("JOIN ComputerNetworks_Div1_{name}_{roll}"))
+            .await?;
+        assert!(reply.starts_with("OK JOIN"), "{reply}");
+        students.push(s);
+    }
+    assert_eq!(students[1].cmd("QUIT").await?, "OK BYE");
+    proxy.heal();
+
+    let result = page.finish()?;
+    assert_eq!(
+        result["stream"]["snapshots"], 1,
+        "a replay, not a second snapshot: {result}"
+    );
+    assert!(result["stream"]["opened"].as_u64() >= Some(2), "{result}");
+    let rows = result["rows"].as_array().cloned().unwrap_or_default();
+    let status = |roll: &str| {
+        rows.iter()
+            .find(|r| r["roll"] == roll)
+            .and_then(|r| r["status"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(rows.len(), 5, "{result}");
+    assert_eq!(status(rolls[0]).as_deref(), Some("present"));
+    assert_eq!(
+        status(rolls[1]).as_deref(),
+        Some("left"),
+        "Bob's leave during the drop"
+    );
+    assert_eq!(status(late[1]).as_deref(), Some("seated"));
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

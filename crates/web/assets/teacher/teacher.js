@@ -125,7 +125,10 @@
       const bar = tr.querySelector('progress');
       bar.max = Math.max(1, r.seconds_left);
       bar.value = r.marked_at ? bar.max : Math.max(0, r.seconds_left - left);
-      let served = r.marked_at ? 'served' : `${duration(left)} left`;
+      let served;
+      if (r.marked_at) served = 'served';
+      else if (left <= 0) served = 'served, not marked yet';
+      else served = `${duration(left)} left`;
       if (!r.marked_at && !r.connected) served += ' (gone)';
       tr.querySelector('.served-text').textContent = served;
     };
