@@ -205,3 +205,55 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// The student page through a network drop (a cut proxy) and a shutdown: the drop is shown at
+/// once, the page reconnects and checks the student in again by itself (the class hears the
+/// student arrive again), and the shutdown is shown as a shutdown.
+#[tokio::test]
+async fn the_student_page_shows_a_drop_rejoins_by_itself_and_shows_a_shutdown() -> Result<()> {
+    let mut d = Daemon::start(&["--class-length", "10m"])?;
+    let proxy = CutProxy::start(d.web())?;
+    let mut classmate = d.connect().await?;
+    assert!(
+        classmate
+            .cmd("JOIN ComputerNetworks_Div1_Classmate_18BCP044")
+            .await?
+            .starts_with("OK JOIN")
+    );
+    let mut page = Scenario::new(
+        "student_drop",
+        "student_drop.mjs",
+        &format!("http://{}", proxy.addr),
+    )?
+    .start()?;
+    page.progress("joined")?;
+    assert!(classmate.event("EVENT JOIN").await?.contains("JayPatel"));
+    proxy.cut();
+    page.progress("lost")?;
+    // The server notices the WebSocket is gone and tells the class.
+    assert!(classmate.event("EVENT LEAVE").await?.contains("JayPatel"));
+    proxy.heal();
+    page.progress("rejoined")?;
+    assert!(
+        classmate.event("EVENT JOIN").await?.contains("JayPatel"),
+        "the page checked in again by itself"
+    );
+    d.sigterm()?;
+    let result = page.finish()?;
+    assert!(d.wait()?.success());
+    let states: Vec<&str> = result["states"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        states.ends_with(&["shutdown"]) && states.contains(&"lost"),
+        "{result}"
+    );
+    assert!(
+        result["lost_text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Connection lost")),
+        "{result}"
+    );
+    Ok(())
+}
