@@ -350,6 +350,25 @@ impl Client {
             request.headers_mut().insert("origin", origin.parse()?);
         }
         let stream = TcpStream::connect(web).await?;
+        Self::upgrade_stream(stream, request).await
+    }
+
+    /// Opens `/ws` of the web port `web` over an already connected `stream` (e.g. one with a
+    /// tiny receive buffer) and reads the greeting.
+    ///
+    /// # Errors
+    /// If the upgrade is refused or the first line is not `HELLO`.
+    pub async fn connect_ws_over(stream: TcpStream, web: SocketAddr) -> Result<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let request = format!("ws://{web}/ws").into_client_request()?;
+        let ws = Self::upgrade_stream(stream, request).await?;
+        Self::greeted(Io::Ws(Box::new(ws))).await
+    }
+
+    async fn upgrade_stream(
+        stream: TcpStream,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>> {
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(1 << 20));
         let (ws, _) = tokio::time::timeout(

@@ -208,3 +208,124 @@ async fn an_idle_websocket_that_answers_pings_stays_open() -> Result<()> {
     }
     Ok(())
 }
+
+/// The error streak closes the connection, over either transport.
+#[tokio::test]
+async fn the_error_streak_closes_over_tcp_and_websocket() -> Result<()> {
+    let d = Daemon::start(&[])?;
+    for transport in TRANSPORTS {
+        let mut c = Client::connect_over(&d, transport).await?;
+        for _ in 0..9 {
+            assert!(
+                c.cmd("NOPE").await?.starts_with("ERR UNKNOWN"),
+                "{transport:?}"
+            );
+        }
+        c.send("NOPE").await?;
+        let rest = c.closed().await?;
+        assert!(
+            rest.iter().any(|l| l.starts_with("ERR TOOMANYERRORS")),
+            "{transport:?}: {rest:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A connection that never joins is timed out, over either transport.
+#[tokio::test]
+async fn the_login_timeout_applies_over_tcp_and_websocket() -> Result<()> {
+    let d = Daemon::start(&["--login-timeout", "300ms"])?;
+    for transport in TRANSPORTS {
+        let mut idle = Client::connect_over(&d, transport).await?;
+        let lines = idle.closed().await?;
+        assert!(
+            lines.iter().any(|l| l.starts_with("ERR TIMEOUT")),
+            "{transport:?}: {lines:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Lines past the burst wait their turn and none is lost, over either transport.
+#[tokio::test]
+async fn a_flood_waits_its_turn_over_tcp_and_websocket() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("a.toml");
+    std::fs::write(&cfg, "rate_limit = 10\nrate_burst = 5\n")?;
+    let cfg = cfg.to_string_lossy().into_owned();
+    let d = Daemon::start(&["--config", &cfg])?;
+    for transport in TRANSPORTS {
+        let mut c = Client::connect_over(&d, transport).await?;
+        let started = std::time::Instant::now();
+        for i in 0..15 {
+            c.send(&format!("PING p{i}")).await?;
+        }
+        for i in 0..15 {
+            assert_eq!(c.reply().await?, format!("OK PONG p{i}"), "{transport:?}");
+        }
+        // 5 at once, then 10 more at 10 a second: about a second (a lower bound only).
+        assert!(
+            started.elapsed() >= Duration::from_millis(700),
+            "{transport:?}: {:?}",
+            started.elapsed()
+        );
+    }
+    Ok(())
+}
+
+/// WebSocket and TCP connections share `max_connections`: with both slots taken by one of
+/// each, a third is refused over either (`ERR FULL` on TCP, HTTP 503 before the upgrade).
+#[tokio::test]
+async fn websocket_and_tcp_connections_share_max_connections() -> Result<()> {
+    let d = Daemon::start(&["--max-connections", "2"])?;
+    let _tcp = d.connect().await?;
+    let _ws = d.connect_ws().await?;
+    let refused = Client::upgrade(d.web(), None).await;
+    let err = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(err.contains("503"), "the third over WebSocket: {err}");
+    let tcp = d.connect().await;
+    let err = tcp.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(err.contains("ERR FULL"), "the third over TCP: {err}");
+    Ok(())
+}
+
+/// A WebSocket member that falls behind its class is told how many it missed, as on TCP.
+#[tokio::test]
+async fn a_lagging_websocket_member_is_told_how_many_it_missed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("a.toml");
+    std::fs::write(
+        &cfg,
+        "outbound_queue = 16\nsend_buffer = 4096\nchat_rate = 100000\nchat_burst = 100000\nrate_limit = 100000\nrate_burst = 100000\n",
+    )?;
+    let cfg = cfg.to_string_lossy().into_owned();
+    let d = Daemon::start(&["--config", &cfg])?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut laggard = Client::connect_ws_over(socket.connect(d.web()).await?, d.web()).await?;
+    laggard.cmd("JOIN Lag_D1_Slow_1").await?;
+    let mut speaker = d.connect().await?;
+    speaker.cmd("JOIN Lag_D1_Fast_2").await?;
+    let _ = laggard.event("EVENT JOIN").await?;
+    let sent = 400;
+    let pad = "x".repeat(900);
+    for k in 0..sent {
+        assert_eq!(speaker.cmd(&format!("SAY m{k} {pad}")).await?, "OK SAY");
+    }
+    speaker.cmd("QUIT").await?;
+    let (mut received, mut lagged) = (0u64, 0u64);
+    loop {
+        let line = laggard.event("EVENT").await?;
+        if let Some(n) = line.strip_prefix("EVENT LAGGED ") {
+            lagged += n.parse::<u64>()?;
+        } else if line.starts_with("EVENT SAY Fast m") {
+            received += 1;
+        } else if line == "EVENT LEAVE Fast" {
+            break;
+        }
+    }
+    assert!(lagged > 0, "never fell behind (got all {received})");
+    assert_eq!(received + lagged, sent, "every missed line is counted");
+    assert_eq!(laggard.cmd("PING").await?, "OK PONG");
+    Ok(())
+}

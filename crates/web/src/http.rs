@@ -83,7 +83,20 @@ pub async fn serve(
             tracker.spawn(refuse(stream));
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        if shared_limit {
+            // The student port's socket options (no Nagle, keepalive, `send_buffer`), so a
+            // WebSocket member that stops reading falls behind (EVENT LAGGED) as on TCP.
+            let live = engine.live();
+            if let Err(e) = attendance_server::limits::configure_socket(
+                &stream,
+                live.tcp_keepalive,
+                live.send_buffer,
+            ) {
+                debug!(error = %e, "cannot set socket options");
+            }
+        } else {
+            let _ = stream.set_nodelay(true);
+        }
         let permit = ConnPermit(Arc::new(permit));
         let router = router.clone();
         let tls = tls.clone();
