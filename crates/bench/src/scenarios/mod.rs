@@ -300,3 +300,58 @@ fn collect<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser as _;
+
+    fn load(args: &[&str]) -> Load {
+        let cli = Cli::try_parse_from(["attendance-bench"].iter().chain(args))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.scenario {
+            Scenario::Hold(a) => Load::Hold(a),
+            Scenario::Fanout(a) => Load::Fanout(a),
+            Scenario::Storm(a) => Load::Storm(a),
+            Scenario::Marks(a) => Load::Marks(a),
+            _ => panic!("not a load"),
+        }
+    }
+
+    #[test]
+    fn a_websocket_fanout_is_compared_with_tcp_and_nothing_else() {
+        let ws = load(&["fanout", "--transport", "ws", "--rounds", "3"]);
+        assert_eq!(ws.reference().ok(), Some(Some(Reference::Tcp)));
+        let Load::Fanout(tcp) = ws.over_tcp() else {
+            panic!("fanout");
+        };
+        assert_eq!(tcp.transport, Transport::Tcp);
+        // The reference daemon gets the measured one's settings, web port included.
+        assert!(ws.daemon_settings().has("web_listen"));
+        assert!(!load(&["fanout"]).daemon_settings().has("web_listen"));
+        assert!(
+            load(&["fanout", "--transport", "ws", "--compare", "redis"])
+                .reference()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn redis_is_the_reference_of_compare_and_rounds_need_one() {
+        assert_eq!(
+            load(&["hold", "--transport", "ws", "--compare", "redis"])
+                .reference()
+                .ok(),
+            Some(Some(Reference::Redis))
+        );
+        assert_eq!(load(&["hold"]).reference().ok(), Some(None));
+        assert!(load(&["hold", "--rounds", "2"]).reference().is_err());
+        assert!(load(&["fanout", "--rounds", "2"]).reference().is_err());
+        assert!(
+            load(&["hold", "--transport", "ws"])
+                .daemon_settings()
+                .has("web_listen")
+        );
+    }
+}
