@@ -54,6 +54,11 @@ pub(crate) struct Common {
     #[arg(long, conflicts_with = "daemon_bin")]
     pub(crate) addr: Option<SocketAddr>,
 
+    /// With `--addr` and `--transport ws`: that daemon's web port (`web_listen`), where `/ws`
+    /// is served.
+    #[arg(long, value_name = "HOST:PORT", requires = "addr")]
+    pub(crate) web_addr: Option<SocketAddr>,
+
     /// Also run the same shape of load against another server, and print the ratios.
     #[arg(long, value_enum)]
     pub(crate) compare: Option<CompareWith>,
@@ -84,10 +89,11 @@ pub(crate) struct Common {
     #[arg(long, default_value_t = 256)]
     pub(crate) connect_concurrency: usize,
 
-    /// With `--compare`: run the daemon and the other server alternately this many times each,
-    /// and end with the median, lowest and highest ratio of every figure (one round can be off
-    /// by ±15 % on a shared machine).
-    #[arg(long, default_value_t = 1, requires = "compare", value_parser = clap::value_parser!(u32).range(1..=20))]
+    /// With `--compare` (or `fanout --transport ws`, whose reference is the same fan-out over
+    /// TCP): run the daemon and the reference alternately this many times each, and end with
+    /// the median, lowest and highest ratio of every figure (one round can be off by ±15 % on a
+    /// shared machine).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub(crate) rounds: u32,
 
     /// Daemon clients read the greeting before they send JOIN (as a person at netcat does).
@@ -105,12 +111,39 @@ pub(crate) enum CompareWith {
     Redis,
 }
 
+/// How daemon clients reach the daemon.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transport {
+    /// The line protocol on the student port.
+    #[default]
+    Tcp,
+    /// The same protocol over WebSocket, `ws://<web_listen>/ws`, one text frame per line (the
+    /// bench starts the daemon with its web port on 127.0.0.1).
+    Ws,
+}
+
+impl Transport {
+    /// The name in reports, JSON and the command line (`"tcp"`, `"ws"`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Ws => "ws",
+        }
+    }
+}
+
 /// `hold`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HoldArgs {
     /// Clients to connect and hold.
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub(crate) clients: usize,
+
+    /// How the daemon's clients (and the PING probe) connect: `ws` upgrades at `/ws` on the web
+    /// port and reads `HELLO` as a text frame. Redis clients (`--compare redis`) speak RESP
+    /// over TCP either way.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub(crate) transport: Transport,
 
     /// Students per class (Redis: subscribers per channel).
     #[arg(long, default_value_t = 100)]
@@ -209,6 +242,12 @@ pub(crate) struct FanoutArgs {
     #[arg(long, default_value_t = 50.0)]
     pub(crate) rate: f64,
 
+    /// How the speaker and every receiver connect. `ws`: over `/ws` on the web port; each round
+    /// then also runs the same fan-out over TCP on a daemon of its own, and prints the ratios
+    /// WebSocket / TCP (not with `--compare`).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub(crate) transport: Transport,
+
     #[command(flatten)]
     pub(crate) common: Common,
 }
@@ -294,7 +333,10 @@ pub(crate) struct WorkerArgs {
     /// What the clients speak.
     #[arg(long, value_enum)]
     pub(crate) kind: TargetKind,
-    /// The server.
+    /// How daemon clients connect.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub(crate) transport: Transport,
+    /// The server (for `--transport ws`, its web port).
     #[arg(long)]
     pub(crate) addr: SocketAddr,
     /// Number of this worker's first client (for identities and source addresses).

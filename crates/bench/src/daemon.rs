@@ -18,9 +18,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// The CSV file name inside the run's directory.
 pub(crate) const CSV_NAME: &str = "attendance.csv";
 
-/// Settings the bench owns: the daemon must listen where the bench can find it, and write its
-/// CSV where the bench can count the rows.
-const RESERVED_KEYS: [&str; 2] = ["listen", "csv"];
+/// Settings the bench owns: the daemon must listen where the bench can find it (the web port
+/// too: `--transport ws` turns it on at 127.0.0.1:0), and write its CSV where the bench can
+/// count the rows.
+const RESERVED_KEYS: [&str; 3] = ["listen", "csv", "web_listen"];
+
+/// The value of `web_listen` that turns the web port off.
+const WEB_OFF: &str = "\"off\"";
 
 /// Why the daemon could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,16 @@ impl Settings {
         self.0.contains_key(key)
     }
 
+    /// Turns the web port (`/ws`) on, on a free loopback port.
+    pub(crate) fn web_on(&mut self) -> &mut Self {
+        self.set("web_listen", "\"127.0.0.1:0\"")
+    }
+
+    /// Whether the web port is on.
+    fn web(&self) -> bool {
+        self.0.get("web_listen").is_some_and(|v| v != WEB_OFF)
+    }
+
     /// Applies `KEY=VALUE` arguments: numbers and booleans are written as they are, anything
     /// else as a TOML string (so `class_length=5s` and `rate_limit=1000` both work).
     ///
@@ -85,7 +99,7 @@ impl Settings {
                 return Err(bad("empty key"));
             }
             if RESERVED_KEYS.contains(&key) {
-                return Err(bad("listen and csv are chosen by the bench"));
+                return Err(bad("listen, csv and web_listen are chosen by the bench"));
             }
             self.set(key, &toml_value(value.trim()));
         }
@@ -100,7 +114,7 @@ impl Settings {
         ));
         // The web port stays off unless a scenario asks for it (`--transport ws`).
         if !self.has("web_listen") {
-            out.push_str("web_listen = \"off\"\n");
+            out.push_str(&format!("web_listen = {WEB_OFF}\n"));
         }
         for (key, value) in &self.0 {
             out.push_str(&format!("{key} = {value}\n"));
@@ -142,6 +156,8 @@ pub(crate) fn default_binary() -> PathBuf {
 pub(crate) struct DaemonProcess {
     process: Process,
     addr: SocketAddr,
+    /// Where it serves `/ws`, when the settings turned the web port on.
+    web: Option<SocketAddr>,
     /// Where it serves `/metrics`, when the settings asked for `metrics_listen`.
     metrics: Option<SocketAddr>,
     /// From spawning it to its `listening on` line.
@@ -217,7 +233,16 @@ impl DaemonProcess {
             .wait_for_address(LISTENING, timeout)
             .map_err(DaemonError::NoAddress)?;
         let startup = spawned.elapsed();
-        // Logged right after the student port's line.
+        // Logged after the student port's line, the web port's before the metrics port's.
+        let web = if settings.web() {
+            Some(
+                process
+                    .wait_for_address("web listening on ", START_TIMEOUT)
+                    .map_err(DaemonError::NoAddress)?,
+            )
+        } else {
+            None
+        };
         let metrics = if settings.has("metrics_listen") {
             Some(
                 process
@@ -230,6 +255,7 @@ impl DaemonProcess {
         Ok(Self {
             process,
             addr,
+            web,
             metrics,
             startup,
             dir,
@@ -244,6 +270,11 @@ impl DaemonProcess {
     /// Where it listens.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where it serves `/ws`, if the bench turned the web port on.
+    pub(crate) fn web_addr(&self) -> Option<SocketAddr> {
+        self.web
     }
 
     /// The time from spawning it to its `listening on` line.
@@ -314,7 +345,19 @@ mod tests {
         assert!(toml.contains("class_length = \"5s\"\n"));
         assert!(toml.contains("rate_limit = 1000\n"));
         assert!(toml.contains("fsync = \"always\"\n"));
+        assert!(toml.contains("web_listen = \"off\"\n"));
+        assert!(!settings.web());
         Ok(())
+    }
+
+    #[test]
+    fn the_web_port_is_off_unless_turned_on() {
+        let mut settings = Settings::default();
+        settings.web_on();
+        assert!(settings.web());
+        let toml = settings.to_toml(Path::new("/tmp/x/attendance.csv"));
+        assert!(toml.contains("web_listen = \"127.0.0.1:0\"\n"), "{toml}");
+        assert!(!toml.contains("\"off\""), "{toml}");
     }
 
     #[test]
@@ -326,6 +369,11 @@ mod tests {
                 .is_err()
         );
         assert!(settings.apply_overrides(&["csv=/etc/x".into()]).is_err());
+        assert!(
+            settings
+                .apply_overrides(&["web_listen=127.0.0.1:8000".into()])
+                .is_err()
+        );
         assert!(settings.apply_overrides(&["novalue".into()]).is_err());
     }
 }

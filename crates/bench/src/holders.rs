@@ -1,6 +1,7 @@
 //! Establishing many clients in this process and holding them open: the body of `hold`, whether
-//! it runs in the bench itself or in its worker processes. A daemon client connects, reads
-//! `HELLO` and JOINs; a Redis client connects and SUBSCRIBEs. Then each keeps reading (and
+//! it runs in the bench itself or in its worker processes. A daemon client connects (over TCP,
+//! or upgrading to WebSocket at `/ws`), reads `HELLO` and JOINs; a Redis client connects and
+//! SUBSCRIBEs. Then each keeps reading (and
 //! discarding) what the server sends until it is released, as a real client would.
 
 use std::net::SocketAddr;
@@ -13,8 +14,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::TargetKind;
-use crate::line::LineConn;
+use crate::cli::{TargetKind, Transport};
+use crate::line::{Endpoint, LineConn};
 use crate::redis;
 use crate::resp::{self, PubSub};
 
@@ -26,7 +27,9 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Plan {
     /// What the clients speak.
     pub(crate) kind: TargetKind,
-    /// The server.
+    /// How daemon clients connect (Redis clients: TCP).
+    pub(crate) transport: Transport,
+    /// The server (the daemon's web port for WebSocket).
     pub(crate) addr: SocketAddr,
     /// Number of the first client (identities, source addresses).
     pub(crate) first: usize,
@@ -168,7 +171,11 @@ async fn open(plan: &Plan, index: usize) -> Result<Client, String> {
     match plan.kind {
         TargetKind::Daemon => {
             let id = format!("Hold{}_C{class}_S{index}_R{index}", plan.run_id);
-            let conn = LineConn::connect_and_join(index, plan.addr, &id, plan.pipelined)
+            let to = Endpoint {
+                transport: plan.transport,
+                addr: plan.addr,
+            };
+            let conn = LineConn::connect_and_join(index, to, &id, plan.pipelined)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Client::Daemon(conn))

@@ -3,16 +3,28 @@
 //! [`LineCodec`] — the same codec and parser the daemon and `attend` use, so the bench measures
 //! the protocol as it is. An `EVENT` line the parser does not know is skipped, so a daemon that
 //! adds event kinds does not break the bench.
+//!
+//! Over WebSocket ([`Transport::Ws`]) the same protocol goes one text frame per line each way
+//! (`ws://<web>/ws`): the client upgrades on its own socket, with small buffers (thousands are
+//! open at once), and answers the server's pings as it reads (the library queues the pong and
+//! sends it on the next read or write).
 
-use std::io::Write as _;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use attendance_protocol::{Command, LineCodec, Reply, ServerLine, StudentId};
-use futures::StreamExt as _;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt as _, StreamExt as _};
 use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::codec::FramedRead;
 
+use crate::cli::Transport;
 use crate::net;
 
 /// Longest line accepted from the daemon (its own `max_line` is far below).
@@ -21,6 +33,32 @@ const MAX_LINE: usize = 64 * 1024;
 /// Read buffer per client: small, since thousands are open at once.
 const READ_BUFFER: usize = 2048;
 
+/// Frames queued before the WebSocket writes them out without a flush (the bench flushes after
+/// each batch of lines, so a batch goes out in one write).
+const WS_WRITE_BUFFER: usize = 4096;
+
+/// A WebSocket client connection.
+type Ws = WebSocketStream<TcpStream>;
+
+/// Where a daemon client connects: the student port, or the web port's `/ws`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// How.
+    pub(crate) transport: Transport,
+    /// The student port for TCP, the web port for WebSocket.
+    pub(crate) addr: SocketAddr,
+}
+
+impl From<SocketAddr> for Endpoint {
+    /// The student port.
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            transport: Transport::Tcp,
+            addr,
+        }
+    }
+}
+
 /// A failure talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -28,6 +66,9 @@ pub(crate) enum LineError {
     /// The socket failed.
     #[error("daemon connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The WebSocket upgrade or a frame failed (boxed: the library's error is large).
+    #[error("daemon WebSocket: {0}")]
+    Ws(Box<tungstenite::Error>),
     /// The daemon closed the connection.
     #[error("the daemon closed the connection")]
     Closed,
@@ -42,16 +83,104 @@ pub(crate) enum LineError {
     BadId(String, attendance_protocol::IdError),
 }
 
+impl From<tungstenite::Error> for LineError {
+    fn from(e: tungstenite::Error) -> Self {
+        match e {
+            tungstenite::Error::Io(e) => Self::Io(e),
+            e => Self::Ws(Box::new(e)),
+        }
+    }
+}
+
+/// What one WebSocket message is to a line reader.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame<'a> {
+    /// A line (its optional trailing LF or CRLF removed).
+    Line(&'a str),
+    /// A control frame (ping, pong): nothing for the protocol.
+    Skip,
+    /// The server's close frame: the end of the connection.
+    End,
+}
+
+/// A message as a protocol line. The daemon sends one line per text frame, without its line
+/// ending; one trailing LF or CRLF is tolerated, a line break inside a frame or a binary frame
+/// is not the protocol.
+///
+/// # Errors
+/// [`LineError::Unexpected`] for a binary frame or a frame holding more than one line.
+fn frame(message: &Message) -> Result<Frame<'_>, LineError> {
+    match message {
+        Message::Text(text) => {
+            let text = text.as_str();
+            let text = text.strip_suffix('\n').unwrap_or(text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            if text.contains('\n') {
+                Err(LineError::Unexpected(format!(
+                    "a frame with a line break: {text:?}"
+                )))
+            } else {
+                Ok(Frame::Line(text))
+            }
+        }
+        Message::Binary(_) => Err(LineError::Unexpected("a binary frame".to_owned())),
+        Message::Close(_) => Ok(Frame::End),
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(Frame::Skip),
+    }
+}
+
+/// A line as a [`ServerLine`]; `None` for an `EVENT` the parser does not know.
+///
+/// # Errors
+/// [`LineError::Unexpected`] for any other line that does not parse.
+fn parse(text: &str) -> Result<Option<ServerLine>, LineError> {
+    match text.parse::<ServerLine>() {
+        Ok(line) => Ok(Some(line)),
+        Err(_) if text.starts_with("EVENT ") => Ok(None),
+        Err(_) => Err(LineError::Unexpected(text.to_owned())),
+    }
+}
+
+/// The WebSocket settings of a bench client: buffers of a TCP client's size, lines no longer
+/// than [`MAX_LINE`].
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_message_size(Some(MAX_LINE))
+        .max_frame_size(Some(MAX_LINE))
+}
+
+/// Connects client number `index` to `web` and upgrades to `ws://<web>/ws`.
+async fn upgrade(index: usize, web: SocketAddr) -> Result<Ws, LineError> {
+    let request = format!("ws://{web}/ws").into_client_request()?;
+    let stream = net::connect_from(index, web).await?;
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await?;
+    Ok(ws)
+}
+
+/// Where a reader's lines come from.
+#[derive(Debug)]
+enum Source {
+    Tcp(FramedRead<OwnedReadHalf, LineCodec>),
+    Ws(SplitStream<Ws>),
+}
+
 /// The reading half of a daemon connection, one parsed line at a time.
 #[derive(Debug)]
 pub(crate) struct LineReader {
-    read: FramedRead<OwnedReadHalf, LineCodec>,
+    source: Source,
 }
 
 impl LineReader {
-    fn new(read: OwnedReadHalf) -> Self {
+    fn tcp(read: OwnedReadHalf) -> Self {
         Self {
-            read: FramedRead::with_capacity(read, LineCodec::new(MAX_LINE), READ_BUFFER),
+            source: Source::Tcp(FramedRead::with_capacity(
+                read,
+                LineCodec::new(MAX_LINE),
+                READ_BUFFER,
+            )),
         }
     }
 
@@ -61,16 +190,34 @@ impl LineReader {
     /// # Errors
     /// On I/O failure, an unreadable line, or a reply that does not parse.
     pub(crate) async fn next(&mut self) -> Result<Option<ServerLine>, LineError> {
-        // Each turn consumes a line the daemon sent; the callers bound the wait in time.
+        // Each turn consumes a line (or frame) the daemon sent; the callers bound the wait in
+        // time.
         loop {
-            let Some(item) = self.read.next().await else {
-                return Ok(None);
+            let parsed = match &mut self.source {
+                Source::Tcp(read) => {
+                    let Some(item) = read.next().await else {
+                        return Ok(None);
+                    };
+                    parse(&item??)?
+                }
+                Source::Ws(read) => {
+                    let message = match read.next().await {
+                        None
+                        | Some(Err(
+                            tungstenite::Error::ConnectionClosed
+                            | tungstenite::Error::AlreadyClosed,
+                        )) => return Ok(None),
+                        Some(item) => item?,
+                    };
+                    match frame(&message)? {
+                        Frame::Line(text) => parse(text)?,
+                        Frame::Skip => None,
+                        Frame::End => return Ok(None),
+                    }
+                }
             };
-            let text = item??;
-            match text.parse::<ServerLine>() {
-                Ok(line) => return Ok(Some(line)),
-                Err(_) if text.starts_with("EVENT ") => {}
-                Err(_) => return Err(LineError::Unexpected(text)),
+            if let Some(line) = parsed {
+                return Ok(Some(line));
             }
         }
     }
@@ -97,24 +244,61 @@ impl LineReader {
     }
 }
 
+/// The writing half of a daemon connection.
+#[derive(Debug)]
+pub(crate) enum LineWriter {
+    /// The student port.
+    Tcp(OwnedWriteHalf),
+    /// `/ws`.
+    Ws(SplitSink<Ws, Message>),
+}
+
+impl LineWriter {
+    /// Sends `lines` (each ending with `\n`) at once: one write on TCP, one frame per line
+    /// flushed together on WebSocket.
+    async fn write_lines(&mut self, lines: &str) -> Result<(), LineError> {
+        match self {
+            Self::Tcp(w) => w.write_all(lines.as_bytes()).await?,
+            Self::Ws(sink) => {
+                for line in lines.split_terminator('\n') {
+                    sink.feed(Message::text(line)).await?;
+                }
+                sink.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `command` with a line ending (one frame on WebSocket).
+    ///
+    /// # Errors
+    /// If the write fails.
+    pub(crate) async fn send(&mut self, command: &Command) -> Result<(), LineError> {
+        let mut out = String::with_capacity(64);
+        encode(std::slice::from_ref(command), &mut out);
+        self.write_lines(&out).await
+    }
+}
+
 /// A daemon connection that has read its `HELLO`.
 #[derive(Debug)]
 pub(crate) struct LineConn {
     /// What the daemon sends.
     pub(crate) reader: LineReader,
     /// Where lines go.
-    pub(crate) writer: OwnedWriteHalf,
+    pub(crate) writer: LineWriter,
     /// The lines being sent, kept between sends (no allocation per mark).
-    out: Vec<u8>,
+    out: String,
 }
 
 impl LineConn {
-    /// Connects client number `index` (see [`net::source_ip`]) and reads the greeting.
+    /// Connects client number `index` (see [`net::source_ip`]) to `to` (an address is the
+    /// student port) and reads the greeting.
     ///
     /// # Errors
-    /// If the connection fails or the first line is not `HELLO`.
-    pub(crate) async fn connect(index: usize, addr: SocketAddr) -> Result<Self, LineError> {
-        Self::open(index, addr, None).await
+    /// If the connection (or the upgrade) fails or the first line is not `HELLO`.
+    pub(crate) async fn connect(index: usize, to: impl Into<Endpoint>) -> Result<Self, LineError> {
+        Self::open(index, to.into(), None).await
     }
 
     /// Connects client number `index` and JOINs as `id`. `pipelined`: JOIN is sent at once,
@@ -127,12 +311,12 @@ impl LineConn {
     /// reply is not `OK JOIN`.
     pub(crate) async fn connect_and_join(
         index: usize,
-        addr: SocketAddr,
+        to: impl Into<Endpoint>,
         id: &str,
         pipelined: bool,
     ) -> Result<Self, LineError> {
         let join = join(id)?;
-        let mut conn = Self::open(index, addr, pipelined.then_some(&join)).await?;
+        let mut conn = Self::open(index, to.into(), pipelined.then_some(&join)).await?;
         if !pipelined {
             conn.send(&join).await?;
         }
@@ -141,17 +325,26 @@ impl LineConn {
     }
 
     /// Connects, sends `first` (if any) before reading anything, then reads the greeting.
-    async fn open(
-        index: usize,
-        addr: SocketAddr,
-        first: Option<&Command>,
-    ) -> Result<Self, LineError> {
-        let stream = net::connect_from(index, addr).await?;
-        let (read, writer) = stream.into_split();
+    async fn open(index: usize, to: Endpoint, first: Option<&Command>) -> Result<Self, LineError> {
+        let (reader, writer) = match to.transport {
+            Transport::Tcp => {
+                let (read, write) = net::connect_from(index, to.addr).await?.into_split();
+                (LineReader::tcp(read), LineWriter::Tcp(write))
+            }
+            Transport::Ws => {
+                let (sink, stream) = upgrade(index, to.addr).await?.split();
+                (
+                    LineReader {
+                        source: Source::Ws(stream),
+                    },
+                    LineWriter::Ws(sink),
+                )
+            }
+        };
         let mut conn = Self {
-            reader: LineReader::new(read),
+            reader,
             writer,
-            out: Vec::new(),
+            out: String::new(),
         };
         if let Some(command) = first {
             conn.send(command).await?;
@@ -177,8 +370,7 @@ impl LineConn {
     pub(crate) async fn send_all(&mut self, commands: &[Command]) -> Result<(), LineError> {
         self.out.clear();
         encode(commands, &mut self.out);
-        self.writer.write_all(&self.out).await?;
-        Ok(())
+        self.writer.write_lines(&self.out).await
     }
 
     /// Sends `JOIN <id>` and waits for `OK JOIN`.
@@ -202,22 +394,11 @@ pub(crate) fn join(id: &str) -> Result<Command, LineError> {
 }
 
 /// Appends the lines of `commands` to `out`, each with its line ending.
-fn encode(commands: &[Command], out: &mut Vec<u8>) {
+fn encode(commands: &[Command], out: &mut String) {
     for command in commands {
-        // Writing to a Vec cannot fail.
+        // Writing to a String cannot fail.
         let _ = writeln!(out, "{command}");
     }
-}
-
-/// Sends `command` with a line ending on `writer` (a writer split off its [`LineConn`]).
-///
-/// # Errors
-/// If the write fails.
-pub(crate) async fn send(writer: &mut OwnedWriteHalf, command: &Command) -> Result<(), LineError> {
-    let mut out = Vec::with_capacity(64);
-    encode(std::slice::from_ref(command), &mut out);
-    writer.write_all(&out).await?;
-    Ok(())
 }
 
 /// Whether `reply` answers `JOIN`.
@@ -259,10 +440,58 @@ mod tests {
 
     #[test]
     fn commands_are_written_one_per_line() -> Result<(), LineError> {
-        let mut kiosk = Vec::new();
+        let mut kiosk = String::new();
         encode(&[join("Bench_C1_S1_R1")?, Command::Present], &mut kiosk);
-        assert_eq!(kiosk, b"JOIN Bench_C1_S1_R1\nPRESENT\n");
+        assert_eq!(kiosk, "JOIN Bench_C1_S1_R1\nPRESENT\n");
         assert!(matches!(join("not-an-id"), Err(LineError::BadId(..))));
         Ok(())
+    }
+
+    #[test]
+    fn a_text_frame_is_one_line_with_an_optional_line_ending() -> Result<(), LineError> {
+        assert_eq!(frame(&Message::text("HELLO x"))?, Frame::Line("HELLO x"));
+        assert_eq!(frame(&Message::text("OK PONG\n"))?, Frame::Line("OK PONG"));
+        assert_eq!(
+            frame(&Message::text("OK PONG\r\n"))?,
+            Frame::Line("OK PONG")
+        );
+        assert_eq!(frame(&Message::text(""))?, Frame::Line(""));
+        assert!(matches!(
+            frame(&Message::text("OK PONG\nEVENT X")),
+            Err(LineError::Unexpected(_))
+        ));
+        assert!(matches!(
+            frame(&Message::binary(&b"OK PONG"[..])),
+            Err(LineError::Unexpected(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn control_frames_are_skipped_and_a_close_ends_the_stream() -> Result<(), LineError> {
+        assert_eq!(frame(&Message::Ping(Default::default()))?, Frame::Skip);
+        assert_eq!(frame(&Message::Pong(Default::default()))?, Frame::Skip);
+        assert_eq!(frame(&Message::Close(None))?, Frame::End);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_events_are_skipped_and_other_unparsable_lines_refused() -> Result<(), LineError> {
+        assert!(matches!(
+            parse("OK PONG")?,
+            Some(ServerLine::Ok(Reply::Pong(_)))
+        ));
+        assert!(parse("EVENT SOMETHING_NEW 1 2")?.is_none());
+        assert!(matches!(parse("WHAT"), Err(LineError::Unexpected(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn ws_clients_keep_small_buffers_and_the_line_limit() {
+        let c = ws_config();
+        assert_eq!(c.read_buffer_size, READ_BUFFER);
+        assert_eq!(c.write_buffer_size, WS_WRITE_BUFFER);
+        assert_eq!(c.max_message_size, Some(MAX_LINE));
+        assert_eq!(c.max_frame_size, Some(MAX_LINE));
     }
 }

@@ -1,11 +1,13 @@
 //! Results: each run is a [`Report`], a list of named figures plus the correctness problems found,
 //! printed as a table for people and as one JSON line for scripts (`{"scenario":…,"target":…,…}`;
-//! only those lines start with `{`). With `--compare`, [`comparison`] prints the ratio
-//! daemon/Redis of every figure both runs measured.
+//! only those lines start with `{`; a daemon run of `hold` or `fanout` also says its
+//! `"transport"`). With `--compare`, [`comparison`] prints the ratio daemon/Redis of every
+//! figure both runs measured (with `fanout --transport ws`, WebSocket/TCP).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cli::Transport;
 use crate::stats::Summary;
 
 /// One figure's value, with its unit.
@@ -100,6 +102,8 @@ struct Metric {
 pub(crate) struct Report {
     scenario: &'static str,
     target: &'static str,
+    /// How the daemon's clients connected, where the scenario lets one choose.
+    transport: Option<Transport>,
     detail: String,
     metrics: Vec<Metric>,
     problems: Vec<String>,
@@ -111,10 +115,17 @@ impl Report {
         Self {
             scenario,
             target,
+            transport: None,
             detail,
             metrics: Vec::new(),
             problems: Vec::new(),
         }
+    }
+
+    /// Records how the daemon's clients connected (shown in the title, the comparison's
+    /// columns and the JSON line).
+    pub(crate) fn transport(&mut self, transport: Transport) {
+        self.transport = Some(transport);
     }
 
     /// Adds a figure that describes the run (sizes, counts) and is not compared.
@@ -161,9 +172,13 @@ impl Report {
         self.problems.push(problem);
     }
 
-    /// What the run was against (`attendanced`, `redis`).
-    pub(crate) fn target(&self) -> &'static str {
-        self.target
+    /// What the run was against (`attendanced`, `redis`), with the transport if one was chosen
+    /// (`attendanced ws`).
+    pub(crate) fn target(&self) -> String {
+        match self.transport {
+            Some(t) => format!("{} {}", self.target, t.name()),
+            None => self.target.to_owned(),
+        }
     }
 
     /// Whether the run found no problem.
@@ -174,7 +189,7 @@ impl Report {
     /// The table for people.
     pub(crate) fn table(&self) -> String {
         let width = self.label_width();
-        let mut out = format!("{} — {} ({})\n", self.scenario, self.target, self.detail);
+        let mut out = format!("{} — {} ({})\n", self.scenario, self.target(), self.detail);
         for m in &self.metrics {
             let _ = writeln!(out, "  {:width$}  {}", m.label, m.value);
         }
@@ -188,11 +203,14 @@ impl Report {
     pub(crate) fn json(&self) -> String {
         let text = |s: &str| serde_json::Value::from(s).to_string();
         let mut out = format!(
-            "{{\"scenario\":{},\"target\":{},\"ok\":{}",
+            "{{\"scenario\":{},\"target\":{}",
             text(self.scenario),
-            text(self.target),
-            self.ok()
+            text(self.target)
         );
+        if let Some(t) = self.transport {
+            let _ = write!(out, ",\"transport\":{}", text(t.name()));
+        }
+        let _ = write!(out, ",\"ok\":{}", self.ok());
         for m in &self.metrics {
             let _ = write!(out, ",{}:{}", text(m.key), m.value.json());
         }
@@ -215,9 +233,10 @@ impl Report {
 /// the ratio `a / b`.
 pub(crate) fn comparison(a: &Report, b: &Report) -> String {
     let width = a.label_width().max(6);
+    let (ta, tb) = (a.target(), b.target());
     let mut out = format!(
-        "{} — {} / {}\n  {:width$}  {:>16}  {:>16}  {:>8}\n",
-        a.scenario, a.target, b.target, "figure", a.target, b.target, "ratio"
+        "{} — {ta} / {tb}\n  {:width$}  {:>16}  {:>16}  {:>8}\n",
+        a.scenario, "figure", ta, tb, "ratio"
     );
     for m in a.metrics.iter().filter(|m| m.compared) {
         let Some(other) = b.metrics.iter().find(|o| o.key == m.key) else {
@@ -387,6 +406,43 @@ mod tests {
         assert_eq!(v["establish_s"], 1.5);
         assert!(v["missing"].is_null());
         assert_eq!(v["problems"], serde_json::json!([]));
+        Ok(())
+    }
+
+    #[test]
+    fn a_chosen_transport_is_named_in_the_json_the_title_and_the_comparison()
+    -> Result<(), serde_json::Error> {
+        let mut ws = sample("attendanced", 900.0);
+        ws.transport(Transport::Ws);
+        let mut tcp = sample("attendanced", 1000.0);
+        tcp.transport(Transport::Tcp);
+        let line = ws.json();
+        assert!(
+            line.starts_with(
+                "{\"scenario\":\"hold\",\"target\":\"attendanced\",\"transport\":\"ws\",\"ok\":true"
+            ),
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        assert_eq!(v["transport"], "ws");
+        assert!(
+            ws.table().starts_with("hold — attendanced ws ("),
+            "{}",
+            ws.table()
+        );
+        let text = comparison(&ws, &tcp);
+        assert!(
+            text.starts_with("hold — attendanced ws / attendanced tcp\n"),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.contains("connects+joins per second"))
+            .unwrap_or_default();
+        assert!(row.trim_end().ends_with("0.90"), "{row}");
+        // Without a transport the line is as it always was.
+        let plain = sample("redis", 1.0).json();
+        assert!(plain.starts_with("{\"scenario\":\"hold\",\"target\":\"redis\",\"ok\":true"));
         Ok(())
     }
 

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::cli::{Common, TargetKind};
+use crate::cli::{Common, TargetKind, Transport};
 use crate::daemon::{self, DaemonProcess, Settings};
+use crate::line::Endpoint;
 use crate::net;
 use crate::redis::{Persistence, RedisProcess};
 
@@ -18,6 +19,8 @@ pub(crate) struct Target {
     pub(crate) kind: TargetKind,
     /// Where it listens.
     pub(crate) addr: SocketAddr,
+    /// Where a daemon serves `/ws`, if its web port is on (or, with `--addr`, `--web-addr`).
+    web: Option<SocketAddr>,
     server: Server,
 }
 
@@ -37,9 +40,13 @@ impl Target {
     pub(crate) fn daemon(common: &Common, mut settings: Settings) -> anyhow::Result<Self> {
         if let Some(addr) = common.addr {
             net::ensure_loopback(addr)?;
+            if let Some(web) = common.web_addr {
+                net::ensure_loopback(web)?;
+            }
             return Ok(Self {
                 kind: TargetKind::Daemon,
                 addr,
+                web: common.web_addr,
                 server: Server::External,
             });
         }
@@ -57,6 +64,7 @@ impl Target {
         Ok(Self {
             kind: TargetKind::Daemon,
             addr: process.addr(),
+            web: process.web_addr(),
             server: Server::Daemon(process),
         })
     }
@@ -72,8 +80,28 @@ impl Target {
         Ok(Self {
             kind: TargetKind::Redis,
             addr: process.addr(),
+            web: None,
             server: Server::Redis(process),
         })
+    }
+
+    /// Where its clients connect over `transport`: the student port, or the web port for
+    /// WebSocket (Redis: its port, whatever the transport).
+    ///
+    /// # Errors
+    /// For WebSocket to a daemon whose web port is unknown (`--addr` without `--web-addr`).
+    pub(crate) fn endpoint(&self, transport: Transport) -> anyhow::Result<Endpoint> {
+        match (self.kind, transport) {
+            (TargetKind::Redis, _) | (TargetKind::Daemon, Transport::Tcp) => {
+                Ok(Endpoint::from(self.addr))
+            }
+            (TargetKind::Daemon, Transport::Ws) => {
+                let addr = self.web.context(
+                    "--transport ws needs the daemon's web port: with --addr, pass --web-addr",
+                )?;
+                Ok(Endpoint { transport, addr })
+            }
+        }
     }
 
     /// Its resident memory in bytes, when the bench started it and it runs.
@@ -122,9 +150,15 @@ impl Target {
     /// The title line's details: address and pid.
     pub(crate) fn detail(&self) -> String {
         match &self.server {
-            Server::Daemon(d) => format!("{}, pid {}", self.addr, d.pid()),
+            Server::Daemon(d) => match self.web {
+                Some(web) => format!("{}, web {web}, pid {}", self.addr, d.pid()),
+                None => format!("{}, pid {}", self.addr, d.pid()),
+            },
             Server::Redis(r) => format!("{}, pid {}", self.addr, r.pid()),
-            Server::External => format!("{}, started elsewhere", self.addr),
+            Server::External => match self.web {
+                Some(web) => format!("{}, web {web}, started elsewhere", self.addr),
+                None => format!("{}, started elsewhere", self.addr),
+            },
         }
     }
 

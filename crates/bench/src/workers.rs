@@ -61,6 +61,7 @@ pub(crate) async fn establish(
         let mut child = Command::new(&exe)
             .arg("worker")
             .args(["--kind", kind_arg(plan)])
+            .args(["--transport", plan.transport.name()])
             .args(["--addr", &plan.addr.to_string()])
             .args(["--first", &first.to_string()])
             .args(["--count", &count.to_string()])
@@ -152,6 +153,7 @@ fn kind_arg(plan: &Plan) -> &'static str {
 pub(crate) async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     let plan = Plan {
         kind: args.kind,
+        transport: args.transport,
         addr: args.addr,
         first: args.first,
         count: args.count,

@@ -1,7 +1,8 @@
 //! CI smoke test: every scenario at a tiny size against the daemon cargo built for this profile,
 //! checking correctness only — counts, no lost deliveries, CSV rows = acknowledged marks, every
-//! generated row still there after a start-up — never timing. With `redis-server` installed,
-//! one scenario also runs with `--compare redis`.
+//! generated row still there after a start-up — never timing. `hold` and `fanout` also run over
+//! WebSocket (`--transport ws`). With `redis-server` installed, one scenario also runs with
+//! `--compare redis`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -61,6 +62,7 @@ fn hold_holds_every_client() -> Result<()> {
         "100ms",
     ])?)?;
     assert_eq!(r["target"], "attendanced");
+    assert_eq!(r["transport"], "tcp");
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["held"], 50);
     assert_eq!(r["failed"], 0);
@@ -80,6 +82,55 @@ fn hold_spreads_clients_over_worker_processes() -> Result<()> {
         "--settle",
         "100ms",
     ])?)?;
+    assert_eq!(r["processes"], 2);
+    assert_eq!(r["held"], 40, "{r}");
+    assert_eq!(r["dropped"], 0);
+    Ok(())
+}
+
+#[test]
+fn hold_holds_every_websocket_client_and_answers_its_pings() -> Result<()> {
+    // Pings every second: a client that did not answer would be closed after two.
+    let r = only(bench(&[
+        "hold",
+        "--transport",
+        "ws",
+        "--clients",
+        "50",
+        "--class-size",
+        "10",
+        "--settle",
+        "2500ms",
+        "--ping-every",
+        "200ms",
+        "--set",
+        "web_ping_interval=1s",
+    ])?)?;
+    assert_eq!(r["target"], "attendanced");
+    assert_eq!(r["transport"], "ws");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["held"], 50);
+    assert_eq!(r["failed"], 0);
+    assert_eq!(r["dropped"], 0, "{r}");
+    assert!(r["pings"].as_u64().is_some_and(|n| n > 0), "{r}");
+    assert!(r["rss_per_conn_bytes"].is_u64(), "{r}");
+    Ok(())
+}
+
+#[test]
+fn hold_spreads_websocket_clients_over_worker_processes() -> Result<()> {
+    let r = only(bench(&[
+        "hold",
+        "--transport",
+        "ws",
+        "--clients",
+        "40",
+        "--processes",
+        "2",
+        "--settle",
+        "100ms",
+    ])?)?;
+    assert_eq!(r["transport"], "ws");
     assert_eq!(r["processes"], 2);
     assert_eq!(r["held"], 40, "{r}");
     assert_eq!(r["dropped"], 0);
@@ -147,6 +198,37 @@ fn fanout_loses_no_message() -> Result<()> {
         assert_eq!(r["deliveries"], 19 * 20, "{r}");
     }
     assert!(r["last_p99_ms"].is_number());
+    Ok(())
+}
+
+#[test]
+fn fanout_over_websocket_loses_no_message_and_runs_its_tcp_reference() -> Result<()> {
+    let lines = bench(&[
+        "fanout",
+        "--transport",
+        "ws",
+        "--clients",
+        "20",
+        "--messages",
+        "20",
+        "--rate",
+        "200",
+    ])?;
+    ensure!(lines.len() == 2, "expected two JSON lines, got {lines:?}");
+    assert_eq!(lines[0]["transport"], "ws");
+    assert_eq!(lines[1]["transport"], "tcp");
+    for r in &lines {
+        assert_eq!(r["target"], "attendanced");
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["messages"], 20);
+        assert_eq!(r["receivers"], 19, "{r}");
+        assert_eq!(r["lost"], 0);
+        assert_eq!(r["closed"], 0);
+        if r["lagging"] == 0 {
+            assert_eq!(r["deliveries"], 19 * 20, "{r}");
+        }
+        assert!(r["last_p99_ms"].is_number(), "{r}");
+    }
     Ok(())
 }
 

@@ -9,8 +9,10 @@
 //!
 //! Redis: N-1 subscribers on one channel and one publisher connection that `PUBLISH`es the same
 //! messages at the same rate.
+//!
+//! `--transport ws`: the speaker and every receiver connect over `/ws` on the web port; each
+//! round then also runs over TCP on a daemon of its own (see [`super::run`]) for the ratio.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,9 +25,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{nanos_since, open_many};
-use crate::cli::{FanoutArgs, TargetKind};
+use crate::cli::{FanoutArgs, TargetKind, Transport};
 use crate::daemon::Settings;
-use crate::line::{self, LineConn, LineReader};
+use crate::line::{Endpoint, LineConn, LineReader, LineWriter};
 use crate::net;
 use crate::redis;
 use crate::report::{Report, Value};
@@ -38,13 +40,17 @@ const QUIET: Duration = Duration::from_secs(5);
 /// How often the totals are checked.
 const POLL: Duration = Duration::from_millis(2);
 
-/// The daemon's settings for `fanout`: no flood or chat limit gets in the way of the speaker.
-pub(crate) fn settings() -> Settings {
+/// The daemon's settings for `fanout`: no flood or chat limit gets in the way of the speaker;
+/// the web port for `--transport ws`.
+pub(crate) fn settings(args: &FanoutArgs) -> Settings {
     let mut s = super::base_settings();
     s.set("rate_limit", "1000000")
         .set("rate_burst", "1000000")
         .set("chat_rate", "1000000")
         .set("chat_burst", "1000000");
+    if args.transport == Transport::Ws {
+        s.web_on();
+    }
     s
 }
 
@@ -127,7 +133,7 @@ impl Shared {
 
 /// The speaker's side.
 enum Speaker {
-    Daemon(tokio::net::tcp::OwnedWriteHalf),
+    Daemon(LineWriter),
     Redis(tokio::net::tcp::OwnedWriteHalf),
 }
 
@@ -161,7 +167,8 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
         bail!("--rate must be a positive number of messages per second");
     }
     net::ensure_fits(args.clients)?;
-    let (kind, addr) = (target.kind, target.addr);
+    let kind = target.kind;
+    let to = target.endpoint(args.transport)?;
     let run_id = super::run_id();
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
@@ -185,9 +192,7 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
     // The speaker is client 0 and, in the daemon, joins first.
     let (mut speaker, speaker_reader) = match kind {
         TargetKind::Daemon => {
-            let mut conn = LineConn::connect(0, addr)
-                .await
-                .context("speaker connect")?;
+            let mut conn = LineConn::connect(0, to).await.context("speaker connect")?;
             conn.join(&format!("{class}_A_Speaker_R0"))
                 .await
                 .context("speaker JOIN")?;
@@ -196,7 +201,9 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
             (Speaker::Daemon(conn.writer), reader)
         }
         TargetKind::Redis => {
-            let (reader, writer) = redis::connect(0, addr).await.context("publisher connect")?;
+            let (reader, writer) = redis::connect(0, to.addr)
+                .await
+                .context("publisher connect")?;
             let replies = replies.clone();
             let reader = tokio::spawn(publisher_replies(reader, replies, stop.clone()));
             (Speaker::Redis(writer), reader)
@@ -204,20 +211,24 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
     };
 
     let receivers = args.clients - 1;
-    let opened = {
-        let (shared, stop, class, channel) =
-            (shared.clone(), stop.clone(), class.clone(), channel.clone());
-        open_many(receivers, args.common.connect_concurrency, args.common.timeout, move |i| {
+    let opened =
+        {
             let (shared, stop, class, channel) =
                 (shared.clone(), stop.clone(), class.clone(), channel.clone());
-            async move { open_receiver(kind, addr, i + 1, &class, &channel, shared, stop).await }
+            open_many(receivers, args.common.connect_concurrency, args.common.timeout, move |i| {
+            let (shared, stop, class, channel) =
+                (shared.clone(), stop.clone(), class.clone(), channel.clone());
+            async move { open_receiver(kind, to, i + 1, &class, &channel, shared, stop).await }
         })
         .await
-    };
+        };
     let handles: Vec<JoinHandle<Tally>> = opened.conns.into_iter().map(|(_, h)| h).collect();
     let listening = handles.len();
 
     let mut report = Report::new("fanout", kind.name(), target.detail());
+    if kind == TargetKind::Daemon {
+        report.transport(to.transport);
+    }
     if opened.failed > 0 {
         report.problem(format!(
             "{} of {receivers} receivers did not join; first error: {}",
@@ -229,7 +240,8 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
     // Daemon: flush the setup's announcements with a sentinel everyone must see.
     if let Speaker::Daemon(writer) = &mut speaker {
         let sentinel = Text::new(&shared.sentinel).context("the sentinel as chat text")?;
-        line::send(writer, &Command::Say(sentinel))
+        writer
+            .send(&Command::Say(sentinel))
             .await
             .context("speaker sentinel")?;
         let deadline = Instant::now() + args.common.timeout;
@@ -269,9 +281,7 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
         let text = format!("{seq} {}", nanos_since(shared.base));
         let result = match &mut speaker {
             Speaker::Daemon(w) => match Text::new(&text) {
-                Ok(text) => line::send(w, &Command::Say(text))
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(text) => w.send(&Command::Say(text)).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
             Speaker::Redis(w) => {
@@ -418,7 +428,7 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
 /// Connects receiver `index`, joins/subscribes, and starts its reading task.
 async fn open_receiver(
     kind: TargetKind,
-    addr: SocketAddr,
+    to: Endpoint,
     index: usize,
     class: &str,
     channel: &str,
@@ -427,7 +437,7 @@ async fn open_receiver(
 ) -> Result<JoinHandle<Tally>, String> {
     match kind {
         TargetKind::Daemon => {
-            let mut conn = LineConn::connect(index, addr)
+            let mut conn = LineConn::connect(index, to)
                 .await
                 .map_err(|e| e.to_string())?;
             conn.join(&format!("{class}_A_S{index}_R{index}"))
@@ -436,7 +446,7 @@ async fn open_receiver(
             Ok(tokio::spawn(daemon_receiver(conn, shared, stop)))
         }
         TargetKind::Redis => {
-            let (mut reader, mut writer) = redis::connect(index, addr)
+            let (mut reader, mut writer) = redis::connect(index, to.addr)
                 .await
                 .map_err(|e| e.to_string())?;
             resp::send(&mut writer, &[b"SUBSCRIBE", channel.as_bytes()])

@@ -7,11 +7,10 @@
 use anyhow::Context as _;
 use attendance_protocol::{Command, Event, Reply, ServerLine};
 
-use crate::cli::HoldArgs;
-use crate::cli::TargetKind;
+use crate::cli::{HoldArgs, TargetKind, Transport};
 use crate::daemon::Settings;
 use crate::holders::{self, Plan};
-use crate::line::{LineConn, LineError, expect_ok};
+use crate::line::{Endpoint, LineConn, LineError, expect_ok};
 use crate::net;
 use crate::report::{Report, Value};
 use crate::rss::{self, Trace};
@@ -20,9 +19,14 @@ use crate::target::Target;
 use crate::workers;
 use std::time::{Duration, Instant};
 
-/// The daemon's settings for `hold`: its defaults (hour-long classes, default rate limits).
-pub(crate) fn settings() -> Settings {
-    super::base_settings()
+/// The daemon's settings for `hold`: its defaults (hour-long classes, default rate limits), and
+/// the web port for `--transport ws`.
+pub(crate) fn settings(args: &HoldArgs) -> Settings {
+    let mut s = super::base_settings();
+    if args.transport == Transport::Ws {
+        s.web_on();
+    }
+    s
 }
 
 /// The PING probe's outcome: reply latencies and heartbeats seen.
@@ -35,11 +39,12 @@ type Probe = Result<(Samples, u64), LineError>;
 async fn settle_and_probe(
     args: &HoldArgs,
     target: &Target,
+    to: Endpoint,
     index: usize,
 ) -> (Option<Probe>, Option<Trace>) {
     let probe = async {
         if target.kind == TargetKind::Daemon {
-            Some(ping_probe(target.addr, index, args.settle, args.ping_every).await)
+            Some(ping_probe(to, index, args.settle, args.ping_every).await)
         } else {
             None
         }
@@ -58,12 +63,12 @@ async fn settle_and_probe(
 
 /// One joined client sending `PING` every `every` for `during`: reply latencies, heartbeats.
 async fn ping_probe(
-    addr: std::net::SocketAddr,
+    to: Endpoint,
     index: usize,
     during: Duration,
     every: Duration,
 ) -> Result<(Samples, u64), LineError> {
-    let mut conn = LineConn::connect(index, addr).await?;
+    let mut conn = LineConn::connect(index, to).await?;
     conn.join(&format!("Probe{}_P_Probe_1", super::run_id()))
         .await?;
     let end = Instant::now() + during;
@@ -98,9 +103,11 @@ pub(crate) async fn run(args: &HoldArgs, target: &mut Target) -> anyhow::Result<
         .processes
         .unwrap_or_else(|| args.clients.div_ceil(per_process))
         .max(1);
+    let to = target.endpoint(args.transport)?;
     let plan = Plan {
         kind: target.kind,
-        addr: target.addr,
+        transport: to.transport,
+        addr: to.addr,
         first: 0,
         count: args.clients,
         class_size: args.class_size,
@@ -114,19 +121,22 @@ pub(crate) async fn run(args: &HoldArgs, target: &mut Target) -> anyhow::Result<
     let probe_index = args.clients;
     let (established, rss_after, dropped, (probe, trace)) = if processes == 1 {
         let (established, held) = holders::establish(&plan).await;
-        let settled = settle_and_probe(args, target, probe_index).await;
+        let settled = settle_and_probe(args, target, to, probe_index).await;
         let rss_after = target.rss_bytes();
         (established, rss_after, held.release().await, settled)
     } else {
         let (established, workers) = workers::establish(&plan, processes)
             .await
             .context("holding clients in worker processes")?;
-        let settled = settle_and_probe(args, target, probe_index).await;
+        let settled = settle_and_probe(args, target, to, probe_index).await;
         let rss_after = target.rss_bytes();
         (established, rss_after, workers.release().await?, settled)
     };
 
     let mut report = Report::new("hold", target.kind.name(), target.detail());
+    if target.kind == TargetKind::Daemon {
+        report.transport(to.transport);
+    }
     report.info(
         "clients",
         "clients requested",

@@ -1,6 +1,7 @@
-//! The scenarios, and what they share: running one against the daemon and then (with
-//! `--compare redis`) against Redis, the daemon settings every run starts from, run identities,
-//! and opening many connections with bounded concurrency.
+//! The scenarios, and what they share: running one against the daemon and then against its
+//! reference (with `--compare redis`, Redis; for `fanout --transport ws`, the same fan-out over
+//! TCP on a daemon of its own), the daemon settings every run starts from, run identities, and
+//! opening many connections with bounded concurrency.
 
 pub(crate) mod fanout;
 pub(crate) mod fsync;
@@ -13,17 +14,31 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::bail;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::cli::{Common, CompareWith, FanoutArgs, HoldArgs, MarksArgs, Scenario, StormArgs};
+use crate::cli::{
+    Common, CompareWith, FanoutArgs, HoldArgs, MarksArgs, Scenario, StormArgs, Transport,
+};
 use crate::daemon::Settings;
 use crate::redis::Persistence;
 use crate::report::{Report, comparison, ratio_summary, ratios};
 use crate::target::Target;
 use crate::workers;
 
+/// What each round's daemon run is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reference {
+    /// `--compare redis`: the same shape against Redis.
+    Redis,
+    /// `fanout --transport ws`: the same fan-out over TCP, on a daemon of its own with the same
+    /// settings.
+    Tcp,
+}
+
 /// A load scenario (the ones that run against a server).
+#[derive(Clone)]
 enum Load {
     Hold(HoldArgs),
     Storm(StormArgs),
@@ -52,11 +67,44 @@ impl Load {
 
     fn daemon_settings(&self) -> Settings {
         match self {
-            Self::Hold(_) => hold::settings(),
+            Self::Hold(a) => hold::settings(a),
             Self::Storm(_) => storm::settings(),
-            Self::Fanout(_) => fanout::settings(),
+            Self::Fanout(a) => fanout::settings(a),
             Self::Marks(_) => marks::settings(),
         }
+    }
+
+    /// What each round is compared with, if anything.
+    ///
+    /// # Errors
+    /// For `fanout --transport ws` with `--compare` (its reference is TCP), and `--rounds`
+    /// without a reference.
+    fn reference(&self) -> anyhow::Result<Option<Reference>> {
+        let ws_fanout = matches!(self, Self::Fanout(a) if a.transport == Transport::Ws);
+        let reference = match (ws_fanout, self.common().compare) {
+            (true, Some(_)) => bail!(
+                "fanout --transport ws is compared with the same fan-out over TCP; \
+                 --compare does not apply to it"
+            ),
+            (true, None) => Some(Reference::Tcp),
+            (false, Some(CompareWith::Redis)) => Some(Reference::Redis),
+            (false, None) => None,
+        };
+        if reference.is_none() && self.common().rounds > 1 {
+            bail!("--rounds needs a reference: --compare redis, or fanout --transport ws");
+        }
+        Ok(reference)
+    }
+
+    /// The same load with the daemon's clients on the student port.
+    fn over_tcp(&self) -> Self {
+        let mut load = self.clone();
+        match &mut load {
+            Self::Hold(a) => a.transport = Transport::Tcp,
+            Self::Fanout(a) => a.transport = Transport::Tcp,
+            Self::Storm(_) | Self::Marks(_) => {}
+        }
+        load
     }
 
     fn persistence(&self) -> Persistence {
@@ -103,33 +151,44 @@ pub(crate) async fn run(scenario: Scenario) -> anyhow::Result<bool> {
         }
     };
     let common = load.common().clone();
+    let reference = load.reference()?;
+    let settings = load.daemon_settings();
     let mut ok = true;
     let mut rounds = Vec::new();
-    let mut names = ("", "");
+    let mut names = (String::new(), String::new());
     for _ in 0..common.rounds {
-        let report = run_daemon(&load, &common).await?;
+        let report = run_daemon(&load, &common, settings.clone()).await?;
         print(&report);
         ok &= report.ok();
-        if let Some(CompareWith::Redis) = common.compare {
-            let mut redis = Target::redis(&common, load.persistence())?;
-            let other = load.run(&mut redis).await?;
-            drop(redis);
-            print(&other);
-            println!("{}", comparison(&report, &other));
-            ok &= other.ok();
-            rounds.push(ratios(&report, &other));
-            names = (report.target(), other.target());
-        }
+        let other = match reference {
+            None => continue,
+            Some(Reference::Redis) => {
+                let mut redis = Target::redis(&common, load.persistence())?;
+                let other = load.run(&mut redis).await?;
+                drop(redis);
+                other
+            }
+            // The same settings (web port included), so only the clients' transport differs.
+            Some(Reference::Tcp) => run_daemon(&load.over_tcp(), &common, settings.clone()).await?,
+        };
+        print(&other);
+        println!("{}", comparison(&report, &other));
+        ok &= other.ok();
+        rounds.push(ratios(&report, &other));
+        names = (report.target(), other.target());
     }
     if rounds.len() > 1 {
-        println!("{}", ratio_summary(load.name(), names, &rounds));
+        println!(
+            "{}",
+            ratio_summary(load.name(), (&names.0, &names.1), &rounds)
+        );
     }
     Ok(ok)
 }
 
-/// One run against a daemon of its own (or the one at `--addr`).
-async fn run_daemon(load: &Load, common: &Common) -> anyhow::Result<Report> {
-    let mut daemon = Target::daemon(common, load.daemon_settings())?;
+/// One run against a daemon of its own started with `settings` (or the one at `--addr`).
+async fn run_daemon(load: &Load, common: &Common, settings: Settings) -> anyhow::Result<Report> {
+    let mut daemon = Target::daemon(common, settings)?;
     match load.run(&mut daemon).await {
         Ok(report) => Ok(report),
         Err(e) => {
@@ -239,5 +298,60 @@ fn collect<T>(
             opened.failed += 1;
             opened.first_error.get_or_insert(e.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser as _;
+
+    fn load(args: &[&str]) -> Load {
+        let cli = Cli::try_parse_from(["attendance-bench"].iter().chain(args))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.scenario {
+            Scenario::Hold(a) => Load::Hold(a),
+            Scenario::Fanout(a) => Load::Fanout(a),
+            Scenario::Storm(a) => Load::Storm(a),
+            Scenario::Marks(a) => Load::Marks(a),
+            _ => panic!("not a load"),
+        }
+    }
+
+    #[test]
+    fn a_websocket_fanout_is_compared_with_tcp_and_nothing_else() {
+        let ws = load(&["fanout", "--transport", "ws", "--rounds", "3"]);
+        assert_eq!(ws.reference().ok(), Some(Some(Reference::Tcp)));
+        let Load::Fanout(tcp) = ws.over_tcp() else {
+            panic!("fanout");
+        };
+        assert_eq!(tcp.transport, Transport::Tcp);
+        // The reference daemon gets the measured one's settings, web port included.
+        assert!(ws.daemon_settings().has("web_listen"));
+        assert!(!load(&["fanout"]).daemon_settings().has("web_listen"));
+        assert!(
+            load(&["fanout", "--transport", "ws", "--compare", "redis"])
+                .reference()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn redis_is_the_reference_of_compare_and_rounds_need_one() {
+        assert_eq!(
+            load(&["hold", "--transport", "ws", "--compare", "redis"])
+                .reference()
+                .ok(),
+            Some(Some(Reference::Redis))
+        );
+        assert_eq!(load(&["hold"]).reference().ok(), Some(None));
+        assert!(load(&["hold", "--rounds", "2"]).reference().is_err());
+        assert!(load(&["fanout", "--rounds", "2"]).reference().is_err());
+        assert!(
+            load(&["hold", "--transport", "ws"])
+                .daemon_settings()
+                .has("web_listen")
+        );
     }
 }
