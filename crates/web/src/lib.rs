@@ -43,8 +43,12 @@ impl Frontend for WebFrontend {
     fn start(self: Box<Self>, ctx: FrontendContext) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let state = WebState::new(ctx.engine.clone(), ctx.tls.is_some(), ctx.tracker.clone());
-            // The dashboard follows the classes from before anyone can connect.
-            teacher::start(&state);
+            // The dashboard follows the classes from before anyone can connect (and only if it
+            // is served: with the web port off, no one could look, and the board would cost
+            // every student who joins).
+            if self.web.is_some() {
+                teacher::start(&state);
+            }
             let mut tasks = Vec::new();
             if let Some(listener) = self.web {
                 if let Ok(addr) = listener.local_addr() {

@@ -40,6 +40,10 @@ use crate::routes::WebState;
 /// Bytes the WebSocket library reads at a time and keeps between frames. Small: tens of
 /// thousands of phones sit idle for an hour (its default is 128 KiB per connection).
 const READ_BUFFER: usize = 256;
+/// Bytes of frames gathered before they are written: the lines the driver hands over in one
+/// batch (a burst of announcements) leave in one write, as on TCP, instead of one system call a
+/// frame. Small, as the library keeps the buffer's capacity after a burst.
+const WRITE_BUFFER: usize = 1024;
 /// Most bytes queued for a client that does not read, beyond the socket's own buffer (one
 /// frame at a time is queued; this only caps a pathological one).
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
@@ -74,7 +78,7 @@ async fn upgrade(
     let token = state.tracker().token();
     let permit = permit.map(|axum::Extension(p)| p);
     ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_frame_size(limit)
         .max_message_size(limit)

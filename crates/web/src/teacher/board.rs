@@ -17,8 +17,8 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::warn;
 
-/// Updates kept for reconnecting streams.
-pub const RING: usize = 4096;
+/// Updates kept for reconnecting streams (each a row or chat line as JSON, a few hundred bytes).
+pub const RING: usize = 1024;
 /// Chat lines kept per class…
 const CHAT: usize = 100;
 /// …and over all classes (past it, the longest chat loses its oldest line).
@@ -89,10 +89,42 @@ pub struct ClassView {
     pub chat: Vec<Chat>,
 }
 
+/// A student of today as the board keeps them: small and without heap allocations (a name and
+/// roll of up to 24 bytes are held inline in the key), as every student who joins costs one;
+/// made into a [`Row`] only to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    addr: Option<IpAddr>,
+    via: Transport,
+    joined_at: Timestamp,
+    seconds_left: u64,
+    marked_at: Option<Timestamp>,
+    left_at: Option<Timestamp>,
+    connected: bool,
+    lagged: u64,
+}
+
+impl Entry {
+    fn row(&self, (name, roll): &(Field, Field)) -> Row {
+        Row {
+            name: name.to_string(),
+            roll: roll.to_string(),
+            addr: self.addr.map(|a| a.to_string()),
+            via: transport_word(self.via),
+            joined_at: rfc3339(self.joined_at),
+            seconds_left: self.seconds_left,
+            marked_at: self.marked_at.map(rfc3339),
+            connected: self.connected,
+            left_at: self.left_at.map(rfc3339),
+            lagged: self.lagged,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct ClassBoard {
-    /// (name, roll) → row, so the page lists by name.
-    rows: BTreeMap<(Field, Field), Row>,
+    /// (name, roll) → entry, so the page lists by name.
+    rows: BTreeMap<(Field, Field), Entry>,
     chat: VecDeque<Chat>,
 }
 
@@ -197,23 +229,20 @@ impl Board {
                 seconds_left,
                 marked_at,
             } => {
-                let row = Row {
-                    name: id.name.to_string(),
-                    roll: id.roll.to_string(),
-                    addr: addr.map(|a: IpAddr| a.to_string()),
-                    via: transport_word(transport),
-                    joined_at: rfc3339(at),
+                let mut row = Entry {
+                    addr,
+                    via: transport,
+                    joined_at: at,
                     seconds_left,
-                    marked_at: marked_at.map(rfc3339),
+                    marked_at,
                     connected: true,
                     left_at: None,
                     lagged: 0,
                 };
                 self.upsert(state, &id, |old| {
-                    let mut row = row;
                     // A mark outlives the seat it was made on.
                     if let Some(old) = old {
-                        row.marked_at = row.marked_at.or_else(|| old.marked_at.clone());
+                        row.marked_at = row.marked_at.or(old.marked_at);
                         if row.marked_at.is_some() {
                             row.seconds_left = 0;
                         }
@@ -222,29 +251,29 @@ impl Board {
                 });
             }
             ClassEvent::Left { id } => {
-                let now = rfc3339(Timestamp::now());
+                let now = Timestamp::now();
                 self.upsert(state, &id, |old| {
-                    old.map(|r| Row {
+                    old.map(|r| Entry {
                         connected: false,
                         left_at: Some(now),
-                        ..r.clone()
+                        ..*r
                     })
                 });
             }
             ClassEvent::Marked { id, at } => {
                 self.upsert(state, &id, |old| {
-                    old.map(|r| Row {
-                        marked_at: Some(rfc3339(at)),
+                    old.map(|r| Entry {
+                        marked_at: Some(at),
                         seconds_left: 0,
-                        ..r.clone()
+                        ..*r
                     })
                 });
             }
             ClassEvent::Lagged { id, skipped } => {
                 self.upsert(state, &id, |old| {
-                    old.map(|r| Row {
+                    old.map(|r| Entry {
                         lagged: r.lagged.saturating_add(skipped),
-                        ..r.clone()
+                        ..*r
                     })
                 });
             }
@@ -285,7 +314,7 @@ impl Board {
         &self,
         state: &mut State,
         id: &StudentId,
-        make: impl FnOnce(Option<&Row>) -> Option<Row>,
+        make: impl FnOnce(Option<&Entry>) -> Option<Entry>,
     ) {
         let key = (id.name.clone(), id.roll.clone());
         let old = state.classes.get(&id.class).and_then(|c| c.rows.get(&key));
@@ -296,7 +325,7 @@ impl Board {
         let Some(row) = make(old) else {
             return;
         };
-        let data = json_line(&row);
+        let data = json_line(&row.row(&key));
         state
             .classes
             .entry(id.class.clone())
@@ -382,7 +411,7 @@ fn view_of(state: &State, class: &ClassKey) -> ClassView {
         .classes
         .get(class)
         .map(|c| ClassView {
-            rows: c.rows.values().cloned().collect(),
+            rows: c.rows.iter().map(|(k, e)| e.row(k)).collect(),
             chat: c.chat.iter().cloned().collect(),
         })
         .unwrap_or_default()
