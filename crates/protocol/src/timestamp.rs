@@ -32,6 +32,13 @@ impl Timestamp {
         self.0
     }
 
+    /// The instant `millis` milliseconds after the Unix epoch, if it is one `time` can hold.
+    pub fn from_unix_millis(millis: i64) -> Option<Self> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+            .ok()
+            .map(Self::from_datetime)
+    }
+
     /// Milliseconds since the Unix epoch.
     pub fn unix_millis(self) -> i128 {
         // Whole seconds and the millisecond within: no 128-bit division (which showed in
@@ -184,6 +191,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_normalises_to_utc() {
+        let m: Timestamp = "2026-11-23T15:17:54.123Z".parse().expect("valid");
+        let back = i64::try_from(m.unix_millis()).ok().and_then(Timestamp::from_unix_millis);
+        assert_eq!(back, Some(m));
         let t: Timestamp = "2026-11-23T20:47:54.123456+05:30".parse().expect("valid");
         assert_eq!(t.to_string(), "2026-11-23T15:17:54.123Z");
         assert_eq!(t.to_string().parse::<Timestamp>().ok(), Some(t));

@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::warn;
 
 /// Updates kept for reconnecting streams (each a row or chat line as JSON, a few hundred bytes).
-pub const RING: usize = 1024;
+pub const RING: usize = 512;
 /// Chat lines kept per class…
 const CHAT: usize = 100;
 /// …and over all classes (past it, the longest chat loses its oldest line).
@@ -92,16 +92,28 @@ pub struct ClassView {
 /// A student of today as the board keeps them: small and without heap allocations (a name and
 /// roll of up to 24 bytes are held inline in the key), as every student who joins costs one;
 /// made into a [`Row`] only to be sent.
+/// Times are Unix milliseconds (0: none), 56 bytes in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     addr: Option<IpAddr>,
     via: Transport,
-    joined_at: Timestamp,
-    seconds_left: u64,
-    marked_at: Option<Timestamp>,
-    left_at: Option<Timestamp>,
     connected: bool,
-    lagged: u64,
+    joined_at: i64,
+    marked_at: i64,
+    left_at: i64,
+    seconds_left: u32,
+    lagged: u32,
+}
+
+fn millis(at: Timestamp) -> i64 {
+    i64::try_from(at.unix_millis()).unwrap_or(0)
+}
+
+fn time_of(millis: i64) -> Option<String> {
+    (millis != 0)
+        .then(|| Timestamp::from_unix_millis(millis))
+        .flatten()
+        .map(rfc3339)
 }
 
 impl Entry {
@@ -111,12 +123,12 @@ impl Entry {
             roll: roll.to_string(),
             addr: self.addr.map(|a| a.to_string()),
             via: transport_word(self.via),
-            joined_at: rfc3339(self.joined_at),
-            seconds_left: self.seconds_left,
-            marked_at: self.marked_at.map(rfc3339),
+            joined_at: time_of(self.joined_at).unwrap_or_default(),
+            seconds_left: u64::from(self.seconds_left),
+            marked_at: time_of(self.marked_at),
             connected: self.connected,
-            left_at: self.left_at.map(rfc3339),
-            lagged: self.lagged,
+            left_at: time_of(self.left_at),
+            lagged: u64::from(self.lagged),
         }
     }
 }
@@ -232,18 +244,20 @@ impl Board {
                 let mut row = Entry {
                     addr,
                     via: transport,
-                    joined_at: at,
-                    seconds_left,
-                    marked_at,
                     connected: true,
-                    left_at: None,
+                    joined_at: millis(at),
+                    marked_at: marked_at.map_or(0, millis),
+                    left_at: 0,
+                    seconds_left: u32::try_from(seconds_left).unwrap_or(u32::MAX),
                     lagged: 0,
                 };
                 self.upsert(state, &id, |old| {
                     // A mark outlives the seat it was made on.
                     if let Some(old) = old {
-                        row.marked_at = row.marked_at.or(old.marked_at);
-                        if row.marked_at.is_some() {
+                        if row.marked_at == 0 {
+                            row.marked_at = old.marked_at;
+                        }
+                        if row.marked_at != 0 {
                             row.seconds_left = 0;
                         }
                     }
@@ -251,11 +265,11 @@ impl Board {
                 });
             }
             ClassEvent::Left { id } => {
-                let now = Timestamp::now();
+                let now = millis(Timestamp::now());
                 self.upsert(state, &id, |old| {
                     old.map(|r| Entry {
                         connected: false,
-                        left_at: Some(now),
+                        left_at: now,
                         ..*r
                     })
                 });
@@ -263,7 +277,7 @@ impl Board {
             ClassEvent::Marked { id, at } => {
                 self.upsert(state, &id, |old| {
                     old.map(|r| Entry {
-                        marked_at: Some(at),
+                        marked_at: millis(at),
                         seconds_left: 0,
                         ..*r
                     })
@@ -272,7 +286,9 @@ impl Board {
             ClassEvent::Lagged { id, skipped } => {
                 self.upsert(state, &id, |old| {
                     old.map(|r| Entry {
-                        lagged: r.lagged.saturating_add(skipped),
+                        lagged: r
+                            .lagged
+                            .saturating_add(u32::try_from(skipped).unwrap_or(u32::MAX)),
                         ..*r
                     })
                 });
