@@ -192,7 +192,9 @@ mod tests {
     #[test]
     fn round_trips_and_normalises_to_utc() {
         let m: Timestamp = "2026-11-23T15:17:54.123Z".parse().expect("valid");
-        let back = i64::try_from(m.unix_millis()).ok().and_then(Timestamp::from_unix_millis);
+        let back = i64::try_from(m.unix_millis())
+            .ok()
+            .and_then(Timestamp::from_unix_millis);
         assert_eq!(back, Some(m));
         let t: Timestamp = "2026-11-23T20:47:54.123456+05:30".parse().expect("valid");
         assert_eq!(t.to_string(), "2026-11-23T15:17:54.123Z");

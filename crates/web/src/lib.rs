@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use attendance_server::{Frontend, FrontendContext};
 use tokio::net::TcpListener;
@@ -48,6 +49,8 @@ impl Frontend for WebFrontend {
             // every student who joins).
             if self.web.is_some() {
                 teacher::start(&state);
+                let sweep = Arc::clone(state.pings()).sweep(Arc::clone(&ctx.engine));
+                ctx.tracker.spawn(sweep);
             }
             let mut tasks = Vec::new();
             if let Some(listener) = self.web {

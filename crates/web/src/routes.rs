@@ -30,6 +30,7 @@ struct Inner {
     tls: bool,
     tracker: tokio_util::task::TaskTracker,
     teacher: crate::teacher::Teacher,
+    pings: Arc<crate::ws::Pings>,
 }
 
 impl WebState {
@@ -42,6 +43,7 @@ impl WebState {
             tls,
             tracker,
             teacher: crate::teacher::Teacher::default(),
+            pings: Arc::default(),
         }))
     }
 
@@ -58,6 +60,11 @@ impl WebState {
     /// The daemon's connection tasks.
     pub fn tracker(&self) -> &tokio_util::task::TaskTracker {
         &self.0.tracker
+    }
+
+    /// Every open WebSocket, for the ping sweep.
+    pub fn pings(&self) -> &Arc<crate::ws::Pings> {
+        &self.0.pings
     }
 
     /// The dashboard's sign-in sessions and limits.

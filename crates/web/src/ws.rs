@@ -6,18 +6,20 @@
 //! port's own. Both halves share the socket behind a mutex that is only ever held inside one
 //! poll (never across an await), by the one task that serves the connection.
 //!
+//! Pings come from one sweep ([`Pings::sweep`]) over every WebSocket each `web_ping_interval`,
+//! not a timer per connection: it marks each connection that is due a ping (or silent for two
+//! intervals) and wakes its reader, which sends the ping (or ends the connection) itself.
+//!
 //! What differs from TCP, because a WebSocket library cannot skip the rest of a frame: a frame
 //! longer than the limit (or a text frame that is not UTF-8) ends the connection after its
 //! `ERR`, with close code 1009 (1007). A binary frame is `ERR ENCODING` and the connection goes
 //! on.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
-
-use std::future::Future as _;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll, Waker, ready};
 
 use attendance_protocol::LineError;
 use attendance_server::session::{LineItem, Peer};
@@ -31,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{Sink, Stream};
 use tokio::io::AsyncWrite;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::{Instrument as _, debug, debug_span};
 
 use crate::http::ConnPermit;
@@ -72,8 +74,8 @@ async fn upgrade(
     // A line plus its CRLF is the largest frame; anything larger is refused by the library
     // before it is buffered.
     let limit = live.max_line.saturating_add(2);
-    let ping = live.web_ping_interval;
     drop(live);
+    let pings = Arc::clone(state.pings());
     // Keeps the daemon's shutdown waiting for this connection, as it waits for TCP ones.
     let token = state.tracker().token();
     let permit = permit.map(|axum::Extension(p)| p);
@@ -89,8 +91,13 @@ async fn upgrade(
                 let shared = Arc::new(Mutex::new(Shared {
                     socket,
                     closing: None,
+                    heard: Instant::now(),
+                    reader: None,
+                    ping_due: false,
+                    silent: false,
                 }));
-                let lines = WsLines::new(Arc::clone(&shared), engine.live().max_line, ping);
+                let _swept = pings.watch(conn, &shared);
+                let lines = WsLines::new(Arc::clone(&shared), engine.live().max_line);
                 let writer = WsWriter {
                     shared: Arc::clone(&shared),
                 };
@@ -128,11 +135,100 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> Result<(), &'stati
     }
 }
 
-/// The socket, shared by the connection's reading and writing halves.
+/// The socket, shared by the connection's reading and writing halves (and seen by the ping
+/// sweep).
 struct Shared {
     socket: WebSocket,
     /// A close frame to send once the last reply is out (why the connection ends).
     closing: Option<CloseFrame>,
+    /// When the peer last sent anything (a frame or a pong).
+    heard: Instant,
+    /// The reader's waker, for the sweep to wake it.
+    reader: Option<Waker>,
+    /// The sweep asks for a ping.
+    ping_due: bool,
+    /// The sweep found the peer silent for two intervals: the connection ends.
+    silent: bool,
+}
+
+/// Every open WebSocket, for the ping sweep: 16 bytes and a map slot per connection, where a
+/// timer each would cost a boxed `Sleep` and a timer-wheel entry.
+#[derive(Debug, Default)]
+pub struct Pings {
+    conns: Mutex<HashMap<u64, Weak<Mutex<Shared>>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Takes a connection off the sweep when it ends.
+struct Watched<'a> {
+    pings: &'a Pings,
+    conn: u64,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        self.pings.lock().remove(&self.conn);
+    }
+}
+
+impl Pings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Mutex<Shared>>>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts connection `conn` on the sweep until the returned guard drops.
+    fn watch<'a>(&'a self, conn: u64, shared: &Arc<Mutex<Shared>>) -> Watched<'a> {
+        self.lock().insert(conn, Arc::downgrade(shared));
+        Watched { pings: self, conn }
+    }
+
+    /// WebSockets open now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True if none is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every `web_ping_interval` (read afresh each time, so a reload applies) until the daemon
+    /// shuts down: each connection silent for two intervals is marked to end, every other one
+    /// to send a ping; their readers are woken to do it.
+    pub async fn sweep(self: Arc<Self>, engine: Arc<attendance_server::engine::Engine>) {
+        let shutdown = engine.shutdown_token().clone();
+        loop {
+            let interval = engine.live().web_ping_interval;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let now = Instant::now();
+            let conns: Vec<Weak<Mutex<Shared>>> = self.lock().values().cloned().collect();
+            for weak in conns {
+                let Some(shared) = weak.upgrade() else {
+                    continue;
+                };
+                let waker = {
+                    let mut s = lock(&shared);
+                    if now.duration_since(s.heard) >= interval * 2 {
+                        s.silent = true;
+                    } else {
+                        s.ping_due = true;
+                    }
+                    s.reader.clone()
+                };
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+        }
+    }
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -162,29 +258,21 @@ async fn close(shared: &Mutex<Shared>) {
 }
 
 /// Frames in, lines out, and the protocol-level ping that keeps NATs open and finds dead
-/// peers: a ping every `interval`, and a peer silent (not even a pong) for two intervals is
-/// gone.
+/// peers: a ping when the sweep asks, and the end of a peer silent (not even a pong) for two
+/// intervals.
 struct WsLines {
     shared: Arc<Mutex<Shared>>,
     max_line: usize,
-    interval: Duration,
-    /// Boxed: polled only inside `next_line`, it stays out of the connection's future.
-    ping: Pin<Box<Sleep>>,
-    heard: Instant,
     /// A refusal to report before the stream ends (an over-long or undecodable frame).
     last: Option<LineError>,
     ended: bool,
 }
 
 impl WsLines {
-    fn new(shared: Arc<Mutex<Shared>>, max_line: usize, interval: Duration) -> Self {
-        let now = Instant::now();
+    fn new(shared: Arc<Mutex<Shared>>, max_line: usize) -> Self {
         Self {
             shared,
             max_line,
-            interval,
-            ping: Box::pin(tokio::time::sleep_until(now + interval)),
-            heard: now,
             last: None,
             ended: false,
         }
@@ -199,19 +287,24 @@ impl WsLines {
         }
         // Bounded: each turn consumes a frame or returns.
         loop {
-            if self.ping.as_mut().poll(cx).is_ready() {
-                let now = Instant::now();
-                if now.duration_since(self.heard) >= self.interval * 2 {
-                    debug!("no frame or pong for two ping intervals; closing");
-                    return Poll::Ready(Some(Err(std::io::ErrorKind::TimedOut.into())));
-                }
-                self.send_ping(cx);
-                self.ping.as_mut().reset(now + self.interval);
-                continue;
-            }
             let mut s = lock(&self.shared);
-            let item = ready!(Pin::new(&mut s.socket).poll_next(cx));
-            self.heard = Instant::now();
+            if s.silent {
+                debug!("no frame or pong for two ping intervals; closing");
+                return Poll::Ready(Some(Err(std::io::ErrorKind::TimedOut.into())));
+            }
+            if std::mem::take(&mut s.ping_due) {
+                send_ping(&mut s, cx);
+            }
+            let item = match Pin::new(&mut s.socket).poll_next(cx) {
+                Poll::Ready(item) => item,
+                Poll::Pending => {
+                    if !s.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        s.reader = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            };
+            s.heard = Instant::now();
             match item {
                 None | Some(Ok(Message::Close(_))) => {
                     self.ended = true;
@@ -243,14 +336,13 @@ impl WsLines {
             }
         }
     }
+}
 
-    /// Queues a ping; it goes out with the socket's next flush (now, if it can).
-    fn send_ping(&self, cx: &mut Context<'_>) {
-        let mut s = lock(&self.shared);
-        if let Poll::Ready(Ok(())) = Pin::new(&mut s.socket).poll_ready(cx) {
-            let _ = Pin::new(&mut s.socket).start_send(Message::Ping(bytes::Bytes::new()));
-            let _ = Pin::new(&mut s.socket).poll_flush(cx);
-        }
+/// Queues a ping; it goes out with the socket's next flush (now, if it can).
+fn send_ping(s: &mut Shared, cx: &mut Context<'_>) {
+    if let Poll::Ready(Ok(())) = Pin::new(&mut s.socket).poll_ready(cx) {
+        let _ = Pin::new(&mut s.socket).start_send(Message::Ping(bytes::Bytes::new()));
+        let _ = Pin::new(&mut s.socket).poll_flush(cx);
     }
 }
 
