@@ -59,6 +59,32 @@ impl Daemon {
         Self::start_in(tempfile::tempdir()?, args)
     }
 
+    /// Starts a daemon with a config file of `toml` (written in its directory) and `args`.
+    ///
+    /// # Errors
+    /// If the file cannot be written, or the daemon cannot be started.
+    pub fn start_with_config(toml: &str, args: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let cfg = dir.path().join("attendanced.toml");
+        std::fs::write(&cfg, toml)?;
+        let cfg = cfg.to_string_lossy().into_owned();
+        let mut all = vec!["--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        Self::start_in(dir, &all)
+    }
+
+    /// A daemon whose members fall behind at once: a 16-line queue and a 4 KiB send buffer,
+    /// with the chat and command rates out of the way (the lagging tests, on every transport).
+    ///
+    /// # Errors
+    /// As [`Daemon::start_with_config`].
+    pub fn start_laggy() -> Result<Self> {
+        Self::start_with_config(
+            "outbound_queue = 16\nsend_buffer = 4096\nchat_rate = 100000\nchat_burst = 100000\nrate_limit = 100000\nrate_burst = 100000\n",
+            &[],
+        )
+    }
+
     /// Starts a daemon in an existing directory (to restart on the same CSV).
     ///
     /// # Errors

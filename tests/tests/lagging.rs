@@ -6,14 +6,7 @@ use attendance_tests::{Client, Daemon};
 
 #[tokio::test]
 async fn a_lagging_member_is_told_exactly_how_many_lines_it_missed() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("a.toml");
-    std::fs::write(
-        &cfg,
-        "outbound_queue = 16\nsend_buffer = 4096\nchat_rate = 100000\nchat_burst = 100000\nrate_limit = 100000\nrate_burst = 100000\n",
-    )?;
-    let cfg = cfg.to_string_lossy().into_owned();
-    let d = Daemon::start(&["--config", &cfg])?;
+    let d = Daemon::start_laggy()?;
 
     // The laggard has a tiny receive buffer and does not read while the class chats.
     let socket = tokio::net::TcpSocket::new_v4()?;

@@ -477,14 +477,7 @@ async fn the_dashboard_and_attend_admin_show_the_same_numbers() -> Result<()> {
 
 #[tokio::test]
 async fn a_student_whose_connection_lags_is_flagged_on_the_class_page() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("a.toml");
-    std::fs::write(
-        &cfg,
-        "outbound_queue = 16\nsend_buffer = 4096\nchat_rate = 100000\nchat_burst = 100000\nrate_limit = 100000\nrate_burst = 100000\n",
-    )?;
-    let cfg = cfg.to_string_lossy().into_owned();
-    let d = Daemon::start_in(dir, &["--config", &cfg])?;
+    let d = Daemon::start_laggy()?;
     let cookie = http::sign_in(d.web(), &d.token()?).await?;
     let mut stream = open_class(d.web(), &cookie, "Lag/D1").await?;
     assert_eq!(stream.next().await?.event, "snapshot");

@@ -292,14 +292,7 @@ async fn websocket_and_tcp_connections_share_max_connections() -> Result<()> {
 /// A WebSocket member that falls behind its class is told how many it missed, as on TCP.
 #[tokio::test]
 async fn a_lagging_websocket_member_is_told_how_many_it_missed() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("a.toml");
-    std::fs::write(
-        &cfg,
-        "outbound_queue = 16\nsend_buffer = 4096\nchat_rate = 100000\nchat_burst = 100000\nrate_limit = 100000\nrate_burst = 100000\n",
-    )?;
-    let cfg = cfg.to_string_lossy().into_owned();
-    let d = Daemon::start(&["--config", &cfg])?;
+    let d = Daemon::start_laggy()?;
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_recv_buffer_size(4096)?;
     let mut laggard = Client::connect_ws_over(socket.connect(d.web()).await?, d.web()).await?;
