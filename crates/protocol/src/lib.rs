@@ -11,6 +11,7 @@ mod codec;
 mod command;
 mod id;
 mod server_line;
+mod status;
 mod text;
 mod timestamp;
 
@@ -22,6 +23,7 @@ pub use id::{
     MAX_NAME_CHARS, MAX_ROLL_CHARS, StudentId,
 };
 pub use server_line::{BurstKind, ErrorCode, Event, Hello, ParseLineError, Reply, ServerLine};
+pub use status::{AttendanceStatus, StatusError};
 pub use text::{MAX_TOKEN_CHARS, Text, TextError, Token};
 pub use timestamp::Timestamp;
 
