@@ -506,3 +506,29 @@ async fn the_original_clients_join_and_present_line_is_answered_in_one_write() -
     assert!(lines[1].starts_with("OK PRESENT "), "{text:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn history_over_tcp_is_the_join_then_the_mark_and_resume_without_a_seat_is_badtoken()
+-> Result<()> {
+    let d = Daemon::start(&["--class-length", "1s"])?;
+    let mut a = d.connect().await?;
+    assert!(a.cmd("HISTORY").await?.starts_with("ERR NOTJOINED "));
+    assert!(a.cmd("RESUME feedc0de").await?.starts_with("ERR BADTOKEN "));
+    assert!(a.cmd(&format!("JOIN {ANN}")).await?.starts_with("OK JOIN "));
+    let running = a.cmd("HISTORY").await?;
+    assert!(
+        running.starts_with("OK HISTORY status=pending ") && running.contains(" join@"),
+        "{running}"
+    );
+    // Serve the class length the server asked for; this wait is the behaviour under test.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let ok = a.cmd("PRESENT").await?;
+    let marked_at = ok.strip_prefix("OK PRESENT ").expect("OK PRESENT");
+    let done = a.cmd("HISTORY").await?;
+    assert!(
+        done.starts_with("OK HISTORY status=Present served=1 required=1 late=0 join@"),
+        "{done}"
+    );
+    assert!(done.ends_with(&format!(" mark@{marked_at}")), "{done}");
+    Ok(())
+}

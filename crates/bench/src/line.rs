@@ -389,7 +389,7 @@ impl LineConn {
 /// [`LineError::BadId`] if `id` is not `COURSE_DIV_NAME_ROLL`.
 pub(crate) fn join(id: &str) -> Result<Command, LineError> {
     id.parse::<StudentId>()
-        .map(Command::Join)
+        .map(|id| Command::Join(id, None))
         .map_err(|e| LineError::BadId(id.to_owned(), e))
 }
 

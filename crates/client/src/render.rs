@@ -158,6 +158,15 @@ pub fn describe_event(event: &Event) -> Option<String> {
         },
         Event::Heartbeat(at) => format!("* server time {at}"),
         Event::Lagged(n) => format!("* {n} announcement(s) were skipped: this client fell behind"),
+        Event::Replaced => {
+            "* this seat was taken over by another connection with its resume token".to_owned()
+        }
+        Event::Ended {
+            status,
+            minutes_attended,
+        } => format!(
+            "* the class ended: you are recorded {status} ({minutes_attended} min attended)"
+        ),
         Event::Shutdown => return None,
     })
 }

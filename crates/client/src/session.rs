@@ -456,7 +456,8 @@ impl Session {
         mut interrupt: impl Future<Output = ()> + Unpin,
         out: &mut Output,
     ) -> Result<Marked, ClientError> {
-        self.send(Command::Join(id.clone()), Sent::Join).await?;
+        self.send(Command::Join(id.clone(), None), Sent::Join)
+            .await?;
         self.id = Some(id);
         let mut phase = Phase::Joining;
         let mut ticker = interval(Duration::from_secs(1));
@@ -556,6 +557,7 @@ impl Session {
                 Ok(Reply::Join {
                     id,
                     required_seconds,
+                    ..
                 }),
             ) => {
                 if self.id.as_ref() != Some(&id) {
@@ -575,7 +577,7 @@ impl Session {
                 *phase = Phase::Waiting(Countdown::new(Instant::now(), required_seconds));
                 Ok(Step::Continue)
             }
-            (Sent::Present, Ok(Reply::Present { marked_at })) => Ok(Step::Marked(marked_at)),
+            (Sent::Present, Ok(Reply::Present { marked_at, .. })) => Ok(Step::Marked(marked_at)),
             (sent, Ok(reply)) => Err(ClientError::Protocol(format!(
                 "unexpected reply OK {reply} to {sent:?}"
             ))),

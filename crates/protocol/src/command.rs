@@ -10,8 +10,15 @@ use crate::text::{Text, TextError, Token};
 /// One line from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `JOIN COURSE_DIV_NAME_ROLL` (or the bare identifier): check into a class.
-    Join(StudentId),
+    /// `JOIN COURSE_DIV_NAME_ROLL [CODE]` (or the bare identifier): check into a class; the
+    /// code is the class's rotating code where the class has one.
+    Join(StudentId, Option<Token>),
+    /// `RESUME <token>`: take back the seat a dropped (or still open) connection held, with the
+    /// resume token its `OK JOIN` carried.
+    Resume(Token),
+    /// `HISTORY`: the student's own timeline for today in the class this connection is seated
+    /// in (or last resumed).
+    History,
     /// `COURSE_DIV_NAME_ROLL_Present`, the original client's last line: join if not yet joined,
     /// then mark present. The original C client's wire shape, `ID_ID_Present` in one line (its
     /// two sends, the first without a line ending), parses to the same command.
@@ -54,7 +61,7 @@ pub enum Command {
 }
 
 /// The one-line summary sent in reply to `HELP`.
-pub const HELP_TEXT: &str = "JOIN COURSE_DIV_NAME_ROLL | PRESENT | TIME | ELAPSED | CLIENTS | PING [token] | SAY text | HELP | QUIT | SHUTDOWN token";
+pub const HELP_TEXT: &str = "JOIN COURSE_DIV_NAME_ROLL [CODE] | RESUME token | PRESENT | HISTORY | TIME | ELAPSED | CLIENTS | PING [token] | SAY text | HELP | QUIT | SHUTDOWN token";
 
 /// The reply to `HELP` on the admin socket.
 pub const ADMIN_HELP_TEXT: &str = "STATUS | CLASSES [offset] | WHO [course division] [offset] | SHUTDOWN | TIME | ELAPSED | CLIENTS | PING [token] | HELP | QUIT";
@@ -96,7 +103,9 @@ impl Command {
     /// The command word, upper case, as written on the wire.
     pub fn word(&self) -> &'static str {
         match self {
-            Self::Join(_) => "JOIN",
+            Self::Join(..) => "JOIN",
+            Self::Resume(_) => "RESUME",
+            Self::History => "HISTORY",
             Self::JoinPresent(_) => "PRESENT",
             Self::Present => "PRESENT",
             Self::Time => "TIME",
@@ -151,15 +160,33 @@ impl Command {
         };
         match key {
             b"JOIN" => {
-                if rest.is_empty() || has_whitespace(rest) {
+                const USAGE: &str = "JOIN COURSE_DIV_NAME_ROLL [CODE]";
+                let (id, code) = match rest.split_once(char::is_whitespace) {
+                    Some((id, code)) => (id, Some(code.trim())),
+                    None => (rest, None),
+                };
+                if id.is_empty() || code.is_some_and(|c| c.is_empty() || has_whitespace(c)) {
                     return Err(CommandError::usage(
-                        "JOIN COURSE_DIV_NAME_ROLL",
-                        "one identifier expected",
+                        USAGE,
+                        "one identifier expected, then the class code if the class has one",
                     ));
                 }
-                rest.parse().map(Self::Join).map_err(id_error)
+                let code = code
+                    .map(Token::new)
+                    .transpose()
+                    .map_err(|e| CommandError::usage(USAGE, format_args!("code {e}")))?;
+                let id = id.parse().map_err(id_error)?;
+                Ok(Self::Join(id, code))
             }
             b"PRESENT" => no_args(Self::Present),
+            b"HISTORY" => no_args(Self::History),
+            b"RESUME" => match optional_token(rest, "RESUME token")? {
+                Some(token) => Ok(Self::Resume(token)),
+                None => Err(CommandError::usage(
+                    "RESUME token",
+                    "the resume token from OK JOIN expected",
+                )),
+            },
             b"TIME" => no_args(Self::Time),
             b"ELAPSED" => no_args(Self::Elapsed),
             b"CLIENTS" => no_args(Self::Clients),
@@ -298,7 +325,9 @@ fn parse_bare_id(word: &str) -> Result<Command, CommandError> {
             }
         }
     }
-    word.parse().map(Command::Join).map_err(id_error)
+    word.parse()
+        .map(|id| Command::Join(id, None))
+        .map_err(id_error)
 }
 
 /// `ID` if `s` is `ID_ID` for an `ID` of four parts (the seed client's two sends in one line).
@@ -320,7 +349,10 @@ impl fmt::Display for Command {
     /// The canonical line for this command (without line ending).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Join(id) => write!(f, "JOIN {id}"),
+            Self::Join(id, None) => write!(f, "JOIN {id}"),
+            Self::Join(id, Some(code)) => write!(f, "JOIN {id} {code}"),
+            Self::Resume(token) => write!(f, "RESUME {token}"),
+            Self::History => f.write_str("HISTORY"),
             Self::JoinPresent(id) => write!(f, "{id}_Present"),
             Self::Ping(Some(t)) => write!(f, "PING {t}"),
             Self::Shutdown(Some(t)) => write!(f, "SHUTDOWN {t}"),
@@ -396,8 +428,11 @@ mod tests {
     #[test]
     fn legacy_lines_of_the_original_client() {
         let id: StudentId = "CN_Div1_Jay_18".parse().expect("valid");
-        assert_eq!(parse("CN_Div1_Jay_18"), Ok(Command::Join(id.clone())));
-        assert_eq!(parse("CN_Div1_Jay_18_"), Ok(Command::Join(id.clone())));
+        assert_eq!(parse("CN_Div1_Jay_18"), Ok(Command::Join(id.clone(), None)));
+        assert_eq!(
+            parse("CN_Div1_Jay_18_"),
+            Ok(Command::Join(id.clone(), None))
+        );
         assert_eq!(
             parse("CN_Div1_Jay_18_Present"),
             Ok(Command::JoinPresent(id))

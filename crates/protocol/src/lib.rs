@@ -9,6 +9,7 @@
 mod admin;
 mod codec;
 mod command;
+mod history;
 mod id;
 mod server_line;
 mod status;
@@ -18,6 +19,7 @@ mod timestamp;
 pub use admin::{ClassCount, MAX_PAGE_BYTES, Page, Status, Transport, WhoEntry};
 pub use codec::{DEFAULT_MAX_LINE, LineCodec, LineError};
 pub use command::{ADMIN_HELP_TEXT, Command, CommandError, HELP_TEXT};
+pub use history::{History, HistoryEntry, HistoryKind, MAX_HISTORY};
 pub use id::{
     ClassKey, Field, FieldError, FieldKind, IdError, MAX_COURSE_CHARS, MAX_DIVISION_CHARS,
     MAX_NAME_CHARS, MAX_ROLL_CHARS, StudentId,

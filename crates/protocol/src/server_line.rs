@@ -10,7 +10,9 @@ use std::str::FromStr;
 use bytes::{BufMut, Bytes};
 
 use crate::admin::{ClassCount, Page, Status, WhoEntry};
+use crate::history::History;
 use crate::id::{ClassKey, Field, FieldKind, StudentId};
+use crate::status::AttendanceStatus;
 use crate::text::{Text, Token};
 use crate::timestamp::Timestamp;
 
@@ -49,11 +51,22 @@ pub enum ErrorCode {
     TooManyErrors,
     /// The server is shutting down and no longer takes marks.
     ShuttingDown,
+    /// The class does not take JOIN now; the first word of the message is its next opening
+    /// (RFC 3339).
+    Closed,
+    /// The class has a rotating code and the JOIN carried none, or a wrong one.
+    BadCode,
+    /// The class has a roster and this roll (or this name for the roll) is not on it.
+    NotEnrolled,
+    /// The class takes JOIN only from its listed networks.
+    Forbidden,
+    /// No seat to resume with that token (unknown, or its grace ran out): JOIN again.
+    BadToken,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::Unknown,
         Self::BadFormat,
         Self::NotJoined,
@@ -69,6 +82,11 @@ impl ErrorCode {
         Self::Rate,
         Self::TooManyErrors,
         Self::ShuttingDown,
+        Self::Closed,
+        Self::BadCode,
+        Self::NotEnrolled,
+        Self::Forbidden,
+        Self::BadToken,
     ];
 
     /// The code as written on the wire.
@@ -89,6 +107,11 @@ impl ErrorCode {
             Self::Rate => "RATE",
             Self::TooManyErrors => "TOOMANYERRORS",
             Self::ShuttingDown => "SHUTTINGDOWN",
+            Self::Closed => "CLOSED",
+            Self::BadCode => "BADCODE",
+            Self::NotEnrolled => "NOTENROLLED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::BadToken => "BADTOKEN",
         }
     }
 }
@@ -123,18 +146,38 @@ pub struct Hello {
 /// `OK` replies, one per command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `OK JOIN <course> <div> <name> <roll> <required_seconds>`.
+    /// `OK JOIN <course> <div> <name> <roll> <required_seconds> [resume_token]`.
     Join {
         /// Who joined.
         id: StudentId,
         /// Seconds the student must still stay before `PRESENT` is accepted.
         required_seconds: u64,
+        /// The seat's resume token (`RESUME <token>` after a drop); absent where the server
+        /// gives none (a seat already marked).
+        resume: Option<Token>,
     },
-    /// `OK PRESENT <marked_at>`: the mark is on disk.
+    /// `OK RESUME <course> <div> <name> <roll> <required_seconds> <resume_token>`: the seat is
+    /// back, with the time already served.
+    Resume {
+        /// Whose seat.
+        id: StudentId,
+        /// Seconds the student must still stay.
+        required_seconds: u64,
+        /// The seat's resume token (unchanged).
+        resume: Token,
+    },
+    /// `OK PRESENT <marked_at> [<status> <minutes_late>]`: the record is on disk. The status is
+    /// written only when it is not `Present`.
     Present {
         /// When the mark was recorded (the original time if it was already marked).
         marked_at: Timestamp,
+        /// The record's status.
+        status: AttendanceStatus,
+        /// Whole minutes late (0 unless `Late`).
+        minutes_late: u32,
     },
+    /// `OK HISTORY …`: the student's timeline for today.
+    History(History),
     /// `OK TIME <now>`.
     Time(Timestamp),
     /// `OK ELAPSED <seconds>` since the connection was accepted.
@@ -206,6 +249,17 @@ pub enum Event {
     Lagged(u64),
     /// `EVENT SHUTDOWN`: the server is shutting down and closes the connection next.
     Shutdown,
+    /// `EVENT REPLACED`: a `RESUME` with this seat's token took it over on another connection;
+    /// this one is closed next.
+    Replaced,
+    /// `EVENT ENDED <status> <minutes_attended>`: the session closed and this seat's record
+    /// was written with that status.
+    Ended {
+        /// The record's status.
+        status: AttendanceStatus,
+        /// Whole minutes served.
+        minutes_attended: u32,
+    },
 }
 
 /// The kind of announcement a [`Event::Burst`] sums up.
@@ -296,6 +350,7 @@ impl ServerLine {
             Self::Ok(Reply::Join {
                 id,
                 required_seconds,
+                resume,
             }) => {
                 out.put_slice(b"OK JOIN ");
                 for part in [
@@ -308,8 +363,16 @@ impl ServerLine {
                     out.put_u8(b' ');
                 }
                 out.put_slice(itoa::Buffer::new().format(*required_seconds).as_bytes());
+                if let Some(token) = resume {
+                    out.put_u8(b' ');
+                    out.put_slice(token.as_str().as_bytes());
+                }
             }
-            Self::Ok(Reply::Present { marked_at }) => {
+            Self::Ok(Reply::Present {
+                marked_at,
+                status: AttendanceStatus::Present,
+                ..
+            }) => {
                 out.put_slice(b"OK PRESENT ");
                 marked_at.write_wire(out);
             }
@@ -334,21 +397,61 @@ impl fmt::Display for ServerLine {
     }
 }
 
+impl Reply {
+    /// `OK PRESENT <marked_at>`: a `Present` record.
+    pub fn present(marked_at: Timestamp) -> Self {
+        Self::Present {
+            marked_at,
+            status: AttendanceStatus::Present,
+            minutes_late: 0,
+        }
+    }
+}
+
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Join {
                 id,
                 required_seconds,
+                resume,
+            } => {
+                write!(
+                    f,
+                    "JOIN {} {} {} {} {required_seconds}",
+                    id.course(),
+                    id.division(),
+                    id.name,
+                    id.roll
+                )?;
+                match resume {
+                    Some(token) => write!(f, " {token}"),
+                    None => Ok(()),
+                }
+            }
+            Self::Resume {
+                id,
+                required_seconds,
+                resume,
             } => write!(
                 f,
-                "JOIN {} {} {} {} {required_seconds}",
+                "RESUME {} {} {} {} {required_seconds} {resume}",
                 id.course(),
                 id.division(),
                 id.name,
                 id.roll
             ),
-            Self::Present { marked_at } => write!(f, "PRESENT {marked_at}"),
+            Self::Present {
+                marked_at,
+                status: AttendanceStatus::Present,
+                ..
+            } => write!(f, "PRESENT {marked_at}"),
+            Self::Present {
+                marked_at,
+                status,
+                minutes_late,
+            } => write!(f, "PRESENT {marked_at} {status} {minutes_late}"),
+            Self::History(h) => write!(f, "HISTORY {h}"),
             Self::Time(t) => write!(f, "TIME {t}"),
             Self::Elapsed(s) => write!(f, "ELAPSED {s}"),
             Self::Clients(n) => write!(f, "CLIENTS {n}"),
@@ -385,6 +488,11 @@ impl fmt::Display for Event {
             Self::Heartbeat(t) => write!(f, "HEARTBEAT {t}"),
             Self::Lagged(n) => write!(f, "LAGGED {n}"),
             Self::Shutdown => f.write_str("SHUTDOWN"),
+            Self::Replaced => f.write_str("REPLACED"),
+            Self::Ended {
+                status,
+                minutes_attended,
+            } => write!(f, "ENDED {status} {minutes_attended}"),
         }
     }
 }
@@ -426,6 +534,18 @@ impl<'a> Words<'a> {
 
     fn field(&mut self, kind: FieldKind) -> Result<Field, ParseLineError> {
         Field::new(kind, self.next(kind.label())?).map_err(|_| ParseLineError::Word(kind.label()))
+    }
+
+    fn student(&mut self) -> Result<StudentId, ParseLineError> {
+        let course = self.field(FieldKind::Course)?;
+        let division = self.field(FieldKind::Division)?;
+        let name = self.field(FieldKind::Name)?;
+        let roll = self.field(FieldKind::Roll)?;
+        Ok(StudentId {
+            class: ClassKey { course, division },
+            name,
+            roll,
+        })
     }
 
     fn text(&mut self, what: &'static str) -> Result<Text, ParseLineError> {
@@ -501,23 +621,35 @@ impl FromStr for ServerLine {
 fn parse_reply(mut w: Words<'_>) -> Result<Reply, ParseLineError> {
     let reply = match w.next("command")? {
         "JOIN" => {
-            let course = w.field(FieldKind::Course)?;
-            let division = w.field(FieldKind::Division)?;
-            let name = w.field(FieldKind::Name)?;
-            let roll = w.field(FieldKind::Roll)?;
+            let id = w.student()?;
             let required_seconds = w.parse("required seconds")?;
             Reply::Join {
-                id: StudentId {
-                    class: ClassKey { course, division },
-                    name,
-                    roll,
-                },
+                id,
                 required_seconds,
+                resume: w.optional_token("resume token")?,
             }
         }
-        "PRESENT" => Reply::Present {
-            marked_at: w.parse("timestamp")?,
+        "RESUME" => Reply::Resume {
+            id: w.student()?,
+            required_seconds: w.parse("required seconds")?,
+            resume: w.parse("resume token")?,
         },
+        "PRESENT" => {
+            let marked_at = w.parse("timestamp")?;
+            match w.optional::<AttendanceStatus>("status")? {
+                None => Reply::Present {
+                    marked_at,
+                    status: AttendanceStatus::Present,
+                    minutes_late: 0,
+                },
+                Some(status) => Reply::Present {
+                    marked_at,
+                    status,
+                    minutes_late: w.parse("minutes late")?,
+                },
+            }
+        }
+        "HISTORY" => Reply::History(w.rest()?),
         "TIME" => Reply::Time(w.parse("timestamp")?),
         "ELAPSED" => Reply::Elapsed(w.parse("seconds")?),
         "CLIENTS" => Reply::Clients(w.parse("count")?),
@@ -568,6 +700,11 @@ fn parse_event(mut w: Words<'_>) -> Result<Event, ParseLineError> {
         "HEARTBEAT" => Event::Heartbeat(w.parse("timestamp")?),
         "LAGGED" => Event::Lagged(w.parse("count")?),
         "SHUTDOWN" => Event::Shutdown,
+        "REPLACED" => Event::Replaced,
+        "ENDED" => Event::Ended {
+            status: w.parse("status")?,
+            minutes_attended: w.parse("minutes attended")?,
+        },
         _ => return Err(ParseLineError::Word("event kind")),
     };
     w.end(event)
@@ -584,13 +721,22 @@ mod tests {
             ServerLine::Ok(Reply::Join {
                 id: id.clone(),
                 required_seconds: 0,
+                resume: None,
             }),
             ServerLine::Ok(Reply::Join {
                 id,
                 required_seconds: u64::MAX,
+                resume: Some(Token::new("0123abcd").expect("token")),
             }),
             ServerLine::Ok(Reply::Present {
                 marked_at: "2026-11-23T15:17:54.123Z".parse().expect("valid"),
+                status: AttendanceStatus::Present,
+                minutes_late: 0,
+            }),
+            ServerLine::Ok(Reply::Present {
+                marked_at: "2026-11-23T15:17:54.123Z".parse().expect("valid"),
+                status: AttendanceStatus::Late,
+                minutes_late: 12,
             }),
             ServerLine::Ok(Reply::Pong(None)),
             ServerLine::early(42),
@@ -620,7 +766,16 @@ mod tests {
         let lines = [
             "HELLO attendanced/0.1.0 welcome; send HELP for commands",
             "OK JOIN ComputerNetworks Div1 JayPatel 18BCP043 3600",
+            "OK JOIN ComputerNetworks Div1 JayPatel 18BCP043 3600 9f86d081884c7d659a2feaa0c55ad015",
+            "OK RESUME ComputerNetworks Div1 JayPatel 18BCP043 1200 9f86d081884c7d659a2feaa0c55ad015",
             "OK PRESENT 2026-11-23T15:17:54.123Z",
+            "OK PRESENT 2026-11-23T14:17:54.123Z Late 12",
+            "OK HISTORY status=pending served=600 required=2700 late=0 join@2026-10-25T08:00:03.000Z drop@2026-10-25T08:10:03.000Z",
+            "OK HISTORY status=Late served=2700 required=2700 late=12 join@2026-10-25T08:22:00.000Z mark@2026-10-25T09:07:00.000Z",
+            "ERR CLOSED 2026-12-07T08:45:00+01:00 ComputerNetworks Div1 is closed",
+            "ERR BADTOKEN no seat to resume with that token",
+            "EVENT REPLACED",
+            "EVENT ENDED Left 23",
             "OK PONG",
             "OK PONG abc",
             "ERR DENIED bad admin token",

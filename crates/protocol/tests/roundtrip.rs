@@ -4,9 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use attendance_protocol::{
-    BurstKind, ClassCount, ClassKey, Command, ErrorCode, Event, Field, FieldKind, Hello, LineCodec,
-    MAX_TOKEN_CHARS, Page, Reply, ServerLine, Status, StudentId, Text, Timestamp, Token, Transport,
-    WhoEntry,
+    AttendanceStatus, BurstKind, ClassCount, ClassKey, Command, ErrorCode, Event, Field, FieldKind,
+    Hello, History, HistoryEntry, HistoryKind, LineCodec, MAX_TOKEN_CHARS, Page, Reply, ServerLine,
+    Status, StudentId, Text, Timestamp, Token, Transport, WhoEntry,
 };
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -170,7 +170,9 @@ fn ip_addr() -> impl Strategy<Value = IpAddr> {
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        student_id().prop_map(Command::Join),
+        (student_id(), prop::option::of(token())).prop_map(|(id, code)| Command::Join(id, code)),
+        token().prop_map(Command::Resume),
+        Just(Command::History),
         student_id().prop_map(Command::JoinPresent),
         Just(Command::Present),
         Just(Command::Time),
@@ -251,11 +253,32 @@ fn hello() -> impl Strategy<Value = Hello> {
 
 fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
-        (student_id(), count()).prop_map(|(id, required_seconds)| Reply::Join {
-            id,
-            required_seconds
+        (student_id(), count(), prop::option::of(token())).prop_map(
+            |(id, required_seconds, resume)| Reply::Join {
+                id,
+                required_seconds,
+                resume
+            }
+        ),
+        (student_id(), count(), token()).prop_map(|(id, required_seconds, resume)| {
+            Reply::Resume {
+                id,
+                required_seconds,
+                resume,
+            }
         }),
-        timestamp().prop_map(|marked_at| Reply::Present { marked_at }),
+        (timestamp(), attendance_status(), any::<u32>()).prop_map(|(marked_at, status, late)| {
+            Reply::Present {
+                marked_at,
+                status,
+                minutes_late: if status == AttendanceStatus::Present {
+                    0
+                } else {
+                    late
+                },
+            }
+        }),
+        history().prop_map(Reply::History),
         timestamp().prop_map(Reply::Time),
         count().prop_map(Reply::Elapsed),
         count().prop_map(Reply::Clients),
@@ -290,7 +313,41 @@ fn event() -> impl Strategy<Value = Event> {
         timestamp().prop_map(Event::Heartbeat),
         count().prop_map(Event::Lagged),
         Just(Event::Shutdown),
+        Just(Event::Replaced),
+        (attendance_status(), any::<u32>()).prop_map(|(status, minutes_attended)| {
+            Event::Ended {
+                status,
+                minutes_attended,
+            }
+        }),
     ]
+}
+
+fn attendance_status() -> impl Strategy<Value = AttendanceStatus> {
+    prop::sample::select(AttendanceStatus::ALL.to_vec())
+}
+
+fn history() -> impl Strategy<Value = History> {
+    (
+        prop::option::of(attendance_status()),
+        count(),
+        count(),
+        any::<u32>(),
+        prop::collection::vec(
+            (prop::sample::select(HistoryKind::ALL.to_vec()), timestamp())
+                .prop_map(|(kind, at)| HistoryEntry { kind, at }),
+            0..6,
+        ),
+    )
+        .prop_map(
+            |(status, served_seconds, required_seconds, minutes_late, entries)| History {
+                status,
+                served_seconds,
+                required_seconds,
+                minutes_late,
+                entries,
+            },
+        )
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -505,7 +562,10 @@ proptest! {
 
 fn command_variant(c: &Command) -> usize {
     match c {
-        Command::Join(_) => 0,
+        Command::Join(_, None) => 0,
+        Command::Join(_, Some(_)) => 17,
+        Command::Resume(_) => 18,
+        Command::History => 19,
         Command::JoinPresent(_) => 1,
         Command::Present => 2,
         Command::Time => 3,
@@ -550,6 +610,8 @@ fn reply_variant(r: &Reply) -> usize {
         Reply::Classes(_) => 14,
         Reply::Who(p) if p.entries.is_empty() => 15,
         Reply::Who(_) => 16,
+        Reply::Resume { .. } => 17,
+        Reply::History(_) => 18,
     }
 }
 
@@ -571,6 +633,8 @@ fn event_variant(e: &Event) -> usize {
         Event::Lagged(_) => 6,
         Event::Shutdown => 7,
         Event::Burst { .. } => 8,
+        Event::Replaced => 10,
+        Event::Ended { .. } => 11,
     }
 }
 
@@ -597,17 +661,17 @@ fn variants_seen<S: Strategy>(
 /// when a strategy stops producing one, so the properties cover every message kind.
 #[test]
 fn the_generators_cover_every_message_variant() {
-    let seen = variants_seen(command(), 800, 17, command_variant);
+    let seen = variants_seen(command(), 1200, 20, command_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "commands seen per variant: {seen:?}"
     );
-    let seen = variants_seen(reply(), 800, 17, reply_variant);
+    let seen = variants_seen(reply(), 1200, 19, reply_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "replies seen per variant: {seen:?}"
     );
-    let seen = variants_seen(event(), 400, 10, event_variant);
+    let seen = variants_seen(event(), 600, 12, event_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "events seen per variant: {seen:?}"

@@ -48,6 +48,16 @@ impl Seat {
         self.recorded
     }
 
+    /// When the seat was taken.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// The class length fixed when the seat was taken.
+    pub fn length(&self) -> Duration {
+        Duration::from_millis(u64::from(self.length_ms))
+    }
+
     /// When the class length is served.
     pub fn due(&self) -> Instant {
         self.since + Duration::from_millis(u64::from(self.length_ms))

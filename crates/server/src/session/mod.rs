@@ -241,7 +241,13 @@ impl Session {
             Err(e) => return self.refuse(out, e.code(), &e),
         };
         match command {
-            Command::Join(id) => self.join(id, arrived, out).0,
+            Command::Join(id, _code) => self.join(id, arrived, out).0,
+            Command::Resume(_) => self.refuse(
+                out,
+                ErrorCode::BadToken,
+                "no seat is held with that resume token; send JOIN COURSE_DIV_NAME_ROLL",
+            ),
+            Command::History => self.history(out),
             Command::JoinPresent(id) => self.join_present(id, arrived, out).await,
             Command::Present => self.present(out).await,
             Command::Time => self.reply(out, Reply::Time(Timestamp::now())),

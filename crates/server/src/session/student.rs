@@ -1,6 +1,9 @@
 //! A student's commands: JOIN (with the kiosk hand-over), PRESENT and SAY.
 
-use attendance_protocol::{ErrorCode, Event, Reply, ServerLine, StudentId, Text, Timestamp};
+use attendance_protocol::{
+    AttendanceStatus, ErrorCode, Event, History, HistoryEntry, HistoryKind, Reply, ServerLine,
+    StudentId, Text, Timestamp,
+};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -59,6 +62,7 @@ impl Session {
                     Reply::Join {
                         id,
                         required_seconds,
+                        resume: None,
                     },
                 );
                 return (flow, Seated::Yes);
@@ -134,6 +138,7 @@ impl Session {
             Reply::Join {
                 id,
                 required_seconds,
+                resume: None,
             },
         );
         (flow, Seated::Yes)
@@ -171,7 +176,7 @@ impl Session {
                 if let Some(seat) = &mut self.seat {
                     seat.set_recorded();
                 }
-                return self.reply(out, Reply::Present { marked_at: at });
+                return self.reply(out, Reply::present(at));
             }
             self.send(out, &ServerLine::early(seconds_left(seat.due(), now)));
             return Flow::Continue;
@@ -195,13 +200,13 @@ impl Session {
                     self.engine
                         .publish(|| ClassEvent::Marked { id: id.clone(), at });
                 }
-                self.reply(out, Reply::Present { marked_at: at })
+                self.reply(out, Reply::present(at))
             }
             Ok(Recorded::Existing(at)) => {
                 if let Some(seat) = &mut self.seat {
                     seat.set_recorded();
                 }
-                self.reply(out, Reply::Present { marked_at: at })
+                self.reply(out, Reply::present(at))
             }
             Err(StoreError::Storage(e)) => {
                 warn!(peer = %self.peer, error = %e, "mark not stored");
@@ -213,6 +218,36 @@ impl Session {
                 "the server is shutting down; you are NOT marked, try again when it is back",
             ),
         }
+    }
+
+    /// `HISTORY`: this seat's timeline for today: the JOIN, and the mark once it is made.
+    pub(super) fn history(&mut self, out: &mut Outbox) -> Flow {
+        let Some(seat) = &self.seat else {
+            return self.not_joined(out, "HISTORY");
+        };
+        let now = Instant::now();
+        let today = Timestamp::now();
+        let required = seat.length();
+        let served = now.saturating_duration_since(seat.since()).min(required);
+        let mut entries = vec![HistoryEntry {
+            kind: HistoryKind::Join,
+            at: seat.joined_at(today, now),
+        }];
+        let marked = self.marked_today(&seat.membership.id, today);
+        if let Some(at) = marked {
+            entries.push(HistoryEntry {
+                kind: HistoryKind::Mark,
+                at,
+            });
+        }
+        let history = History {
+            status: marked.map(|_| AttendanceStatus::Present),
+            served_seconds: served.as_secs(),
+            required_seconds: required.as_secs(),
+            minutes_late: 0,
+            entries,
+        };
+        self.reply(out, Reply::History(history))
     }
 
     /// `SAY text`: chat to the class, within the chat rate.

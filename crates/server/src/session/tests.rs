@@ -530,3 +530,44 @@ async fn observers_see_chat_and_marks_with_who_said_and_when() {
         other => panic!("expected the mark, got {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn history_shows_the_join_the_time_served_and_the_mark() {
+    let (engine, _dir) = for_tests(config(), |l| l).await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    let refused = ann.send("HISTORY").await;
+    assert!(refused[0].starts_with("ERR NOTJOINED "), "{refused:?}");
+    ann.send("JOIN CN_D1_Ann_1").await;
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let running = ann.send("HISTORY").await;
+    assert_eq!(running.len(), 1);
+    assert!(
+        running[0].starts_with("OK HISTORY status=pending served=20 required=60 late=0 join@"),
+        "{running:?}"
+    );
+    tokio::time::advance(Duration::from_secs(40)).await;
+    let marked = ann.send("PRESENT").await;
+    let at = word(&marked, 0);
+    assert_eq!(at, "PRESENT", "{marked:?}");
+    let done = ann.send("HISTORY").await;
+    assert!(
+        done[0].starts_with("OK HISTORY status=Present served=60 required=60 late=0 join@"),
+        "{done:?}"
+    );
+    let mark_at = marked[0].rsplit(' ').next().unwrap_or("");
+    assert!(done[0].ends_with(&format!(" mark@{mark_at}")), "{done:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_token_nobody_holds_is_refused_and_the_connection_goes_on() {
+    let (engine, _dir) = for_tests(config(), |l| l).await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    let refused = ann.send("RESUME 0123456789abcdef").await;
+    assert!(refused[0].starts_with("ERR BADTOKEN "), "{refused:?}");
+    let usage = ann.send("RESUME").await;
+    assert!(usage[0].starts_with("ERR BADFORMAT "), "{usage:?}");
+    assert_eq!(
+        ann.send("JOIN CN_D1_Ann_1 123456").await,
+        ["OK JOIN CN D1 Ann 1 60"]
+    );
+}
