@@ -122,6 +122,10 @@ fn mark(i: usize) -> Mark {
         marked_at: now,
         joined_at: now,
         addr: Some([10, 0, 0, 1].into()),
+        status: attendance_protocol::AttendanceStatus::Present,
+        minutes_late: 0,
+        minutes_attended: 0,
+        session_start: now,
     }
 }
 

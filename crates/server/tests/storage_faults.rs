@@ -353,6 +353,10 @@ fn mark(i: usize) -> Mark {
         marked_at: "2026-11-23T10:00:00.000Z".parse().expect("ts"),
         joined_at: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
         addr: Some([127, 0, 0, 1].into()),
+        status: attendance_protocol::AttendanceStatus::Present,
+        minutes_late: 0,
+        minutes_attended: 60,
+        session_start: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
     }
 }
 

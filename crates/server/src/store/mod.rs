@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attendance_protocol::{ClassKey, Field, StudentId, Timestamp};
+use attendance_protocol::{AttendanceStatus, ClassKey, Field, StudentId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::csv::{
@@ -38,6 +38,20 @@ pub struct Mark {
     pub joined_at: Timestamp,
     /// The client's address (`None` over the admin socket).
     pub addr: Option<IpAddr>,
+    /// What the mark says: present, late, left early or absent.
+    pub status: AttendanceStatus,
+    /// Minutes after the session's start the student arrived (0 when on time).
+    pub minutes_late: u32,
+    /// Whole minutes the student attended.
+    pub minutes_attended: u32,
+    /// When the session (the attendance window) started.
+    pub session_start: Timestamp,
+}
+
+/// Whole minutes from `from` to `to` (0 if `to` is not after `from`; saturating).
+pub fn whole_minutes(from: Timestamp, to: Timestamp) -> u32 {
+    let millis = to.unix_millis() - from.unix_millis();
+    u32::try_from((millis / 60_000).max(0)).unwrap_or(u32::MAX)
 }
 
 /// What [`Store::record`] did with a mark.

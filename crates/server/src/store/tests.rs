@@ -83,6 +83,10 @@ fn mark(roll: &str, at: &str) -> Mark {
         marked_at: at.parse().expect("ts"),
         joined_at: at.parse().expect("ts"),
         addr: None,
+        status: attendance_protocol::AttendanceStatus::Present,
+        minutes_late: 0,
+        minutes_attended: 0,
+        session_start: at.parse().expect("ts"),
     }
 }
 
@@ -279,4 +283,13 @@ async fn a_closed_store_says_so() {
         f.store.record(mark("1", "2026-11-23T08:00:00.000Z")).await,
         Err(StoreError::Closed)
     );
+}
+
+#[test]
+fn whole_minutes_round_down_and_never_go_negative() {
+    let at = |ms: i64| Timestamp::from_unix_millis(ms).expect("in range");
+    assert_eq!(whole_minutes(at(0), at(59_999)), 0);
+    assert_eq!(whole_minutes(at(0), at(60_000)), 1);
+    assert_eq!(whole_minutes(at(1_000), at(50 * 60_000 + 999)), 49);
+    assert_eq!(whole_minutes(at(60_000), at(0)), 0);
 }

@@ -12,6 +12,10 @@ fn mark(name: &str, roll: &str, at: &str) -> Mark {
         marked_at: at.parse().expect("ts"),
         joined_at: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
         addr: Some([127, 0, 0, 1].into()),
+        status: attendance_protocol::AttendanceStatus::Present,
+        minutes_late: 0,
+        minutes_attended: 0,
+        session_start: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
     }
 }
 
@@ -363,6 +367,10 @@ fn write_file(path: &Path, rows: &[(&str, &str, Timestamp)]) {
             marked_at: at,
             joined_at: at,
             addr: None,
+            status: attendance_protocol::AttendanceStatus::Present,
+            minutes_late: 0,
+            minutes_attended: 0,
+            session_start: at,
         };
         text.extend_from_slice(&encode_mark(&m));
     }
