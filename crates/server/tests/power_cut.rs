@@ -117,16 +117,12 @@ struct Outcome {
 
 fn mark(i: usize) -> Mark {
     let now = Timestamp::now();
-    Mark {
-        id: StudentId::from_parts("CN", "D1", &format!("S{i}"), &i.to_string()).expect("valid id"),
-        marked_at: now,
-        joined_at: now,
-        addr: Some([10, 0, 0, 1].into()),
-        status: attendance_protocol::AttendanceStatus::Present,
-        minutes_late: 0,
-        minutes_attended: 0,
-        session_start: now,
-    }
+    Mark::present(
+        StudentId::from_parts("CN", "D1", &format!("S{i}"), &i.to_string()).expect("valid id"),
+        now,
+        now,
+        Some([10, 0, 0, 1].into()),
+    )
 }
 
 /// The names of the complete rows in `bytes` (a CSV with our header).

@@ -342,22 +342,13 @@ impl Fault for Observed {
 
 /// Student `i`'s mark.
 fn mark(i: usize) -> Mark {
-    Mark {
-        id: attendance_protocol::StudentId::from_parts(
-            "CN",
-            "D1",
-            &format!("S{i}"),
-            &i.to_string(),
-        )
-        .expect("valid id"),
-        marked_at: "2026-11-23T10:00:00.000Z".parse().expect("ts"),
-        joined_at: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
-        addr: Some([127, 0, 0, 1].into()),
-        status: attendance_protocol::AttendanceStatus::Present,
-        minutes_late: 0,
-        minutes_attended: 60,
-        session_start: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
-    }
+    Mark::present(
+        attendance_protocol::StudentId::from_parts("CN", "D1", &format!("S{i}"), &i.to_string())
+            .expect("valid id"),
+        "2026-11-23T09:00:00.000Z".parse().expect("ts"),
+        "2026-11-23T10:00:00.000Z".parse().expect("ts"),
+        Some([127, 0, 0, 1].into()),
+    )
 }
 
 fn row(i: usize) -> Vec<u8> {

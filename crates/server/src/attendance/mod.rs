@@ -60,7 +60,7 @@ impl Seat {
 
     /// When the class length is served.
     pub fn due(&self) -> Instant {
-        self.since + Duration::from_millis(u64::from(self.length_ms))
+        self.since + self.length()
     }
 
     /// Whether the class length has been served at `now`.

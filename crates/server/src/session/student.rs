@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 use super::{Flow, Outbox, Session};
 use crate::attendance::{Seat, seconds_left};
 use crate::engine::ClassEvent;
-use crate::store::{Mark, Recorded, StoreError, whole_minutes};
+use crate::store::{Mark, Recorded, StoreError};
 
 /// Whether a JOIN left the connection seated as the student it named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,17 +182,12 @@ impl Session {
             return Flow::Continue;
         }
         let marked_at = Timestamp::now();
-        let joined_at = seat.joined_at(marked_at, now);
-        let mark = Mark {
-            id: id.clone(),
+        let mark = Mark::present(
+            id.clone(),
+            seat.joined_at(marked_at, now),
             marked_at,
-            joined_at,
-            addr: self.peer.addr().map(|a| a.ip()),
-            status: AttendanceStatus::Present,
-            minutes_late: 0,
-            minutes_attended: whole_minutes(joined_at, marked_at),
-            session_start: joined_at,
-        };
+            self.peer.addr().map(|a| a.ip()),
+        );
         match self.engine.store.record(mark).await {
             Ok(Recorded::New(at)) => {
                 if let Some(seat) = &mut self.seat {

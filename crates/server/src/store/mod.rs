@@ -48,6 +48,28 @@ pub struct Mark {
     pub session_start: Timestamp,
 }
 
+impl Mark {
+    /// A `Present` mark of `id`, who joined at `joined_at` (the session's start for an ad hoc
+    /// class) and is marked at `marked_at`, from `addr`.
+    pub fn present(
+        id: StudentId,
+        joined_at: Timestamp,
+        marked_at: Timestamp,
+        addr: Option<IpAddr>,
+    ) -> Self {
+        Self {
+            id,
+            marked_at,
+            joined_at,
+            addr,
+            status: AttendanceStatus::Present,
+            minutes_late: 0,
+            minutes_attended: whole_minutes(joined_at, marked_at),
+            session_start: joined_at,
+        }
+    }
+}
+
 /// Whole minutes from `from` to `to` (0 if `to` is not after `from`; saturating).
 pub fn whole_minutes(from: Timestamp, to: Timestamp) -> u32 {
     let millis = to.unix_millis() - from.unix_millis();

@@ -78,16 +78,13 @@ impl BatchSink for Memory {
 }
 
 fn mark(roll: &str, at: &str) -> Mark {
-    Mark {
-        id: StudentId::from_parts("CN", "D1", "Ann", roll).expect("valid id"),
-        marked_at: at.parse().expect("ts"),
-        joined_at: at.parse().expect("ts"),
-        addr: None,
-        status: attendance_protocol::AttendanceStatus::Present,
-        minutes_late: 0,
-        minutes_attended: 0,
-        session_start: at.parse().expect("ts"),
-    }
+    let at = at.parse().expect("ts");
+    Mark::present(
+        StudentId::from_parts("CN", "D1", "Ann", roll).expect("valid id"),
+        at,
+        at,
+        None,
+    )
 }
 
 fn ts(s: &str) -> Timestamp {

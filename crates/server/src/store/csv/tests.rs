@@ -7,16 +7,12 @@ use super::*;
 use crate::store::Recorded;
 
 fn mark(name: &str, roll: &str, at: &str) -> Mark {
-    Mark {
-        id: StudentId::from_parts("CN", "D1", name, roll).expect("valid id"),
-        marked_at: at.parse().expect("ts"),
-        joined_at: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
-        addr: Some([127, 0, 0, 1].into()),
-        status: attendance_protocol::AttendanceStatus::Present,
-        minutes_late: 0,
-        minutes_attended: 0,
-        session_start: "2026-11-23T09:00:00.000Z".parse().expect("ts"),
-    }
+    Mark::present(
+        StudentId::from_parts("CN", "D1", name, roll).expect("valid id"),
+        "2026-11-23T09:00:00.000Z".parse().expect("ts"),
+        at.parse().expect("ts"),
+        Some([127, 0, 0, 1].into()),
+    )
 }
 
 fn row(name: &str) -> Vec<u8> {
@@ -362,16 +358,12 @@ async fn after_a_failed_cut_appends_are_refused_until_a_reopen() {
 fn write_file(path: &Path, rows: &[(&str, &str, Timestamp)]) {
     let mut text = format!("{}\n", header_line()).into_bytes();
     for &(name, roll, at) in rows {
-        let m = Mark {
-            id: StudentId::from_parts("CN", "D1", name, roll).expect("valid"),
-            marked_at: at,
-            joined_at: at,
-            addr: None,
-            status: attendance_protocol::AttendanceStatus::Present,
-            minutes_late: 0,
-            minutes_attended: 0,
-            session_start: at,
-        };
+        let m = Mark::present(
+            StudentId::from_parts("CN", "D1", name, roll).expect("valid"),
+            at,
+            at,
+            None,
+        );
         text.extend_from_slice(&encode_mark(&m));
     }
     std::fs::write(path, text).expect("write");
