@@ -238,6 +238,15 @@ pub struct Extra {
     pub fd3: Option<std::os::fd::OwnedFd>,
 }
 
+/// Whether `args` set `resume_grace`: as a flag, or in the file given with `--config`.
+fn sets_resume_grace(args: &[&str]) -> bool {
+    args.contains(&"--resume-grace")
+        || args.windows(2).any(|w| {
+            w[0] == "--config"
+                && std::fs::read_to_string(w[1]).is_ok_and(|t| t.contains("resume_grace"))
+        })
+}
+
 fn spawn(dir: &Path, args: &[&str], extra: Extra) -> Result<Process> {
     let mut spawn = Spawn::new(bin_path("attendanced"))
         // Each test states its settings as flags or its own config file: no `ATTENDANCE_*`
@@ -250,6 +259,14 @@ fn spawn(dir: &Path, args: &[&str], extra: Extra) -> Result<Process> {
         .args(
             (!args.contains(&"--web-listen"))
                 .then_some(["--web-listen", "127.0.0.1:0"])
+                .into_iter()
+                .flatten(),
+        )
+        // A dropped seat given back at once (most tests watch EVENT LEAVE follow a drop),
+        // unless the test sets the grace itself, by flag or in its config file.
+        .args(
+            (!sets_resume_grace(args))
+                .then_some(["--resume-grace", "0s"])
                 .into_iter()
                 .flatten(),
         )
@@ -332,6 +349,9 @@ pub struct Client {
     pub events: std::collections::VecDeque<String>,
     /// The greeting.
     pub hello: String,
+    /// The resume token of the last `OK JOIN` or `OK RESUME`, which [`Client::reply`] takes
+    /// off the `OK JOIN` line (so most tests compare the rest of it as before).
+    pub token: Option<String>,
 }
 
 impl Client {
@@ -422,6 +442,7 @@ impl Client {
             io,
             events: Default::default(),
             hello: String::new(),
+            token: None,
         };
         let hello = client.recv_raw().await?;
         if !hello.starts_with("HELLO ") {
@@ -540,8 +561,25 @@ impl Client {
             if line.starts_with("EVENT ") {
                 self.events.push_back(line);
             } else {
-                return Ok(line);
+                return Ok(self.take_token(line));
             }
+        }
+    }
+
+    /// `line`, with the token of an `OK JOIN` taken off into [`Client::token`]; an
+    /// `OK RESUME` keeps its token on the line, and in [`Client::token`].
+    fn take_token(&mut self, line: String) -> String {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["OK", "JOIN", _, _, _, _, _, token] => {
+                self.token = Some((*token).to_owned());
+                words[..7].join(" ")
+            }
+            ["OK", "RESUME", _, _, _, _, _, token] => {
+                self.token = Some((*token).to_owned());
+                line
+            }
+            _ => line,
         }
     }
 

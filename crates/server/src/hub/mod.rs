@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use attendance_protocol::{BurstKind, ClassKey, Event, Field, ServerLine, StudentId, Transport};
 use bytes::{Bytes, BytesMut};
+use jiff::civil::Date;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use crate::engine::ClassEvent;
 // Keys are client-chosen strings: a hasher seeded from the OS (crate::hashing).
@@ -53,16 +55,21 @@ pub struct AnnouncementLine {
     pub from: ConnId,
     /// The encoded line, `\n` included.
     pub line: Bytes,
-    /// Set only on the one message a class's first ring carries: the receivers of the full
-    /// ring for the members it had then. [`Membership::follow`] (and with it
-    /// [`Membership::try_recv`]) takes it; it never reaches a client.
-    moved: Option<Box<Moved>>,
+    /// Set only on the hub's own messages, which never reach a client: the class's move to
+    /// its full ring, or a seat taken over by a resume.
+    control: Option<Box<Control>>,
 }
 
-/// The full ring's receivers, subscribed for each member of the class as it moved to it, so
-/// nothing announced after the move is missed by a member that has not yet read the move.
+/// A message of the hub to the members' connections.
 #[derive(Debug)]
-struct Moved(Mutex<Vec<(ConnId, broadcast::Receiver<Announcement>)>>);
+enum Control {
+    /// The full ring's receivers, subscribed for each member of the class as it moved to it,
+    /// so nothing announced after the move is missed by a member that has not yet read the
+    /// move. [`Membership::follow`] (and with it [`Membership::try_recv`]) takes it.
+    Moved(Mutex<Vec<(ConnId, broadcast::Receiver<Announcement>)>>),
+    /// Connection `0`'s seat was taken over by a `RESUME` on another connection.
+    Replaced(ConnId),
+}
 
 #[derive(Debug)]
 struct Class {
@@ -72,15 +79,25 @@ struct Class {
 }
 
 impl Class {
-    /// Records `id` as held by connection `conn`, due to be served at `due`.
-    fn seat(&mut self, id: &StudentId, conn: ConnId, due: Instant, transport: Transport) {
+    /// Records `id` as held by connection `conn` from `since` for `length`, under `token`.
+    fn seat(
+        &mut self,
+        id: &StudentId,
+        conn: ConnId,
+        clock: SeatClock,
+        transport: Transport,
+        token: u128,
+    ) {
         self.members.insert(
             id.roll.clone(),
             Member {
                 conn,
                 name: id.name.clone(),
-                due,
+                due: clock.since + clock.length,
+                length_ms: clock.length_ms(),
                 transport,
+                token,
+                parked_at: None,
             },
         );
     }
@@ -90,9 +107,11 @@ impl Class {
     /// [`Classes`] lock, before anything is sent on the full ring.
     fn move_to_full_ring(&self, capacity: usize) {
         let full = broadcast::channel(capacity).0;
+        // A parked seat has no connection to read the move.
         let receivers = self
             .members
             .values()
+            .filter(|m| m.parked_at.is_none())
             .map(|m| (m.conn, full.subscribe()))
             .collect();
         if self.shared.full.set(full).is_err() {
@@ -102,19 +121,60 @@ impl Class {
         let _ = self.shared.lone.send(Arc::new(AnnouncementLine {
             from: 0,
             line: Bytes::new(),
-            moved: Some(Box::new(Moved(Mutex::new(receivers)))),
+            control: Some(Box::new(Control::Moved(Mutex::new(receivers)))),
         }));
     }
 }
 
-/// One student checked in, as the admin `WHO` lists it: 48 bytes beside the roll (plus the
-/// name's heap bytes), per joined connection.
+/// One student checked in, as the admin `WHO` lists it, with what a resume needs: about 90
+/// bytes beside the roll (plus the name's heap bytes), per seat.
 #[derive(Debug)]
 struct Member {
+    /// The connection holding the seat; [`PARKED`] while it waits for a resume.
     conn: ConnId,
     name: Field,
+    /// When the seat's class length is served (moved on by a resume after a drop).
     due: Instant,
+    /// The class length fixed at the JOIN.
+    length_ms: u32,
     transport: Transport,
+    /// The seat's resume token.
+    token: u128,
+    /// When the connection dropped, while the seat waits for a resume.
+    parked_at: Option<Instant>,
+}
+
+impl Member {
+    fn length(&self) -> Duration {
+        Duration::from_millis(u64::from(self.length_ms))
+    }
+
+    /// When the seat's served time started counting.
+    fn since(&self) -> Instant {
+        self.due.checked_sub(self.length()).unwrap_or(self.due)
+    }
+}
+
+/// The connection id of a parked seat: no connection has it (ids start at 1).
+const PARKED: ConnId = 0;
+
+/// Most seats of one day whose served time is kept after their grace ran out (a later JOIN of
+/// the same roll continues it). Rolls are client-chosen: bounded, oldest days dropped first.
+pub const MAX_SERVED_LEDGER: usize = 100_000;
+
+/// When a seat's served time counts from, and the class length it must serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatClock {
+    /// The instant served time counts from (earlier than the JOIN if time was served before).
+    pub since: Instant,
+    /// The class length fixed at the JOIN.
+    pub length: Duration,
+}
+
+impl SeatClock {
+    fn length_ms(self) -> u32 {
+        u32::try_from(self.length.as_millis()).unwrap_or(u32::MAX)
+    }
 }
 
 /// A student checked in, with the instant the seat's class length is served (for the admin
@@ -197,7 +257,7 @@ impl ClassShared {
         let _ = self.tx().send(Arc::new(AnnouncementLine {
             from,
             line: ServerLine::Event(event).encode(),
-            moved: None,
+            control: None,
         }));
     }
 
@@ -288,17 +348,78 @@ pub struct Classes {
 /// when it is dropped.
 #[derive(Debug)]
 struct HubInner {
-    map: Mutex<Map<ClassKey, Class>>,
+    state: Mutex<State>,
     /// Slots of a class's full ring (`outbound_queue`, live: read when a class gets its ring).
     backlog: AtomicUsize,
     /// The engine's stream of class events.
     events: broadcast::Sender<ClassEvent>,
 }
 
+/// Everything under the hub's one lock.
+#[derive(Debug, Default)]
+struct State {
+    classes: Map<ClassKey, Class>,
+    /// resume token → the seat it resumes.
+    tokens: Map<u128, (ClassKey, Field)>,
+    /// Time served by seats whose grace ran out before they were served, on the day they ran
+    /// out: a later JOIN of the same roll that day continues it.
+    served: Map<(ClassKey, Field), (Date, Duration)>,
+}
+
+impl State {
+    /// Forgets `roll` of class `key`: its member (if `matches` says it is the one meant) and
+    /// its token; and the class, once it is empty. The member, if removed.
+    fn remove(
+        &mut self,
+        key: &ClassKey,
+        roll: &Field,
+        matches: impl FnOnce(&Member) -> bool,
+    ) -> Option<Member> {
+        let class = self.classes.get_mut(key)?;
+        if !class.members.get(roll).is_some_and(matches) {
+            return None;
+        }
+        let member = class.members.remove(roll)?;
+        if class.members.is_empty() {
+            self.classes.remove(key);
+        }
+        self.tokens.remove(&member.token);
+        Some(member)
+    }
+
+    /// Keeps `served` as the time `roll` of `key` served on `day` (bounded: see
+    /// [`MAX_SERVED_LEDGER`]).
+    fn keep_served(&mut self, key: ClassKey, roll: Field, day: Date, served: Duration) {
+        if self.served.len() >= MAX_SERVED_LEDGER {
+            self.served.retain(|_, (d, _)| *d >= day);
+        }
+        if self.served.len() >= MAX_SERVED_LEDGER {
+            warn!(class = %key, roll = %roll, "served-time ledger full; a later JOIN starts afresh");
+            return;
+        }
+        self.served.insert((key, roll), (day, served));
+    }
+
+    /// The time `roll` of `key` already served on `day` in a seat whose grace ran out (taken
+    /// out: the new seat carries it on).
+    fn take_served(&mut self, key: &ClassKey, roll: &Field, day: Option<Date>) -> Duration {
+        let Some(day) = day else {
+            return Duration::ZERO;
+        };
+        if self.served.is_empty() {
+            return Duration::ZERO;
+        }
+        match self.served.remove(&(key.clone(), roll.clone())) {
+            Some((d, served)) if d == day => served,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 impl HubInner {
-    fn lock(&self) -> MutexGuard<'_, Map<ClassKey, Class>> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the map half-updated: every update is one insert/remove.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn publish(&self, make: impl FnOnce() -> ClassEvent) {
@@ -308,29 +429,56 @@ impl HubInner {
     }
 
     /// Frees the seat `id` holds on `conn`, telling the class and the observers, and forgets
-    /// the class once it is empty.
+    /// the class once it is empty. Nothing happens if `conn` no longer holds it (it was parked
+    /// for a resume, or taken over by one).
     fn release(&self, id: &StudentId, conn: ConnId, class: &Arc<ClassShared>) {
-        if class.has_listeners(conn) {
+        let removed = self.lock().remove(&id.class, &id.roll, |m| m.conn == conn);
+        if removed.is_none() {
+            return;
+        }
+        self.tell_left(id, class, conn);
+    }
+
+    /// Tells the class (but `from`) and the observers that `id` left.
+    fn tell_left(&self, id: &StudentId, class: &Arc<ClassShared>, from: ConnId) {
+        if class.has_listeners(from) {
             class.send_counted(
-                conn,
+                from,
                 BurstKind::Leaves,
                 Event::Leave {
                     name: id.name.clone(),
                 },
             );
         }
-        {
-            let mut map = self.lock();
-            if let Some(c) = map.get_mut(&id.class) {
-                if c.members.get(&id.roll).map(|m| m.conn) == Some(conn) {
-                    c.members.remove(&id.roll);
-                }
-                if c.members.is_empty() {
-                    map.remove(&id.class);
-                }
-            }
-        }
         self.publish(|| ClassEvent::Left { id: id.clone() });
+    }
+
+    /// The grace of the seat parked at `parked_at` ran out: it is given back, the class hears
+    /// the student leave, and the time served is kept for a later JOIN on `day`.
+    fn expire(&self, id: &StudentId, parked_at: Instant, day: Date, class: &Arc<ClassShared>) {
+        let removed = {
+            let mut state = self.lock();
+            let removed = state.remove(&id.class, &id.roll, |m| m.parked_at == Some(parked_at));
+            if let Some(m) = &removed {
+                let served = parked_at
+                    .saturating_duration_since(m.since())
+                    .min(m.length());
+                state.keep_served(id.class.clone(), id.roll.clone(), day, served);
+            }
+            removed
+        };
+        if removed.is_some() {
+            debug!(student = %id, "resume grace ran out");
+            self.tell_left(id, class, PARKED);
+        }
+    }
+}
+
+/// `clock` moved back by `served` (time served earlier today), never before the clock's epoch.
+fn carried(clock: SeatClock, served: Duration) -> SeatClock {
+    SeatClock {
+        since: clock.since.checked_sub(served).unwrap_or(clock.since),
+        length: clock.length,
     }
 }
 
@@ -412,17 +560,26 @@ impl Membership {
     }
 
     /// The lines this member is to write for `first`, just received, and the others already
-    /// waiting (at most [`MAX_GATHER`]), as one piece: its own announcements and the class's
-    /// move to its full ring are left out. With it, how many were skipped if the member lagged
-    /// meanwhile.
-    pub fn gather(&mut self, first: &Announcement) -> (Option<Bytes>, Option<u64>) {
+    /// waiting (at most [`MAX_GATHER`]), as one piece: its own announcements and the hub's
+    /// messages are left out. With it, how many were skipped if the member lagged meanwhile,
+    /// and whether the seat was taken over by a resume on another connection (the lines
+    /// gathered before that are still this connection's).
+    pub fn gather(&mut self, first: &Announcement) -> Gathered {
         let me = self.conn;
+        let mut out = Gathered::default();
+        if self.replaced_by(first) {
+            out.replaced = true;
+            return out;
+        }
         let mut single = (!self.follow(first) && first.from != me).then(|| first.line.clone());
         let mut batch: Option<BytesMut> = None;
-        let mut lagged = None;
         for _ in 0..MAX_GATHER {
             match self.try_recv() {
-                Ok(a) if a.from == me => {}
+                Ok(a) if self.replaced_by(&a) => {
+                    out.replaced = true;
+                    break;
+                }
+                Ok(a) if a.from == me || a.control.is_some() => {}
                 Ok(a) => {
                     let buf = batch.get_or_insert_with(BytesMut::new);
                     if let Some(line) = single.take() {
@@ -431,27 +588,149 @@ impl Membership {
                     buf.extend_from_slice(&a.line);
                 }
                 Err(TryRecvError::Lagged(n)) => {
-                    lagged = Some(n);
+                    out.lagged = Some(n);
                     break;
                 }
                 Err(_) => break,
             }
         }
-        (batch.map(BytesMut::freeze).or(single), lagged)
+        out.lines = batch.map(BytesMut::freeze).or(single);
+        out
+    }
+
+    /// Whether `a` tells this member that its seat was taken over.
+    pub fn replaced_by(&self, a: &AnnouncementLine) -> bool {
+        matches!(a.control.as_deref(), Some(Control::Replaced(conn)) if *conn == self.conn)
     }
 
     /// If `a` is the class's move to its full ring, takes this member's receiver of that ring
-    /// from it and returns `true`: `a` is then not for the client.
+    /// from it and returns `true`; `true` too for the hub's other messages: `a` is then not
+    /// for the client.
     pub fn follow(&mut self, a: &AnnouncementLine) -> bool {
-        let Some(moved) = &a.moved else {
+        match a.control.as_deref() {
+            None => false,
+            Some(Control::Replaced(_)) => true,
+            Some(Control::Moved(receivers)) => {
+                let mut receivers = receivers.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(i) = receivers.iter().position(|(conn, _)| *conn == self.conn) {
+                    self.rx = receivers.swap_remove(i).1;
+                }
+                true
+            }
+        }
+    }
+
+    /// Whether this connection still holds the seat: `false` once a resume on another
+    /// connection took it over (told through the ring, which a lagging member may have missed:
+    /// asked after a lag and before acting for the student).
+    pub fn holds(&self) -> bool {
+        let Some(hub) = self.class.hub.upgrade() else {
             return false;
         };
-        let mut receivers = moved.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = receivers.iter().position(|(conn, _)| *conn == self.conn) {
-            self.rx = receivers.swap_remove(i).1;
-        }
-        true
+        let state = hub.lock();
+        state
+            .classes
+            .get(&self.id.class)
+            .and_then(|c| c.members.get(&self.id.roll))
+            .is_some_and(|m| m.conn == self.conn)
     }
+
+    /// The connection dropped: the seat waits `grace` for a `RESUME` with its token, without a
+    /// word to the class (no `EVENT LEAVE`). Once the grace runs out, the seat is given back,
+    /// the class hears the student leave, and the time served is kept for a later JOIN on
+    /// `day`. With no runtime to keep the timer, the seat is given back at once.
+    pub fn park(self, grace: Duration, day: Date) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(hub) = self.class.hub.upgrade() else {
+            return;
+        };
+        let parked_at = Instant::now();
+        {
+            let mut state = hub.lock();
+            let Some(m) = state
+                .classes
+                .get_mut(&self.id.class)
+                .and_then(|c| c.members.get_mut(&self.id.roll))
+                .filter(|m| m.conn == self.conn)
+            else {
+                return;
+            };
+            m.conn = PARKED;
+            m.parked_at = Some(parked_at);
+        }
+        debug!(student = %self.id, grace = ?grace, "seat parked for a resume");
+        let id = self.id.clone();
+        let class = Arc::clone(&self.class);
+        // Dropped now: no longer the holder, it gives nothing back.
+        drop(self);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(parked_at + grace).await;
+            hub.expire(&id, parked_at, day, &class);
+        });
+    }
+}
+
+/// What [`Membership::gather`] found.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    /// The lines to write, as one piece.
+    pub lines: Option<Bytes>,
+    /// How many announcements were skipped, if the member lagged.
+    pub lagged: Option<u64>,
+    /// The seat was taken over by a resume on another connection.
+    pub replaced: bool,
+}
+
+/// The seat a `RESUME` gave back.
+#[derive(Debug)]
+pub struct Resumed {
+    /// The place in the class, on the resuming connection.
+    pub membership: Membership,
+    /// Served time, continued: counted from before the drop, without the time away.
+    pub clock: SeatClock,
+    /// Another connection still held the seat (it was told `EVENT REPLACED`).
+    pub took_over: bool,
+}
+
+/// No seat is held with that resume token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownToken;
+
+/// A seat just taken by a JOIN.
+#[derive(Debug)]
+pub struct Taken {
+    /// The place in the class.
+    pub membership: Membership,
+    /// The seat's resume token.
+    pub token: u128,
+    /// From when its served time counts (before the JOIN if the roll served time earlier
+    /// today in a seat whose grace ran out).
+    pub clock: SeatClock,
+}
+
+/// A fresh resume token: 128 bits from the OS's generator (never derived from the roll); 0
+/// (no token: the seat cannot be resumed) if the generator fails.
+fn new_token() -> u128 {
+    let mut bytes = [0u8; 16];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u128::from_le_bytes(bytes),
+        Err(_) => 0,
+    }
+}
+
+/// `token` as a client sends it: 32 lowercase hex digits.
+pub fn format_token(token: u128) -> String {
+    format!("{token:032x}")
+}
+
+/// A token a client sent, if it has the shape of one.
+pub fn parse_token(s: &str) -> Option<u128> {
+    (s.len() == 32)
+        .then(|| u128::from_str_radix(s, 16).ok())
+        .flatten()
+        .filter(|t| *t != 0)
 }
 
 impl Classes {
@@ -460,7 +739,7 @@ impl Classes {
     pub fn new(backlog: usize, events: broadcast::Sender<ClassEvent>) -> Self {
         Self {
             inner: Arc::new(HubInner {
-                map: Mutex::new(Map::default()),
+                state: Mutex::new(State::default()),
                 backlog: AtomicUsize::new(backlog),
                 events,
             }),
@@ -473,7 +752,7 @@ impl Classes {
         self.inner.backlog.store(backlog, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Map<ClassKey, Class>> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.lock()
     }
 
@@ -483,51 +762,78 @@ impl Classes {
     /// # Errors
     /// [`AlreadyJoined`] if the roll is held by another connection.
     pub fn join(&self, id: &StudentId, conn: ConnId) -> Result<Membership, AlreadyJoined> {
-        self.join_at(id, conn, Instant::now(), Transport::Tcp)
+        let clock = SeatClock {
+            since: Instant::now(),
+            length: Duration::ZERO,
+        };
+        self.join_at(id, conn, clock, Transport::Tcp, None)
+            .map(|t| t.membership)
     }
 
-    /// [`Classes::join`], recording `due` as the instant the seat's class length is served
-    /// (listed by [`Classes::members`]).
+    /// [`Classes::join`] of a seat served from `clock.since` for `clock.length`; on `day`, time
+    /// the roll served earlier that day in a seat whose grace ran out is counted in (the
+    /// [`Taken::clock`] then starts before `clock.since`).
     ///
     /// # Errors
-    /// [`AlreadyJoined`] if the roll is held by another connection.
+    /// [`AlreadyJoined`] if the roll is held by another connection, or parked for a resume.
     pub fn join_at(
         &self,
         id: &StudentId,
         conn: ConnId,
-        due: Instant,
+        clock: SeatClock,
         transport: Transport,
-    ) -> Result<Membership, AlreadyJoined> {
-        let mut map = self.lock();
-        let class = map.entry(id.class.clone()).or_insert_with(|| Class {
-            shared: Arc::new(ClassShared::new(
-                id.class.clone(),
-                Arc::downgrade(&self.inner),
-            )),
-            members: Map::default(),
-        });
-        if class.members.contains_key(&id.roll) {
+        day: Option<Date>,
+    ) -> Result<Taken, AlreadyJoined> {
+        let mut state = self.lock();
+        if state
+            .classes
+            .get(&id.class)
+            .is_some_and(|c| c.members.contains_key(&id.roll))
+        {
             return Err(AlreadyJoined);
         }
+        let clock = carried(clock, state.take_served(&id.class, &id.roll, day));
+        let token = new_token();
+        if token != 0 {
+            state
+                .tokens
+                .insert(token, (id.class.clone(), id.roll.clone()));
+        }
+        let class = state
+            .classes
+            .entry(id.class.clone())
+            .or_insert_with(|| Class {
+                shared: Arc::new(ClassShared::new(
+                    id.class.clone(),
+                    Arc::downgrade(&self.inner),
+                )),
+                members: Map::default(),
+            });
         // A second member: from now on there is someone to tell.
         if !class.members.is_empty() && class.shared.full.get().is_none() {
             class.move_to_full_ring(self.inner.backlog.load(Ordering::Relaxed));
         }
-        class.seat(id, conn, due, transport);
-        Ok(Membership {
+        class.seat(id, conn, clock, transport, token);
+        let membership = Membership {
             id: id.clone(),
             conn,
             transport,
             rx: class.shared.tx().subscribe(),
             class: Arc::clone(&class.shared),
+        };
+        Ok(Taken {
+            membership,
+            token,
+            clock,
         })
     }
 
     /// Hands the connection holding `membership` to another student, `id` (a lab kiosk: the
-    /// next student checks in once this one is marked). The class hears `EVENT LEAVE` of the
-    /// old student; announcing the new one is the caller's. Within one class the member keeps
-    /// its receiver and the class is never emptied on the way; into another class it is a
-    /// join there and a leave here.
+    /// next student checks in once this one is marked), seated from `clock` as
+    /// [`Classes::join_at`] seats. The class hears `EVENT LEAVE` of the old student;
+    /// announcing the new one is the caller's. Within one class the member keeps its receiver
+    /// and the class is never emptied on the way; into another class it is a join there and a
+    /// leave here. The new seat's token and clock.
     ///
     /// # Errors
     /// [`AlreadyJoined`] if `id`'s roll is held by another connection; `membership` is then
@@ -536,44 +842,130 @@ impl Classes {
         &self,
         membership: &mut Membership,
         id: &StudentId,
-        due: Instant,
-    ) -> Result<(), AlreadyJoined> {
+        clock: SeatClock,
+        day: Option<Date>,
+    ) -> Result<(u128, SeatClock), AlreadyJoined> {
         let (conn, transport) = (membership.conn, membership.transport);
         if id.class != membership.id.class {
-            let new = self.join_at(id, conn, due, transport)?;
+            let new = self.join_at(id, conn, clock, transport, day)?;
             // The old seat is given back as it drops.
-            drop(std::mem::replace(membership, new));
-            return Ok(());
+            drop(std::mem::replace(membership, new.membership));
+            return Ok((new.token, new.clock));
         }
-        {
-            let mut map = self.lock();
-            let Some(class) = map.get_mut(&id.class) else {
-                // Unreachable while `membership` lives (a member keeps its class); but if it
-                // were so, joining afresh is the right answer.
-                drop(map);
-                *membership = self.join_at(id, conn, due, transport)?;
-                return Ok(());
-            };
-            if class.members.get(&id.roll).is_some_and(|m| m.conn != conn) {
+        let (token, clock) = {
+            let mut state = self.lock();
+            let held_elsewhere = state
+                .classes
+                .get(&id.class)
+                .and_then(|c| c.members.get(&id.roll))
+                .is_some_and(|m| m.conn != conn);
+            if held_elsewhere {
                 return Err(AlreadyJoined);
             }
+            let clock = carried(clock, state.take_served(&id.class, &id.roll, day));
+            let token = new_token();
+            let State {
+                classes, tokens, ..
+            } = &mut *state;
+            let Some(class) = classes.get_mut(&id.class) else {
+                // Unreachable while `membership` lives (a member keeps its class); but if it
+                // were so, joining afresh is the right answer.
+                drop(state);
+                let new = self.join_at(id, conn, clock, transport, day)?;
+                *membership = new.membership;
+                return Ok((new.token, new.clock));
+            };
             // Our own entry goes; another connection's (not ours to take) is put back.
-            if let Some(other) = class
-                .members
-                .remove(&membership.id.roll)
-                .filter(|m| m.conn != conn)
-            {
-                class.members.insert(membership.id.roll.clone(), other);
+            if let Some(old) = class.members.remove(&membership.id.roll) {
+                if old.conn == conn {
+                    tokens.remove(&old.token);
+                } else {
+                    class.members.insert(membership.id.roll.clone(), old);
+                }
             }
-            class.seat(id, conn, due, transport);
-        }
+            if token != 0 {
+                tokens.insert(token, (id.class.clone(), id.roll.clone()));
+            }
+            class.seat(id, conn, clock, transport, token);
+            (token, clock)
+        };
         let old = std::mem::replace(&mut membership.id, id.clone());
         // Our own receiver counts as the one listener `has_listeners` expects from a member.
         membership.announce(Event::Leave {
             name: old.name.clone(),
         });
         self.inner.publish(|| ClassEvent::Left { id: old });
-        Ok(())
+        Ok((token, clock))
+    }
+
+    /// `RESUME token` on connection `conn`: the seat the token belongs to, parked after a drop
+    /// (its served time continues without the time away) or still held by another connection
+    /// (which is told through the ring that it was replaced). The class hears nothing.
+    ///
+    /// # Errors
+    /// [`UnknownToken`] if no seat is held with `token` (never issued, or its grace ran out).
+    pub fn resume(
+        &self,
+        token: u128,
+        conn: ConnId,
+        transport: Transport,
+    ) -> Result<Resumed, UnknownToken> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let (key, roll) = state.tokens.get(&token).cloned().ok_or(UnknownToken)?;
+        let class = state.classes.get_mut(&key).ok_or(UnknownToken)?;
+        let member = class
+            .members
+            .get_mut(&roll)
+            .filter(|m| m.token == token)
+            .ok_or(UnknownToken)?;
+        let took_over = match member.parked_at.take() {
+            Some(parked_at) => {
+                let served = parked_at.saturating_duration_since(member.since());
+                let since = now.checked_sub(served).unwrap_or(now);
+                member.due = since + member.length();
+                false
+            }
+            None => {
+                let old = member.conn;
+                let _ = class.shared.tx().send(Arc::new(AnnouncementLine {
+                    from: PARKED,
+                    line: Bytes::new(),
+                    control: Some(Box::new(Control::Replaced(old))),
+                }));
+                true
+            }
+        };
+        member.conn = conn;
+        member.transport = transport;
+        let clock = SeatClock {
+            since: member.since(),
+            length: member.length(),
+        };
+        let id = StudentId {
+            class: key,
+            name: member.name.clone(),
+            roll,
+        };
+        let membership = Membership {
+            id,
+            conn,
+            transport,
+            rx: class.shared.tx().subscribe(),
+            class: Arc::clone(&class.shared),
+        };
+        Ok(Resumed {
+            membership,
+            clock,
+            took_over,
+        })
+    }
+
+    /// Until when `id`'s seat waits for a resume, if it is parked.
+    pub fn parked_until(&self, id: &StudentId, grace: Duration) -> Option<Instant> {
+        let state = self.lock();
+        let member = state.classes.get(&id.class)?.members.get(&id.roll)?;
+        member.parked_at.map(|at| at + grace)
     }
 
     /// Removes a member, telling the others, and forgets the class once it is empty: the same
@@ -585,6 +977,7 @@ impl Classes {
     /// (class, members) for every class, for status reports.
     pub fn snapshot(&self) -> Vec<(ClassKey, usize)> {
         self.lock()
+            .classes
             .iter()
             .map(|(k, c)| (k.clone(), c.members.len()))
             .collect()
@@ -594,10 +987,10 @@ impl Classes {
     /// served, sorted by class, name and roll.
     pub fn members(&self, class: Option<&ClassKey>) -> Vec<MemberInfo> {
         let mut list: Vec<MemberInfo> = {
-            let map = self.lock();
+            let state = self.lock();
             let classes: Vec<(&ClassKey, &Class)> = match class {
-                Some(key) => map.get_key_value(key).into_iter().collect(),
-                None => map.iter().collect(),
+                Some(key) => state.classes.get_key_value(key).into_iter().collect(),
+                None => state.classes.iter().collect(),
             };
             classes
                 .into_iter()
@@ -627,6 +1020,14 @@ mod tests {
 
     fn id(s: &str) -> StudentId {
         s.parse().expect("valid id")
+    }
+
+    /// A seat served from `since` for no time at all.
+    fn clock(since: Instant) -> SeatClock {
+        SeatClock {
+            since,
+            length: Duration::ZERO,
+        }
     }
 
     /// The next announcement for `m`, waiting, as the connection takes it (a class moves to
@@ -682,7 +1083,7 @@ mod tests {
         let other = classes.join(&id("CN_D2_Cat_3"), 3).expect("join");
         // Within the class: the old student leaves, the class keeps its other member.
         classes
-            .rejoin(&mut kiosk, &id("CN_D1_Bob_2"), Instant::now())
+            .rejoin(&mut kiosk, &id("CN_D1_Bob_2"), clock(Instant::now()), None)
             .expect("rejoin");
         assert_eq!(kiosk.id, id("CN_D1_Bob_2"));
         assert_eq!(
@@ -692,7 +1093,7 @@ mod tests {
         // Alone in a class, there is no one to tell: nothing is even formatted.
         let mut lone = classes.join(&id("CN_D4_Eve_5"), 6).expect("join");
         classes
-            .rejoin(&mut lone, &id("CN_D4_Fay_6"), Instant::now())
+            .rejoin(&mut lone, &id("CN_D4_Fay_6"), clock(Instant::now()), None)
             .expect("rejoin");
         assert!(lone.try_recv().is_err());
         // The roll it left is free again; the one it holds is not.
@@ -704,13 +1105,13 @@ mod tests {
         );
         // A roll held elsewhere is refused and nothing changes.
         assert_eq!(
-            classes.rejoin(&mut kiosk, &id("CN_D2_Cat_3"), Instant::now()),
+            classes.rejoin(&mut kiosk, &id("CN_D2_Cat_3"), clock(Instant::now()), None),
             Err(AlreadyJoined)
         );
         assert_eq!(kiosk.id, id("CN_D1_Bob_2"));
         // Into another class: a leave here and a join there.
         classes
-            .rejoin(&mut kiosk, &id("CN_D3_Dan_4"), Instant::now())
+            .rejoin(&mut kiosk, &id("CN_D3_Dan_4"), clock(Instant::now()), None)
             .expect("rejoin");
         assert_eq!(
             &watcher.try_recv().expect("leave").line[..],
@@ -836,8 +1237,9 @@ mod tests {
         let classes = Classes::new(8, broadcast::channel(16).0);
         let t0 = Instant::now();
         let b = classes
-            .join_at(&id("CN_D1_Bob_2"), 2, t0, Transport::Ws)
-            .expect("join");
+            .join_at(&id("CN_D1_Bob_2"), 2, clock(t0), Transport::Ws, None)
+            .expect("join")
+            .membership;
         let _a = classes.join(&id("CN_D1_Ann_1"), 1).expect("join");
         let _c = classes.join(&id("CN_D2_Cat_3"), 3).expect("join");
         let names = |list: Vec<MemberInfo>| -> Vec<String> {

@@ -63,6 +63,12 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
     pub class_length: Option<Duration>,
 
+    /// How long a dropped student's seat waits for RESUME, e.g. 5m; 0s gives it back at once
+    /// [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
+    pub resume_grace: Option<Duration>,
+
     /// Interval of EVENT HEARTBEAT [default: 60s].
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]

@@ -37,6 +37,10 @@ pub struct Config {
     /// How long a student must stay connected after JOIN before PRESENT is accepted.
     #[serde(with = "humantime_serde")]
     pub class_length: Duration,
+    /// How long a dropped student's seat waits for `RESUME <token>` with the time served; 0
+    /// gives the seat back at once.
+    #[serde(with = "humantime_serde")]
+    pub resume_grace: Duration,
     /// Interval of the `EVENT HEARTBEAT` sent to every client.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
@@ -240,6 +244,9 @@ pub struct Live {
     /// See [`Config::class_length`]; fixed per seat at its JOIN.
     #[serde(with = "humantime_serde")]
     pub class_length: Duration,
+    /// See [`Config::resume_grace`]; for seats that drop after the reload.
+    #[serde(with = "humantime_serde")]
+    pub resume_grace: Duration,
     /// See [`Config::heartbeat`]; from the next beat.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
@@ -305,6 +312,7 @@ impl Config {
             },
             Live {
                 class_length: c.class_length,
+                resume_grace: c.resume_grace,
                 heartbeat: c.heartbeat,
                 max_line: c.max_line,
                 login_timeout: c.login_timeout,
@@ -348,6 +356,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], attendance_protocol::DEFAULT_PORT)),
             csv: PathBuf::from("attendance.csv"),
             class_length: Duration::from_secs(3600),
+            resume_grace: Duration::from_secs(300),
             heartbeat: Duration::from_secs(60),
             max_line: attendance_protocol::DEFAULT_MAX_LINE,
             admin_token_file: None,

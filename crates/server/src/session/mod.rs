@@ -98,6 +98,8 @@ pub struct Session {
     conn: ConnId,
     accepted: Instant,
     seat: Option<Seat>,
+    /// The client said QUIT: its seat is given back, not kept for a resume.
+    quit: bool,
     errors_in_row: u32,
     lines: Limiter,
     chat: Limiter,
@@ -116,6 +118,7 @@ impl Session {
             conn,
             accepted,
             seat: None,
+            quit: false,
             errors_in_row: 0,
             lines,
             chat,
@@ -165,6 +168,26 @@ impl Session {
     /// The connection's own id.
     pub fn conn(&self) -> ConnId {
         self.conn
+    }
+
+    /// The connection is gone. A seat not yet served, that the client did not give up with
+    /// QUIT, waits `resume_grace` for a `RESUME` (unless the server is shutting down); any
+    /// other seat is given back now, and the class hears the student leave.
+    pub fn end(mut self) {
+        let Some(seat) = self.seat.take() else {
+            return;
+        };
+        let grace = self.engine.live().resume_grace;
+        let today = Timestamp::now();
+        let keep = !self.quit
+            && !grace.is_zero()
+            && !self.engine.shutdown.is_cancelled()
+            && !seat.recorded()
+            && self.marked_today(&seat.membership.id, today).is_none();
+        if keep {
+            let day = self.engine.store.local_date(today);
+            seat.membership.park(grace, day);
+        }
     }
 
     /// Handles what the transport read: a line (whose first byte arrived at `arrived`) or a
@@ -242,11 +265,10 @@ impl Session {
         };
         match command {
             Command::Join(id, _code) => self.join(id, arrived, out).0,
-            Command::Resume(_) => self.refuse(
-                out,
-                ErrorCode::BadToken,
-                "no seat is held with that resume token; send JOIN COURSE_DIV_NAME_ROLL",
-            ),
+            Command::Resume(token) => self.resume(&token, out),
+            Command::History | Command::Present | Command::Say(_) if !self.still_holds(out) => {
+                Flow::Close
+            }
             Command::History => self.history(out),
             Command::JoinPresent(id) => self.join_present(id, arrived, out).await,
             Command::Present => self.present(out).await,
@@ -266,6 +288,7 @@ impl Session {
             }
             Command::Help => self.reply(out, Reply::Help(Text::lossy(HELP_TEXT))),
             Command::Quit => {
+                self.quit = true;
                 self.reply(out, Reply::Bye);
                 Flow::Close
             }

@@ -2,7 +2,7 @@
 
 use attendance_protocol::{
     AttendanceStatus, ErrorCode, Event, History, HistoryEntry, HistoryKind, Reply, ServerLine,
-    StudentId, Text, Timestamp,
+    StudentId, Text, Timestamp, Token,
 };
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 use super::{Flow, Outbox, Session};
 use crate::attendance::{Seat, seconds_left};
 use crate::engine::ClassEvent;
+use crate::hub::{SeatClock, UnknownToken, format_token, parse_token};
 use crate::store::{Mark, Recorded, StoreError};
 
 /// Whether a JOIN left the connection seated as the student it named.
@@ -22,7 +23,7 @@ pub(super) enum Seated {
 impl Session {
     /// The durable mark of `id` on the day of `today`, if any (the store is the one source of
     /// truth).
-    fn marked_today(&self, id: &StudentId, today: Timestamp) -> Option<Timestamp> {
+    pub(super) fn marked_today(&self, id: &StudentId, today: Timestamp) -> Option<Timestamp> {
         self.engine.store.marked_at(&id.class, &id.roll, today)
     }
 
@@ -76,39 +77,36 @@ impl Session {
             }
         }
         let class_length = self.engine.live().class_length;
-        let due = arrived + class_length;
+        let clock = SeatClock {
+            since: arrived,
+            length: class_length,
+        };
+        let day = Some(self.engine.store.local_date(today));
         let taken = match &mut self.seat {
             // Marked: the connection is free for the next student (a lab kiosk).
             Some(seat) => self
                 .engine
                 .hub
-                .rejoin(&mut seat.membership, &id, due)
-                .map(|()| None),
+                .rejoin(&mut seat.membership, &id, clock, day)
+                .map(|(token, clock)| (None, token, clock)),
             None => {
                 let transport = self.peer.transport().unwrap_or_default();
                 self.engine
                     .hub
-                    .join_at(&id, self.conn, due, transport)
-                    .map(Some)
+                    .join_at(&id, self.conn, clock, transport, day)
+                    .map(|t| (Some(t.membership), t.token, t.clock))
             }
         };
-        let membership = match taken {
-            Ok(m) => m,
+        let (membership, token, clock) = match taken {
+            Ok(t) => t,
             Err(_) => {
-                let flow = self.refuse(
-                    out,
-                    ErrorCode::Already,
-                    format!(
-                        "roll {} is already checked in to {} on another connection",
-                        id.roll, id.class
-                    ),
-                );
+                let flow = self.refuse_already(out, &id);
                 return (flow, Seated::No);
             }
         };
         let seat = match (membership, self.seat.take()) {
-            (Some(m), _) => Seat::new(m, arrived, class_length),
-            (None, Some(old)) => Seat::new(old.membership, arrived, class_length),
+            (Some(m), _) => Seat::new(m, clock.since, clock.length),
+            (None, Some(old)) => Seat::new(old.membership, clock.since, clock.length),
             // `rejoin` ran only with a seat.
             (None, None) => return (Flow::Continue, Seated::No),
         };
@@ -133,15 +131,108 @@ impl Session {
                 .flatten(),
         });
         self.seat = Some(seat);
+        let resume = (token != 0 && required_seconds > 0)
+            .then(|| Token::new(&format_token(token)).ok())
+            .flatten();
         let flow = self.reply(
             out,
             Reply::Join {
                 id,
                 required_seconds,
-                resume: None,
+                resume,
             },
         );
         (flow, Seated::Yes)
+    }
+
+    /// `ERR ALREADY` for `id`, saying whether the seat waits for a resume after a drop.
+    fn refuse_already(&mut self, out: &mut Outbox, id: &StudentId) -> Flow {
+        let grace = self.engine.live().resume_grace;
+        let message = match self.engine.hub.parked_until(id, grace) {
+            Some(until) => {
+                let secs = seconds_left(until, Instant::now());
+                format!(
+                    "roll {} of {} dropped moments ago and its seat is kept for {secs} more seconds; send RESUME <token> from that session, or JOIN again after",
+                    id.roll, id.class
+                )
+            }
+            None => format!(
+                "roll {} is already checked in to {} on another connection; RESUME <token> takes the seat over",
+                id.roll, id.class
+            ),
+        };
+        self.refuse(out, ErrorCode::Already, message)
+    }
+
+    /// `RESUME token`: the seat the token belongs to, with the time already served; on another
+    /// connection still holding it, that one is told `EVENT REPLACED` and closed.
+    pub(super) fn resume(&mut self, token: &Token, out: &mut Outbox) -> Flow {
+        let Some(peer) = self.peer.addr() else {
+            return self.refuse(
+                out,
+                ErrorCode::Denied,
+                "students check in over the network, not the admin socket",
+            );
+        };
+        let Some(token) = parse_token(token.as_str()) else {
+            return self.bad_token(out);
+        };
+        if let Some(seat) = &self.seat {
+            let today = Timestamp::now();
+            if !seat.recorded() && self.marked_today(&seat.membership.id, today).is_none() {
+                let current = seat.membership.id.to_string();
+                return self.refuse(out, ErrorCode::Joined, format!("this connection is checked in as {current}, who is not marked present yet; send PRESENT first, or RESUME from a new connection"));
+            }
+        }
+        let transport = self.peer.transport().unwrap_or_default();
+        let resumed = match self.engine.hub.resume(token, self.conn, transport) {
+            Ok(r) => r,
+            Err(UnknownToken) => return self.bad_token(out),
+        };
+        // A marked seat this connection held (a kiosk) is given back first.
+        self.seat = None;
+        let id = resumed.membership.id.clone();
+        debug!(student = %id, took_over = resumed.took_over, %peer, "resumed");
+        let seat = Seat::new(
+            resumed.membership,
+            resumed.clock.since,
+            resumed.clock.length,
+        );
+        let now = Instant::now();
+        let required_seconds = self.required_seconds(&seat, now, Timestamp::now());
+        self.seat = Some(seat);
+        let resume = Token::new(&format_token(token)).ok();
+        match resume {
+            Some(resume) => self.reply(
+                out,
+                Reply::Resume {
+                    id,
+                    required_seconds,
+                    resume,
+                },
+            ),
+            None => self.bad_token(out),
+        }
+    }
+
+    fn bad_token(&mut self, out: &mut Outbox) -> Flow {
+        self.refuse(
+            out,
+            ErrorCode::BadToken,
+            "no seat is held with that resume token (its grace may have run out); send JOIN COURSE_DIV_NAME_ROLL",
+        )
+    }
+
+    /// Whether this connection still holds its seat; if a resume elsewhere took it over,
+    /// `EVENT REPLACED` is queued and the connection is to close.
+    pub(super) fn still_holds(&mut self, out: &mut Outbox) -> bool {
+        match &self.seat {
+            Some(seat) if !seat.membership.holds() => {
+                self.send(out, &ServerLine::Event(Event::Replaced));
+                false
+            }
+            _ => true,
+        }
     }
 
     /// `ID_Present` (the original client's last line): join if not yet joined as `id`, then

@@ -26,12 +26,15 @@ fn tcp(n: u8) -> Peer {
 /// One connection's session, driven as its transport would drive it.
 struct Client {
     session: Session,
+    /// The resume token of the last `OK JOIN`, which [`Client::item`] takes off the line.
+    token: Option<String>,
 }
 
 impl Client {
     fn new(engine: &Arc<Engine>, peer: Peer, conn: u64) -> Self {
         Self {
             session: Session::new(Arc::clone(engine), peer, conn, Instant::now()),
+            token: None,
         }
     }
 
@@ -52,7 +55,22 @@ impl Client {
     ) -> (Vec<String>, Flow) {
         let mut out = Outbox::new();
         let flow = self.session.on_item(item, arrived, &mut out).await;
-        (out.lines(), flow)
+        let mut lines = out.lines();
+        for line in &mut lines {
+            // OK JOIN course div name roll seconds token
+            if line.starts_with("OK JOIN ") && line.split(' ').count() == 8 {
+                if let Some((rest, token)) = line.rsplit_once(' ') {
+                    self.token = Some(token.to_owned());
+                    *line = rest.to_owned();
+                }
+            }
+        }
+        (lines, flow)
+    }
+
+    /// The connection drops (not a QUIT): what the transport does as it ends.
+    fn drop_connection(self) {
+        self.session.end();
     }
 
     /// The announcements waiting for this client, as it would write them.
@@ -66,7 +84,7 @@ impl Client {
             let Ok(first) = m.receiver().try_recv() else {
                 break;
             };
-            if let (Some(bytes), _) = m.gather(&first) {
+            if let Some(bytes) = m.gather(&first).lines {
                 lines.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_owned));
             }
         }
@@ -568,6 +586,135 @@ async fn a_resume_token_nobody_holds_is_refused_and_the_connection_goes_on() {
     assert!(usage[0].starts_with("ERR BADFORMAT "), "{usage:?}");
     assert_eq!(
         ann.send("JOIN CN_D1_Ann_1 123456").await,
+        ["OK JOIN CN D1 Ann 1 60"]
+    );
+}
+
+fn grace_config(grace: Duration) -> Config {
+    Config {
+        resume_grace: grace,
+        ..config()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_seat_resumes_with_the_time_served_and_the_class_hears_nothing() {
+    let (engine, _dir) = for_tests(grace_config(Duration::from_secs(300)), |l| l).await;
+    let mut bob = Client::new(&engine, tcp(2), 2);
+    bob.send("JOIN CN_D1_Bob_2").await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    assert_eq!(
+        ann.send("JOIN CN_D1_Ann_1").await,
+        ["OK JOIN CN D1 Ann 1 60"]
+    );
+    let token = ann.token.clone().expect("a resume token");
+    assert_eq!(token.len(), 32, "{token}");
+    assert_eq!(bob.heard(), ["EVENT JOIN CN D1 Ann"]);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    ann.drop_connection();
+    // Away 30 s: the time away does not count.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let mut other = Client::new(&engine, tcp(9), 3);
+    let refused = other.send("JOIN CN_D1_Ann_1").await;
+    assert!(refused[0].starts_with("ERR ALREADY "), "{refused:?}");
+    assert!(refused[0].contains("RESUME"), "{refused:?}");
+    let mut back = Client::new(&engine, tcp(1), 4);
+    assert_eq!(
+        back.send(&format!("RESUME {token}")).await,
+        [format!("OK RESUME CN D1 Ann 1 40 {token}")]
+    );
+    assert!(bob.heard().is_empty(), "no LEAVE or JOIN for a resume");
+    tokio::time::advance(Duration::from_secs(39)).await;
+    let early = back.send("PRESENT").await;
+    assert!(early[0].starts_with("ERR EARLY 1 "), "{early:?}");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(word(&back.send("PRESENT").await, 0), "PRESENT");
+    assert_eq!(bob.heard(), ["EVENT PRESENT Ann"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_takes_over_a_seat_still_held_and_the_old_connection_is_replaced() {
+    let (engine, _dir) = for_tests(grace_config(Duration::from_secs(300)), |l| l).await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    ann.send("JOIN CN_D1_Ann_1").await;
+    let token = ann.token.clone().expect("a resume token");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let mut phone = Client::new(&engine, tcp(7), 2);
+    // Without the token the roll stays held.
+    let refused = phone.send("JOIN CN_D1_Ann_1").await;
+    assert!(refused[0].starts_with("ERR ALREADY "), "{refused:?}");
+    assert_eq!(
+        phone.send(&format!("RESUME {token}")).await,
+        [format!("OK RESUME CN D1 Ann 1 50 {token}")]
+    );
+    // The old connection learns it through its ring, and is closed on its next command too.
+    let m = ann
+        .session
+        .membership_mut()
+        .expect("still has its membership");
+    let first = m.receiver().try_recv().expect("the takeover");
+    assert!(m.gather(&first).replaced);
+    let (lines, flow) = ann.send_at("PRESENT", Instant::now()).await;
+    assert_eq!(lines, ["EVENT REPLACED"]);
+    assert_eq!(flow, Flow::Close);
+    // Its end gives nothing back: the seat is the phone's.
+    ann.drop_connection();
+    let refused = Client::new(&engine, tcp(3), 3)
+        .send("JOIN CN_D1_Ann_1")
+        .await;
+    assert!(refused[0].starts_with("ERR ALREADY "), "{refused:?}");
+    tokio::time::advance(Duration::from_secs(50)).await;
+    assert_eq!(word(&phone.send("PRESENT").await, 0), "PRESENT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_grace_the_class_hears_the_leave_and_a_new_join_continues_the_time_served() {
+    let (engine, _dir) = for_tests(grace_config(Duration::from_secs(120)), |l| l).await;
+    let mut bob = Client::new(&engine, tcp(2), 2);
+    bob.send("JOIN CN_D1_Bob_2").await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    ann.send("JOIN CN_D1_Ann_1").await;
+    let token = ann.token.clone().expect("a resume token");
+    bob.heard();
+    tokio::time::advance(Duration::from_secs(25)).await;
+    ann.drop_connection();
+    tokio::time::advance(Duration::from_secs(119)).await;
+    assert!(bob.heard().is_empty(), "still within the grace");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    // The grace's timer task runs.
+    tokio::task::yield_now().await;
+    assert_eq!(bob.heard(), ["EVENT LEAVE Ann"]);
+    let mut late = Client::new(&engine, tcp(1), 3);
+    let refused = late.send(&format!("RESUME {token}")).await;
+    assert!(refused[0].starts_with("ERR BADTOKEN "), "{refused:?}");
+    // 25 s served before the drop: 35 s remain.
+    assert_eq!(
+        late.send("JOIN CN_D1_Ann_1").await,
+        ["OK JOIN CN D1 Ann 1 35"]
+    );
+    assert_ne!(late.token.as_deref(), Some(token.as_str()), "a fresh token");
+}
+
+#[tokio::test(start_paused = true)]
+async fn quit_or_a_zero_grace_gives_the_seat_back_at_once() {
+    let (engine, _dir) = for_tests(grace_config(Duration::from_secs(300)), |l| l).await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    ann.send("JOIN CN_D1_Ann_1").await;
+    assert_eq!(ann.send("QUIT").await, ["OK BYE"]);
+    ann.drop_connection();
+    let mut again = Client::new(&engine, tcp(1), 2);
+    assert_eq!(
+        again.send("JOIN CN_D1_Ann_1").await,
+        ["OK JOIN CN D1 Ann 1 60"]
+    );
+
+    let (engine, _dir) = for_tests(grace_config(Duration::ZERO), |l| l).await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    ann.send("JOIN CN_D1_Ann_1").await;
+    ann.drop_connection();
+    let mut again = Client::new(&engine, tcp(1), 2);
+    assert_eq!(
+        again.send("JOIN CN_D1_Ann_1").await,
         ["OK JOIN CN D1 Ann 1 60"]
     );
 }

@@ -58,7 +58,8 @@ where
         writer: write,
     };
     let _ = c.run(&mut reader, signals).await;
-    // The session (and with it the seat) drops here: the class hears the student leave.
+    // The seat is kept for a resume, or given back: the class hears the student leave.
+    c.session.end();
     debug!("closed");
 }
 
@@ -131,6 +132,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     Ok(a) => Box::pin(self.forward(a)).await?,
                     Err(RecvError::Lagged(n)) => {
                         Box::pin(self.send_event(Event::Lagged(n))).await?;
+                        // The lag may have skipped the word that the seat was taken over.
+                        Box::pin(self.close_if_replaced()).await?;
                     }
                     Err(RecvError::Closed) => return Ok(Flow::Close),
                 },
@@ -233,14 +236,33 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let Some(m) = self.session.membership_mut() else {
             return Ok(());
         };
-        let (lines, lagged) = m.gather(&first);
-        if let Some(lines) = lines {
+        let gathered = m.gather(&first);
+        if let Some(lines) = gathered.lines {
             self.send(lines).await?;
         }
-        if let Some(n) = lagged {
+        if gathered.replaced {
+            return self.replaced().await;
+        }
+        if let Some(n) = gathered.lagged {
             self.send_event(Event::Lagged(n)).await?;
+            self.close_if_replaced().await?;
         }
         Ok(())
+    }
+
+    /// Closes the connection with `EVENT REPLACED` if a resume elsewhere took its seat.
+    async fn close_if_replaced(&mut self) -> Result<(), Closed> {
+        match self.session.membership_mut() {
+            Some(m) if !m.holds() => self.replaced().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The seat was taken over by a resume on another connection: `EVENT REPLACED`, close.
+    async fn replaced(&mut self) -> Result<(), Closed> {
+        let line = ServerLine::Event(Event::Replaced).encode();
+        let _ = self.send_within(line, Some(FAREWELL_TIMEOUT)).await;
+        Err(Closed)
     }
 
     /// Writes `line`, giving up on a peer that does not read for `write_timeout`.
