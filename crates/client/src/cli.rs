@@ -49,6 +49,11 @@ pub struct Args {
     #[arg(long, env = "ATTEND_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
 
+    /// After a dropped connection, keep reconnecting (with backoff) for this long to get the
+    /// seat back with the time already served, e.g. 5m; 0s gives up at once.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reconnect_for: std::time::Duration,
+
     /// Your ID, COURSE_DIV_NAME_ROLL (e.g. ComputerNetworks_Div1_JayPatel_18BCP043). Without it,
     /// the first line of standard input is read.
     #[arg(value_name = "COURSE_DIV_NAME_ROLL")]

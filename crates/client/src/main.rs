@@ -45,6 +45,7 @@ fn main() {
             Some(file) => Some(Trust::CaFile(file)),
             None => args.tls.then_some(Trust::System),
         },
+        reconnect_for: args.reconnect_for,
         ..Options::default()
     };
     let result = runtime.block_on(attendance_client::run(

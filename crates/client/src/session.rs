@@ -159,6 +159,13 @@ pub enum ClientError {
     /// The server sent something this client does not understand where it matters.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Another device took the seat over with its resume token; this one stops (and does not
+    /// take it back, or the two would take it from each other forever).
+    #[error("your seat was taken over by another device that checked in with your resume token")]
+    Replaced,
+    /// The connection dropped and the server could not be reached again in time.
+    #[error("lost the connection to the server and could not get back within {} s; your attendance was NOT marked", .0.as_secs())]
+    GaveUp(Duration),
     /// Ctrl-C: the client left the class.
     #[error("interrupted: you left the class; your attendance was NOT marked")]
     Interrupted,
@@ -175,6 +182,8 @@ impl ClientError {
             Self::Disconnected
             | Self::ConnectionLost(_)
             | Self::ServerShutdown
+            | Self::Replaced
+            | Self::GaveUp(_)
             | Self::NoReply { .. } => exit::DISCONNECTED,
             Self::Storage(_) | Self::StillEarly(_) | Self::Refused { .. } | Self::Protocol(_) => {
                 exit::FAILURE
@@ -221,6 +230,9 @@ pub struct Options {
     pub max_early_retries: u32,
     /// `Some`: connect with TLS, trusting these certificate authorities; `None`: plain TCP.
     pub tls: Option<Trust>,
+    /// After a drop, how long the client keeps reconnecting (with backoff and jitter) to
+    /// `RESUME` its seat; zero gives up at once. The server's default grace is 5 minutes.
+    pub reconnect_for: Duration,
 }
 
 impl Default for Options {
@@ -231,6 +243,7 @@ impl Default for Options {
             quit_timeout: Duration::from_secs(2),
             max_early_retries: 5,
             tls: None,
+            reconnect_for: Duration::from_secs(300),
         }
     }
 }
@@ -287,13 +300,92 @@ pub async fn run(
             });
         }
     };
-    session.attend(id, input, interrupt, out).await
+    let mut opening = Opening::Join;
+    // Bounded: each turn follows a drop, and reconnecting gives up after `reconnect_for`.
+    loop {
+        let result = session
+            .attend(id.clone(), opening, input, &mut interrupt, out)
+            .await;
+        let token = match result {
+            Err(ClientError::Disconnected | ClientError::ConnectionLost(_))
+                if session.token.is_some() && !options.reconnect_for.is_zero() =>
+            {
+                session.token.take()
+            }
+            other => return other,
+        };
+        let Some(token) = token else {
+            return Err(ClientError::Disconnected);
+        };
+        out.line("The connection to the server dropped; reconnecting to keep your seat");
+        session = tokio::select! {
+            () = &mut interrupt => return Err(ClientError::Interrupted),
+            s = reconnect(server, options, out) => s?,
+        };
+        opening = Opening::Resume(token);
+    }
+}
+
+/// Connects again after a drop, with exponential backoff (0.5 s doubling to 10 s) and ±30 %
+/// jitter, so a room of students whose Wi-Fi came back does not knock all at once; gives up
+/// after [`Options::reconnect_for`].
+async fn reconnect(
+    server: &str,
+    options: &Options,
+    out: &mut Output,
+) -> Result<Session, ClientError> {
+    let started = Instant::now();
+    let give_up = started + options.reconnect_for;
+    let mut delay = Duration::from_millis(500);
+    // Bounded by time, and by count as a second guard.
+    for attempt in 1..=10_000u32 {
+        let wait = jittered(delay);
+        if Instant::now() + wait >= give_up {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        match Session::connect(server, options.clone()).await {
+            Ok(session) => {
+                out.line(&format!("Reconnected (attempt {attempt})"));
+                return Ok(session);
+            }
+            // A server that refuses us outright (TLS, a bad certificate) will not change its mind.
+            Err(e @ (ClientError::TlsSetup(_) | ClientError::Certificate { .. })) => return Err(e),
+            Err(e) => {
+                out.clear_progress();
+                out.line(&format!("* reconnecting, attempt {attempt}: {e}"));
+            }
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    Err(ClientError::GaveUp(options.reconnect_for))
+}
+
+/// `delay` moved by up to 30 % either way, at random.
+fn jittered(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A hasher seeded afresh by the OS: random enough to spread reconnects, and no new crate.
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let per_mille = 700 + r % 601;
+    delay * u32::try_from(per_mille).unwrap_or(1000) / 1000
+}
+
+/// How [`Session::attend`] takes its seat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Opening {
+    /// `JOIN` the class.
+    Join,
+    /// `RESUME` the seat this token was issued with (after a drop); `JOIN` if it is gone.
+    Resume(String),
 }
 
 /// What the session is waiting for an answer to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sent {
     Join,
+    Resume,
     Say,
     Present,
 }
@@ -312,6 +404,8 @@ enum Phase {
 /// What one server line means for the session loop.
 enum Step {
     Continue,
+    /// The seat could not be resumed: join afresh (the server continues the time served).
+    Rejoin,
     Marked(Timestamp),
 }
 
@@ -328,6 +422,8 @@ pub struct Session {
     early_retries: u32,
     /// When the answer to the outstanding `JOIN` or `PRESENT` is overdue.
     reply_deadline: Option<Instant>,
+    /// The seat's resume token, from `OK JOIN` (or `OK RESUME`).
+    token: Option<String>,
 }
 
 impl Session {
@@ -408,6 +504,7 @@ impl Session {
             id: None,
             early_retries: 0,
             reply_deadline: None,
+            token: None,
         })
     }
 
@@ -420,15 +517,15 @@ impl Session {
     ///
     /// # Errors
     /// A [`ClientError`] saying why the attendance was not marked.
-    pub async fn attend(
-        mut self,
+    async fn attend(
+        &mut self,
         id: StudentId,
+        opening: Opening,
         input: &mut mpsc::Receiver<String>,
-        interrupt: impl Future<Output = ()>,
+        interrupt: impl Future<Output = ()> + Unpin,
         out: &mut Output,
     ) -> Result<Marked, ClientError> {
-        tokio::pin!(interrupt);
-        let result = self.attend_inner(id, input, &mut interrupt, out).await;
+        let result = self.attend_inner(id, opening, input, interrupt, out).await;
         out.clear_progress();
         match result {
             Ok(marked) => {
@@ -440,7 +537,8 @@ impl Session {
             Err(
                 e @ (ClientError::Disconnected
                 | ClientError::ConnectionLost(_)
-                | ClientError::ServerShutdown),
+                | ClientError::ServerShutdown
+                | ClientError::Replaced),
             ) => Err(e),
             Err(e) => {
                 self.leave().await;
@@ -452,13 +550,19 @@ impl Session {
     async fn attend_inner(
         &mut self,
         id: StudentId,
+        opening: Opening,
         input: &mut mpsc::Receiver<String>,
         mut interrupt: impl Future<Output = ()> + Unpin,
         out: &mut Output,
     ) -> Result<Marked, ClientError> {
-        self.send(Command::Join(id.clone(), None), Sent::Join)
-            .await?;
-        self.id = Some(id);
+        match opening.resume_token() {
+            Some(token) => self.send(Command::Resume(token), Sent::Resume).await?,
+            None => {
+                self.send(Command::Join(id.clone(), None), Sent::Join)
+                    .await?;
+            }
+        }
+        self.id = Some(id.clone());
         let mut phase = Phase::Joining;
         let mut ticker = interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -490,6 +594,10 @@ impl Session {
                                 ticker.reset_immediately();
                             }
                         }
+                        Step::Rejoin => {
+                            out.line("The seat was no longer held for you; checking in again");
+                            self.send(Command::Join(id.clone(), None), Sent::Join).await?;
+                        }
                         Step::Marked(at) => {
                             let id = self.id.clone().ok_or_else(|| {
                                 ClientError::Protocol("marked before joining".into())
@@ -514,7 +622,7 @@ impl Session {
                     None => input_open = false,
                 },
                 () = sleep_until(overdue), if self.reply_deadline.is_some() => {
-                    let command = if matches!(phase, Phase::Joining) { "JOIN" } else { "PRESENT" };
+                    let command = if matches!(phase, Phase::Joining) { "JOIN or RESUME" } else { "PRESENT" };
                     return Err(ClientError::NoReply { command, waited: self.options.reply_timeout });
                 }
             }
@@ -531,6 +639,7 @@ impl Session {
         let answer = match line {
             ServerLine::Hello(_) => return Ok(Step::Continue),
             ServerLine::Event(Event::Shutdown) => return Err(ClientError::ServerShutdown),
+            ServerLine::Event(Event::Replaced) => return Err(ClientError::Replaced),
             ServerLine::Event(event) => {
                 out.event(&event);
                 return Ok(Step::Continue);
@@ -553,13 +662,36 @@ impl Session {
                 Ok(Step::Continue)
             }
             (
+                Sent::Resume,
+                Ok(Reply::Resume {
+                    id,
+                    required_seconds,
+                    resume,
+                }),
+            ) => {
+                if self.id.as_ref() != Some(&id) {
+                    return Err(ClientError::Protocol(format!(
+                        "resumed as {id}, which is not the ID sent"
+                    )));
+                }
+                self.token = Some(resume.as_str().to_owned());
+                out.line(&format!(
+                    "Back in class: your seat was kept; {} left",
+                    format_hms(required_seconds)
+                ));
+                *phase = Phase::Waiting(Countdown::new(Instant::now(), required_seconds));
+                Ok(Step::Continue)
+            }
+            (Sent::Resume, Err((ErrorCode::BadToken, _))) => Ok(Step::Rejoin),
+            (
                 Sent::Join,
                 Ok(Reply::Join {
                     id,
                     required_seconds,
-                    ..
+                    resume,
                 }),
             ) => {
+                self.token = resume.map(|t| t.as_str().to_owned());
                 if self.id.as_ref() != Some(&id) {
                     return Err(ClientError::Protocol(format!(
                         "joined as {id}, which is not the ID sent"
@@ -627,7 +759,7 @@ impl Session {
             match self.pending.pop_front() {
                 // An unanswered chat line or a stray reply changes nothing.
                 Some(Sent::Say) | None => {}
-                Some(Sent::Join | Sent::Present) => {
+                Some(Sent::Join | Sent::Resume | Sent::Present) => {
                     return Err(ClientError::Protocol(format!(
                         "unreadable reply from the server: {shown}"
                     )));
@@ -699,5 +831,14 @@ fn parse_item(
         Some(Err(e)) => Err(ClientError::ConnectionLost(e)),
         Some(Ok(Err(e))) => Ok(Err(format!("<{e}>"))),
         Some(Ok(Ok(line))) => Ok(line.parse::<ServerLine>().map_err(|_| line)),
+    }
+}
+
+impl Opening {
+    fn resume_token(&self) -> Option<attendance_protocol::Token> {
+        match self {
+            Self::Join => None,
+            Self::Resume(t) => attendance_protocol::Token::new(t).ok(),
+        }
     }
 }
