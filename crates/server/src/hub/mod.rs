@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use attendance_protocol::{BurstKind, ClassKey, Event, Field, ServerLine, StudentId, Transport};
+use attendance_protocol::{
+    BurstKind, ClassKey, Event, Field, HistoryEntry, HistoryKind, MAX_HISTORY, ServerLine,
+    StudentId, Timestamp, Transport,
+};
 use bytes::{Bytes, BytesMut};
 use jiff::civil::Date;
 use tokio::sync::broadcast;
@@ -364,6 +367,10 @@ struct State {
     /// Time served by seats whose grace ran out before they were served, on the day they ran
     /// out: a later JOIN of the same roll that day continues it.
     served: Map<(ClassKey, Field), (Date, Duration)>,
+    /// The timelines of rolls whose seat dropped today (joins, drops, resumes, expiries), for
+    /// `HISTORY`; a roll that never dropped has none (its seat tells its one join), so a hall
+    /// that sits still costs nothing here. Bounded like `served`.
+    timelines: Map<(ClassKey, Field), (Date, Vec<HistoryEntry>)>,
 }
 
 impl State {
@@ -398,6 +405,54 @@ impl State {
             return;
         }
         self.served.insert((key, roll), (day, served));
+    }
+
+    /// Adds `kind` at `at` to the timeline of `roll` of `key` on `day`; `joined` (when the seat
+    /// was taken) starts a timeline that does not exist yet. Only `day`'s entries are kept, at
+    /// most [`MAX_HISTORY`].
+    fn note(
+        &mut self,
+        key: &ClassKey,
+        roll: &Field,
+        day: Option<Date>,
+        joined: Option<Timestamp>,
+        kind: HistoryKind,
+    ) {
+        let at = Timestamp::now();
+        let entry = self.timelines.get_mut(&(key.clone(), roll.clone()));
+        let entries = match (entry, day) {
+            (Some((d, entries)), Some(day)) if *d != day => {
+                entries.clear();
+                *d = day;
+                entries
+            }
+            (Some((_, entries)), _) => entries,
+            (None, Some(day)) => {
+                let Some(joined) = joined else {
+                    return;
+                };
+                if self.timelines.len() >= MAX_SERVED_LEDGER {
+                    self.timelines.retain(|_, (d, _)| *d >= day);
+                }
+                if self.timelines.len() >= MAX_SERVED_LEDGER {
+                    return;
+                }
+                let (_, entries) = self
+                    .timelines
+                    .entry((key.clone(), roll.clone()))
+                    .or_insert_with(|| (day, Vec::new()));
+                entries.push(HistoryEntry {
+                    kind: HistoryKind::Join,
+                    at: joined,
+                });
+                entries
+            }
+            (None, None) => return,
+        };
+        if entries.len() >= MAX_HISTORY {
+            entries.remove(0);
+        }
+        entries.push(HistoryEntry { kind, at });
     }
 
     /// The time `roll` of `key` already served on `day` in a seat whose grace ran out (taken
@@ -472,6 +527,13 @@ impl HubInner {
             self.tell_left(id, class, PARKED);
         }
     }
+}
+
+/// The wall-clock time of `instant` (in the past), as the records show it.
+fn wall_at(instant: Instant) -> Timestamp {
+    let wall = Timestamp::now();
+    let ago = Instant::now().saturating_duration_since(instant);
+    Timestamp::from_datetime(wall.datetime() - ago)
 }
 
 /// `clock` moved back by `served` (time served earlier today), never before the clock's epoch.
@@ -659,6 +721,14 @@ impl Membership {
             };
             m.conn = PARKED;
             m.parked_at = Some(parked_at);
+            let joined = wall_at(m.since());
+            state.note(
+                &self.id.class,
+                &self.id.roll,
+                Some(day),
+                Some(joined),
+                HistoryKind::Drop,
+            );
         }
         debug!(student = %self.id, grace = ?grace, "seat parked for a resume");
         let id = self.id.clone();
@@ -954,11 +1024,27 @@ impl Classes {
             rx: class.shared.tx().subscribe(),
             class: Arc::clone(&class.shared),
         };
+        let joined = wall_at(clock.since);
+        state.note(
+            &membership.id.class,
+            &membership.id.roll,
+            None,
+            Some(joined),
+            HistoryKind::Resume,
+        );
         Ok(Resumed {
             membership,
             clock,
             took_over,
         })
+    }
+
+    /// `id`'s timeline on `day`, if its seat ever dropped that day (else the seat's join is
+    /// all there is to tell).
+    pub fn timeline(&self, id: &StudentId, day: Date) -> Option<Vec<HistoryEntry>> {
+        let state = self.lock();
+        let (d, entries) = state.timelines.get(&(id.class.clone(), id.roll.clone()))?;
+        (*d == day).then(|| entries.clone())
     }
 
     /// Until when `id`'s seat waits for a resume, if it is parked.

@@ -320,12 +320,23 @@ impl Session {
         let today = Timestamp::now();
         let required = seat.length();
         let served = now.saturating_duration_since(seat.since()).min(required);
-        let mut entries = vec![HistoryEntry {
-            kind: HistoryKind::Join,
-            at: seat.joined_at(today, now),
-        }];
+        let day = self.engine.store.local_date(today);
+        // A seat that dropped has its timeline in the hub; one that never did, just its join.
+        let mut entries = self
+            .engine
+            .hub
+            .timeline(&seat.membership.id, day)
+            .unwrap_or_else(|| {
+                vec![HistoryEntry {
+                    kind: HistoryKind::Join,
+                    at: seat.joined_at(today, now),
+                }]
+            });
         let marked = self.marked_today(&seat.membership.id, today);
         if let Some(at) = marked {
+            if entries.len() >= attendance_protocol::MAX_HISTORY {
+                entries.remove(0);
+            }
             entries.push(HistoryEntry {
                 kind: HistoryKind::Mark,
                 at,

@@ -624,6 +624,14 @@ async fn a_dropped_seat_resumes_with_the_time_served_and_the_class_hears_nothing
         [format!("OK RESUME CN D1 Ann 1 40 {token}")]
     );
     assert!(bob.heard().is_empty(), "no LEAVE or JOIN for a resume");
+    let history = back.send("HISTORY").await;
+    let words: Vec<&str> = history[0].split(' ').collect();
+    let kinds: Vec<&str> = words
+        .iter()
+        .filter_map(|w| w.split_once('@').map(|(k, _)| k))
+        .collect();
+    assert_eq!(kinds, ["join", "drop", "resume"], "{history:?}");
+    assert!(history[0].contains(" served=20 "), "{history:?}");
     tokio::time::advance(Duration::from_secs(39)).await;
     let early = back.send("PRESENT").await;
     assert!(early[0].starts_with("ERR EARLY 1 "), "{early:?}");
