@@ -72,6 +72,9 @@ enum Control {
     Moved(Mutex<Vec<(ConnId, broadcast::Receiver<Announcement>)>>),
     /// Connection `0`'s seat was taken over by a `RESUME` on another connection.
     Replaced(ConnId),
+    /// The class's session closed: each listed connection writes its line (its
+    /// `EVENT ENDED …`) and closes.
+    Ended(Map<ConnId, Bytes>),
 }
 
 #[derive(Debug)]
@@ -366,7 +369,7 @@ struct State {
     tokens: Map<u128, (ClassKey, Field)>,
     /// Time served by seats whose grace ran out before they were served, on the day they ran
     /// out: a later JOIN of the same roll that day continues it.
-    served: Map<(ClassKey, Field), (Date, Duration)>,
+    served: Map<(ClassKey, Field), (Date, Duration, Field)>,
     /// The timelines of rolls whose seat dropped today (joins, drops, resumes, expiries), for
     /// `HISTORY`; a roll that never dropped has none (its seat tells its one join), so a hall
     /// that sits still costs nothing here. Bounded like `served`.
@@ -396,15 +399,15 @@ impl State {
 
     /// Keeps `served` as the time `roll` of `key` served on `day` (bounded: see
     /// [`MAX_SERVED_LEDGER`]).
-    fn keep_served(&mut self, key: ClassKey, roll: Field, day: Date, served: Duration) {
+    fn keep_served(&mut self, key: ClassKey, roll: Field, name: Field, day: Date, served: Duration) {
         if self.served.len() >= MAX_SERVED_LEDGER {
-            self.served.retain(|_, (d, _)| *d >= day);
+            self.served.retain(|_, (d, _, _)| *d >= day);
         }
         if self.served.len() >= MAX_SERVED_LEDGER {
             warn!(class = %key, roll = %roll, "served-time ledger full; a later JOIN starts afresh");
             return;
         }
-        self.served.insert((key, roll), (day, served));
+        self.served.insert((key, roll), (day, served, name));
     }
 
     /// Adds `kind` at `at` to the timeline of `roll` of `key` on `day`; `joined` (when the seat
@@ -465,7 +468,7 @@ impl State {
             return Duration::ZERO;
         }
         match self.served.remove(&(key.clone(), roll.clone())) {
-            Some((d, served)) if d == day => served,
+            Some((d, served, _)) if d == day => served,
             _ => Duration::ZERO,
         }
     }
@@ -518,7 +521,7 @@ impl HubInner {
                 let served = parked_at
                     .saturating_duration_since(m.since())
                     .min(m.length());
-                state.keep_served(id.class.clone(), id.roll.clone(), day, served);
+                state.keep_served(id.class.clone(), id.roll.clone(), id.name.clone(), day, served);
             }
             removed
         };
@@ -633,12 +636,28 @@ impl Membership {
             out.replaced = true;
             return out;
         }
+        if let Some(line) = self.ended_by(first) {
+            out.lines = Some(line);
+            out.ended = true;
+            return out;
+        }
         let mut single = (!self.follow(first) && first.from != me).then(|| first.line.clone());
         let mut batch: Option<BytesMut> = None;
         for _ in 0..MAX_GATHER {
             match self.try_recv() {
                 Ok(a) if self.replaced_by(&a) => {
                     out.replaced = true;
+                    break;
+                }
+                Ok(a) if self.ended_by(&a).is_some() => {
+                    let buf = batch.get_or_insert_with(BytesMut::new);
+                    if let Some(line) = single.take() {
+                        buf.extend_from_slice(&line);
+                    }
+                    if let Some(line) = self.ended_by(&a) {
+                        buf.extend_from_slice(&line);
+                    }
+                    out.ended = true;
                     break;
                 }
                 Ok(a) if a.from == me || a.control.is_some() => {}
@@ -660,6 +679,14 @@ impl Membership {
         out
     }
 
+    /// This member's closing line, if `a` tells that the class's session closed.
+    fn ended_by(&self, a: &AnnouncementLine) -> Option<Bytes> {
+        match a.control.as_deref() {
+            Some(Control::Ended(lines)) => lines.get(&self.conn).cloned(),
+            _ => None,
+        }
+    }
+
     /// Whether `a` tells this member that its seat was taken over.
     pub fn replaced_by(&self, a: &AnnouncementLine) -> bool {
         matches!(a.control.as_deref(), Some(Control::Replaced(conn)) if *conn == self.conn)
@@ -671,7 +698,7 @@ impl Membership {
     pub fn follow(&mut self, a: &AnnouncementLine) -> bool {
         match a.control.as_deref() {
             None => false,
-            Some(Control::Replaced(_)) => true,
+            Some(Control::Replaced(_) | Control::Ended(_)) => true,
             Some(Control::Moved(receivers)) => {
                 let mut receivers = receivers.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(i) = receivers.iter().position(|(conn, _)| *conn == self.conn) {
@@ -751,6 +778,9 @@ pub struct Gathered {
     pub lagged: Option<u64>,
     /// The seat was taken over by a resume on another connection.
     pub replaced: bool,
+    /// The class's session closed: the lines end with this member's `EVENT ENDED`; the
+    /// connection closes after writing them.
+    pub ended: bool,
 }
 
 /// The seat a `RESUME` gave back.
@@ -762,6 +792,21 @@ pub struct Resumed {
     pub clock: SeatClock,
     /// Another connection still held the seat (it was told `EVENT REPLACED`).
     pub took_over: bool,
+}
+
+/// What a student served in a session that closed ([`Classes::end_class`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    /// The student.
+    pub id: StudentId,
+    /// Connected time served in the session.
+    pub served: Duration,
+    /// The class length the seat had to serve (zero for a seat whose grace ran out).
+    pub required: Duration,
+    /// The connection holding the seat, if one did.
+    pub conn: Option<ConnId>,
+    /// When the student's first JOIN of the day came.
+    pub first_join: Timestamp,
 }
 
 /// No seat is held with that resume token.
@@ -1037,6 +1082,90 @@ impl Classes {
             clock,
             took_over,
         })
+    }
+
+    /// Closes the session of class `key` on `day`: every seat (held or parked) is given back
+    /// without a word to the class, the time served by seats whose grace ran out is taken, and
+    /// what each student served is returned, for the records the session's close writes.
+    /// [`Classes::tell_ended`] then tells the connections.
+    pub fn end_class(&self, key: &ClassKey, day: Date) -> Vec<Ending> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut endings = Vec::new();
+        if let Some(class) = state.classes.get(key) {
+            for (roll, m) in &class.members {
+                let until = m.parked_at.unwrap_or(now);
+                endings.push(Ending {
+                    id: StudentId {
+                        class: key.clone(),
+                        name: m.name.clone(),
+                        roll: roll.clone(),
+                    },
+                    served: until.saturating_duration_since(m.since()),
+                    required: m.length(),
+                    conn: (m.conn != PARKED).then_some(m.conn),
+                    first_join: wall_at(m.since()),
+                });
+            }
+        }
+        // Class kept (with its ring) until the lines are told; members forgotten now.
+        let tokens: Vec<u128> = state
+            .classes
+            .get_mut(key)
+            .map(|c| c.members.drain().map(|(_, m)| m.token).collect())
+            .unwrap_or_default();
+        for t in tokens {
+            state.tokens.remove(&t);
+        }
+        let gone: Vec<(ClassKey, Field)> = state
+            .served
+            .iter()
+            .filter(|((k, _), (d, _, _))| k == key && *d == day)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            if let Some((_, served, name)) = state.served.remove(&k) {
+                let (class, roll) = k;
+                endings.push(Ending {
+                    id: StudentId { class, name, roll },
+                    served,
+                    required: Duration::ZERO,
+                    conn: None,
+                    first_join: Timestamp::now(),
+                });
+            }
+        }
+        for e in &mut endings {
+            let k = (e.id.class.clone(), e.id.roll.clone());
+            if let Some((d, entries)) = state.timelines.get(&k) {
+                if *d == day {
+                    if let Some(first) = entries.iter().find(|x| x.kind == HistoryKind::Join) {
+                        e.first_join = first.at;
+                    }
+                }
+            }
+        }
+        endings
+    }
+
+    /// Tells the connections of a closed class their closing lines (`lines`: connection →
+    /// encoded line), and forgets the class.
+    pub fn tell_ended(&self, key: &ClassKey, lines: Vec<(ConnId, Bytes)>) {
+        let lines: Map<ConnId, Bytes> = lines.into_iter().collect();
+        let mut state = self.lock();
+        let Some(class) = state.classes.get(key) else {
+            return;
+        };
+        if !lines.is_empty() {
+            let _ = class.shared.tx().send(Arc::new(AnnouncementLine {
+                from: PARKED,
+                line: Bytes::new(),
+                control: Some(Box::new(Control::Ended(lines))),
+            }));
+        }
+        if class.members.is_empty() {
+            state.classes.remove(key);
+        }
     }
 
     /// `id`'s timeline on `day`, if its seat ever dropped that day (else the seat's join is

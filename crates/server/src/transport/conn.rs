@@ -238,6 +238,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         };
         let gathered = m.gather(&first);
         if let Some(lines) = gathered.lines {
+            if gathered.ended {
+                // The session closed: its EVENT ENDED is the last line.
+                let _ = self.send_within(lines, Some(FAREWELL_TIMEOUT)).await;
+                return Err(Closed);
+            }
             self.send(lines).await?;
         }
         if gathered.replaced {
