@@ -399,7 +399,14 @@ impl State {
 
     /// Keeps `served` as the time `roll` of `key` served on `day` (bounded: see
     /// [`MAX_SERVED_LEDGER`]).
-    fn keep_served(&mut self, key: ClassKey, roll: Field, name: Field, day: Date, served: Duration) {
+    fn keep_served(
+        &mut self,
+        key: ClassKey,
+        roll: Field,
+        name: Field,
+        day: Date,
+        served: Duration,
+    ) {
         if self.served.len() >= MAX_SERVED_LEDGER {
             self.served.retain(|_, (d, _, _)| *d >= day);
         }
@@ -521,7 +528,13 @@ impl HubInner {
                 let served = parked_at
                     .saturating_duration_since(m.since())
                     .min(m.length());
-                state.keep_served(id.class.clone(), id.roll.clone(), id.name.clone(), day, served);
+                state.keep_served(
+                    id.class.clone(),
+                    id.roll.clone(),
+                    id.name.clone(),
+                    day,
+                    served,
+                );
             }
             removed
         };
@@ -617,7 +630,9 @@ impl Membership {
     /// As [`broadcast::Receiver::try_recv`].
     pub fn try_recv(&mut self) -> Result<Announcement, TryRecvError> {
         let a = self.rx.try_recv()?;
-        if self.follow(&a) {
+        // Only the move is taken here; the hub's other messages are for the caller to see.
+        if matches!(a.control.as_deref(), Some(Control::Moved(_))) {
+            self.follow(&a);
             self.rx.try_recv()
         } else {
             Ok(a)
@@ -1510,5 +1525,56 @@ mod tests {
             &watcher.try_recv().expect("line").line[..],
             b"EVENT PRESENT S1\n"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_a_class_gives_every_seat_back_silently_with_what_it_served() {
+        let classes = Classes::new(8, broadcast::channel(16).0);
+        let day = Date::constant(2026, 12, 7);
+        let hour = |since| SeatClock {
+            since,
+            length: Duration::from_secs(3600),
+        };
+        let t0 = Instant::now();
+        let mut ann = classes
+            .join_at(&id("CN_D1_Ann_1"), 1, hour(t0), Transport::Tcp, Some(day))
+            .expect("join")
+            .membership;
+        let bob = classes
+            .join_at(&id("CN_D1_Bob_2"), 2, hour(t0), Transport::Tcp, Some(day))
+            .expect("join")
+            .membership;
+        tokio::time::advance(Duration::from_secs(600)).await;
+        // Bob drops and his grace runs out: his ten minutes are kept.
+        bob.park(Duration::from_secs(60), day);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        tokio::task::yield_now().await;
+        while ann.try_recv().is_ok() {}
+        tokio::time::advance(Duration::from_secs(1200)).await;
+        let mut endings = classes.end_class(&id("CN_D1_X_0").class, day);
+        endings.sort_by(|a, b| a.id.roll.cmp(&b.id.roll));
+        let served: Vec<(String, u64, Option<ConnId>)> = endings
+            .iter()
+            .map(|e| (e.id.to_string(), e.served.as_secs(), e.conn))
+            .collect();
+        assert_eq!(
+            served,
+            [
+                ("CN_D1_Ann_1".to_owned(), 1861, Some(1)),
+                ("CN_D1_Bob_2".to_owned(), 600, None)
+            ]
+        );
+        assert!(classes.members(None).is_empty());
+        classes.tell_ended(
+            &id("CN_D1_X_0").class,
+            vec![(1, Bytes::from_static(b"EVENT ENDED Left 31\n"))],
+        );
+        let first = ann.try_recv().expect("the close");
+        let g = ann.gather(&first);
+        assert!(g.ended);
+        assert_eq!(g.lines.as_deref(), Some(&b"EVENT ENDED Left 31\n"[..]));
+        // Dropping the membership now says nothing: nobody is left to tell, nothing to free.
+        drop(ann);
+        assert!(classes.snapshot().is_empty());
     }
 }
