@@ -28,6 +28,9 @@ fn main() -> ExitCode {
     if cli.command == Some(Command::CheckConfig) {
         return check_config(config_file.as_deref(), &cli);
     }
+    if let Some(Command::Report { .. }) = &cli.command {
+        return report_command(config_file.as_deref(), &cli);
+    }
     let log_filter = init_logging(&cli);
     let mut config = match Config::load(config_file.as_deref(), &cli) {
         Ok(c) => c,
@@ -115,6 +118,55 @@ fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
         Err(e) => {
             eprintln!("attendanced: {e}");
             ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// `attendanced report`: the class's lines on the day, on standard output; exit 0, 1 if the
+/// file cannot be read, 2 for a bad class or day, 78 for a bad configuration.
+fn report_command(file: Option<&Path>, cli: &Cli) -> ExitCode {
+    let Some(Command::Report {
+        class,
+        day,
+        format,
+        file: csv,
+        roster,
+    }) = &cli.command
+    else {
+        return ExitCode::FAILURE;
+    };
+    let config = match Config::load(file, cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("attendanced: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("attendanced: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = attendance_server::store::report::Request {
+        class,
+        day: day.as_deref(),
+        file: csv.as_deref(),
+        roster: roster.as_deref(),
+        format: *format,
+    };
+    match runtime.block_on(attendance_server::store::report::run(&config, request)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("attendanced report: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
 }

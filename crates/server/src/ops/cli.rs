@@ -147,6 +147,28 @@ pub enum Command {
     /// and prints the result as TOML with each value's origin. Exit code 0 when valid; 78 with
     /// the bad key (and its line in the file) when not.
     CheckConfig,
+    /// Print one line per student of a class on a day: status, minutes late and attended.
+    ///
+    /// Reads the attendance CSV (the configured one, or --file) and counts days in the
+    /// configured timezone. Students of --roster (a CSV with `name,roll` columns) without a
+    /// record are listed Absent.
+    Report {
+        /// The class, COURSE_DIV (e.g. ComputerNetworks_Div1).
+        #[arg(long, value_name = "COURSE_DIV")]
+        class: String,
+        /// The day, YYYY-MM-DD (local, in the configured timezone) [default: today].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        day: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::store::report::ReportFormat,
+        /// The attendance CSV to read [default: the configured `csv`].
+        #[arg(long, value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// The class's roster (`name,roll` CSV), for the Absent lines.
+        #[arg(long, value_name = "FILE")]
+        roster: Option<std::path::PathBuf>,
+    },
 }
 
 /// How log lines are written to standard error.

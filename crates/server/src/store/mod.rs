@@ -10,6 +10,7 @@
 
 mod csv;
 mod index;
+pub mod report;
 mod writer;
 
 use std::net::IpAddr;
