@@ -2,6 +2,8 @@
 //! taken, and what is left of it. The server, never the client, decides what has been served,
 //! from connected time only.
 
+pub mod schedule;
+
 use std::time::Duration;
 
 use attendance_protocol::Timestamp;
