@@ -2,7 +2,9 @@
 //! taken, and what is left of it. The server, never the client, decides what has been served,
 //! from connected time only.
 
+pub mod code;
 pub mod schedule;
+pub mod status;
 
 use std::time::Duration;
 
