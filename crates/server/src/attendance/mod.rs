@@ -3,8 +3,10 @@
 //! from connected time only.
 
 pub mod code;
+pub mod roster;
 pub mod schedule;
 pub mod status;
+pub mod subnet;
 
 use std::time::Duration;
 
