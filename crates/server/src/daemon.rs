@@ -44,6 +44,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// A class's roster or code secret could not be loaded.
+    #[error(transparent)]
+    Rules(#[from] crate::attendance::rules::RulesError),
 }
 
 /// Another way in besides the student port (the web server), started by the daemon once the
@@ -80,9 +83,9 @@ impl ServerError {
     pub fn is_config(&self) -> bool {
         match self {
             Self::Storage(e) => e.is_config(),
-            Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_)) | Self::Tls(_) => {
-                true
-            }
+            Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_))
+            | Self::Tls(_)
+            | Self::Rules(_) => true,
             _ => false,
         }
     }
@@ -188,6 +191,18 @@ async fn serve(
     let admin_listener = crate::transport::admin_socket::bind(&startup.admin_socket_path())?;
     let tls = crate::transport::tls::acceptor(&startup)?;
 
+    let rules = crate::attendance::rules::ClassRules::load(&startup.class, &startup.state_dir())?;
+    for rule in rules.iter() {
+        info!(
+            class = %rule.key,
+            scheduled = rule.schedule.is_some(),
+            roster = rule.roster.as_ref().map_or(0, |r| r.len()),
+            code = rule.secret.is_some(),
+            subnets = rule.subnets.is_some(),
+            "class rules loaded"
+        );
+    }
+
     let metrics = Arc::new(Metrics::new());
     let (store, writer_task) = store::spawn(sink, index, Arc::clone(&metrics));
     let cancel = CancellationToken::new();
@@ -197,6 +212,7 @@ async fn serve(
         store,
         metrics,
         admin,
+        rules,
         shutdown: cancel.clone(),
     }));
     let heartbeat_task = tokio::spawn(heartbeat_loop(Arc::clone(&engine)));

@@ -131,6 +131,8 @@ pub struct Engine {
     /// Prometheus counters.
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin: AdminToken,
+    /// The configured classes' rules.
+    pub(crate) rules: crate::attendance::rules::ClassRules,
     /// Server-wide signals to every connection: heartbeats and shutdown.
     pub(crate) signals: broadcast::Sender<Signal>,
     /// The greeting, encoded once.
@@ -151,6 +153,7 @@ pub(crate) struct Parts {
     pub(crate) store: Store,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin: AdminToken,
+    pub(crate) rules: crate::attendance::rules::ClassRules,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -162,6 +165,7 @@ impl Engine {
             store,
             metrics,
             admin,
+            rules,
             shutdown,
         } = parts;
         let events = broadcast::channel(EVENTS).0;
@@ -171,6 +175,7 @@ impl Engine {
             store,
             metrics,
             admin,
+            rules,
             signals: broadcast::channel(4).0,
             hello: crate::session::hello_line(),
             shutdown,
@@ -322,11 +327,14 @@ pub(crate) async fn for_tests(
     .expect("csv");
     let metrics = Arc::new(Metrics::new());
     let (store, _task) = crate::store::spawn(wrap(csv), index, Arc::clone(&metrics));
+    let startup_class = startup.class.clone();
     let engine = Engine::new(Parts {
         startup,
         live,
         store,
         metrics,
+        rules: crate::attendance::rules::ClassRules::load(&startup_class, dir.path())
+            .expect("class rules"),
         admin: AdminToken::from_secret("secret"),
         shutdown: CancellationToken::new(),
     });

@@ -4,6 +4,7 @@
 
 pub mod code;
 pub mod roster;
+pub mod rules;
 pub mod schedule;
 pub mod status;
 pub mod subnet;
@@ -30,6 +31,20 @@ pub struct Seat {
     /// kiosk rule frees the connection for the next student then. This is what the store said
     /// about this seat, not "marked today", which only the store answers.
     recorded: bool,
+    /// The session of a scheduled class the seat belongs to (boxed: most seats have none).
+    scheduled: Option<Box<Scheduled>>,
+}
+
+/// What a seat of a scheduled class needs for its record: the session's start, when the
+/// student first joined, and the class's timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    /// When the session started.
+    pub session_start: Timestamp,
+    /// How long after the start the first JOIN came (zero if before).
+    pub joined_after: Duration,
+    /// The class's required time, lateness and length.
+    pub timing: status::Timing,
 }
 
 impl Seat {
@@ -41,7 +56,19 @@ impl Seat {
             since,
             length_ms: u32::try_from(class_length.as_millis()).unwrap_or(u32::MAX),
             recorded: false,
+            scheduled: None,
         }
+    }
+
+    /// The seat, in a session of a scheduled class.
+    pub fn in_session(mut self, scheduled: Option<Scheduled>) -> Self {
+        self.scheduled = scheduled.map(Box::new);
+        self
+    }
+
+    /// The session of a scheduled class the seat belongs to.
+    pub fn scheduled(&self) -> Option<&Scheduled> {
+        self.scheduled.as_deref()
     }
 
     /// The store answered this seat's PRESENT with a mark.

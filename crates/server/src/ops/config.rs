@@ -118,6 +118,131 @@ pub struct Config {
     /// Per-class viewer tokens for the teacher dashboard (`[[viewer]]` tables); the admin token
     /// sees every class.
     pub viewer: Vec<Viewer>,
+    /// Classes with rules of their own (`[[class]]` tables): a timetable, a roster, a
+    /// rotating code, a subnet allow-list. Any other class runs ad hoc.
+    pub class: Vec<ClassConfig>,
+}
+
+/// One `[[class]]` table: the rules of a class. With `start`, the class is scheduled (it
+/// accepts JOIN from `opens_before` its start until its end on its `weekdays`, and its
+/// records say Present, Late, Left or Absent); without, it runs ad hoc as any other class, but
+/// still with its roster, code and subnets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// The course, as students give it.
+    pub course: String,
+    /// The division.
+    pub division: String,
+    /// Weekdays it meets on: `mon` … `sun` (or full names).
+    #[serde(default)]
+    pub weekdays: Vec<String>,
+    /// Local start time, `HH:MM` in `timezone`; unset: ad hoc.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// How long a session lasts.
+    #[serde(default = "default_length", with = "humantime_serde")]
+    pub length: Duration,
+    /// Connected time a student must serve to be Present (or Late); unset: the whole length.
+    /// Set it below the length to leave room for a dropped connection.
+    #[serde(default, with = "humantime_serde")]
+    pub required: Option<Duration>,
+    /// How long after the start a first JOIN is still on time.
+    #[serde(default = "default_late_after", with = "humantime_serde")]
+    pub late_after: Duration,
+    /// How long a dropped seat waits for RESUME in this class; unset: `resume_grace`.
+    #[serde(default, with = "humantime_serde")]
+    pub grace: Option<Duration>,
+    /// How long before the start JOIN is accepted.
+    #[serde(default = "default_opens_before", with = "humantime_serde")]
+    pub opens_before: Duration,
+    /// A CSV of the enrolled students (`name,roll`).
+    #[serde(default)]
+    pub roster: Option<PathBuf>,
+    /// Whether JOIN must carry the class's rotating 6-digit code.
+    #[serde(default)]
+    pub code: bool,
+    /// Networks (CIDR) JOIN is accepted from; empty: anywhere.
+    #[serde(default)]
+    pub subnet: Vec<String>,
+}
+
+fn default_length() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_late_after() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_opens_before() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl ClassConfig {
+    /// The class's key, if course and division are valid fields.
+    pub fn key(&self) -> Option<attendance_protocol::ClassKey> {
+        format!("{}_{}_X_0", self.course, self.division)
+            .parse::<attendance_protocol::StudentId>()
+            .ok()
+            .map(|id| id.class)
+    }
+
+    /// The timetable, if the class is scheduled.
+    ///
+    /// # Errors
+    /// What is wrong with the weekdays or the start.
+    pub fn schedule(&self) -> Result<Option<crate::attendance::schedule::ClassSchedule>, String> {
+        let Some(start) = &self.start else {
+            return Ok(None);
+        };
+        let start: jiff::civil::Time = start
+            .parse()
+            .map_err(|_| format!("start {start:?} is not a time like \"09:00\""))?;
+        if self.weekdays.is_empty() {
+            return Err("a class with a start needs weekdays, e.g. [\"mon\", \"wed\"]".to_owned());
+        }
+        let weekdays = self
+            .weekdays
+            .iter()
+            .map(|d| {
+                crate::attendance::schedule::parse_weekday(d)
+                    .ok_or_else(|| format!("{d:?} is not a weekday (mon … sun)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(crate::attendance::schedule::ClassSchedule {
+            weekdays,
+            start,
+            length: self.length,
+            opens_before: self.opens_before,
+        }))
+    }
+
+    /// What the status rule needs: the required time, lateness and length.
+    pub fn timing(&self) -> crate::attendance::status::Timing {
+        crate::attendance::status::Timing {
+            required: self.required.unwrap_or(self.length).min(self.length),
+            late_after: self.late_after,
+            length: self.length,
+        }
+    }
+
+    /// The class's checks, as an error naming it.
+    fn check(&self) -> Result<(), String> {
+        let name = format!("[[class]] {}_{}", self.course, self.division);
+        if self.key().is_none() {
+            return Err(format!(
+                "{name}: course and division must be letters and digits (no spaces or _)"
+            ));
+        }
+        self.schedule().map_err(|e| format!("{name}: {e}"))?;
+        crate::attendance::subnet::Subnets::parse(&self.subnet)
+            .map_err(|e| format!("{name}: subnet {e}"))?;
+        if self.length.is_zero() {
+            return Err(format!("{name}: length must be more than 0s"));
+        }
+        Ok(())
+    }
 }
 
 /// A dashboard viewer: a token that may see only some classes (`[[viewer]]` in the file).
@@ -224,6 +349,8 @@ pub struct Startup {
     pub max_per_address: usize,
     /// See [`Config::timezone`].
     pub timezone: Option<String>,
+    /// See [`Config::class`].
+    pub class: Vec<ClassConfig>,
     /// See [`Config::admin_socket`].
     pub admin_socket: Option<PathBuf>,
     /// See [`Config::tls_cert`].
@@ -304,6 +431,7 @@ impl Config {
                 fsync: c.fsync,
                 max_per_address: c.max_per_address,
                 timezone: c.timezone,
+                class: c.class,
                 admin_socket: c.admin_socket,
                 tls_cert: c.tls_cert,
                 tls_key: c.tls_key,
@@ -385,6 +513,7 @@ impl Default for Config {
             web_ping_interval: Duration::from_secs(30),
             web_session_ttl: Duration::from_secs(12 * 3600),
             viewer: Vec::new(),
+            class: Vec::new(),
         }
     }
 }
@@ -766,6 +895,19 @@ impl Config {
                 ));
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for class in &self.class {
+            class.check().map_err(|e| ("class", e))?;
+            if !seen.insert((class.course.clone(), class.division.clone())) {
+                return Err((
+                    "class",
+                    format!(
+                        "[[class]] {}_{} is listed twice",
+                        class.course, class.division
+                    ),
+                ));
+            }
+        }
         if let Some(name) = &self.timezone {
             if jiff::tz::TimeZone::get(name).is_err() {
                 return Err((
@@ -834,6 +976,18 @@ impl Startup {
                 PathBuf::from(first).join("attendanced.sock")
             }
             None => self.beside_csv("attendanced.sock"),
+        }
+    }
+
+    /// Where the daemon keeps its private state (class code secrets, the chain key):
+    /// `$STATE_DIRECTORY` (set by systemd) if set, else the CSV's directory.
+    pub fn state_dir(&self) -> PathBuf {
+        match std::env::var_os("STATE_DIRECTORY") {
+            Some(dirs) => {
+                let dirs = dirs.to_string_lossy().into_owned();
+                PathBuf::from(dirs.split(':').next().unwrap_or_default())
+            }
+            None => self.beside_csv(""),
         }
     }
 

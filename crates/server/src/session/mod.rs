@@ -11,6 +11,7 @@
 //! - [`limits`]: the line and chat rate limits.
 
 mod admin;
+mod admission;
 pub mod limits;
 mod outbox;
 mod student;
@@ -264,7 +265,7 @@ impl Session {
             Err(e) => return self.refuse(out, e.code(), &e),
         };
         match command {
-            Command::Join(id, _code) => self.join(id, arrived, out).0,
+            Command::Join(id, code) => self.join(id, code.as_ref(), arrived, out).0,
             Command::Resume(token) => self.resume(&token, out),
             Command::History | Command::Present | Command::Say(_) if !self.still_holds(out) => {
                 Flow::Close

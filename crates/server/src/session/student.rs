@@ -40,6 +40,7 @@ impl Session {
     pub(super) fn join(
         &mut self,
         id: StudentId,
+        code: Option<&Token>,
         arrived: Instant,
         out: &mut Outbox,
     ) -> (Flow, Seated) {
@@ -76,10 +77,13 @@ impl Session {
                 return (flow, Seated::No);
             }
         }
-        let class_length = self.engine.live().class_length;
+        let admission = match self.admit(&id, code, peer.ip(), arrived, today, out) {
+            Ok(a) => a,
+            Err(flow) => return (flow, Seated::No),
+        };
         let clock = SeatClock {
-            since: arrived,
-            length: class_length,
+            since: admission.since,
+            length: admission.length,
         };
         let day = Some(self.engine.store.local_date(today));
         let taken = match &mut self.seat {
@@ -109,7 +113,8 @@ impl Session {
             (None, Some(old)) => Seat::new(old.membership, clock.since, clock.length),
             // `rejoin` ran only with a seat.
             (None, None) => return (Flow::Continue, Seated::No),
-        };
+        }
+        .in_session(admission.scheduled);
         debug!(student = %id, "joined");
         self.engine.metrics.joined();
         let announce_addr = self.engine.live().announce_addresses;
@@ -193,11 +198,13 @@ impl Session {
         self.seat = None;
         let id = resumed.membership.id.clone();
         debug!(student = %id, took_over = resumed.took_over, %peer, "resumed");
+        let scheduled = self.scheduled_now(&id, Timestamp::now());
         let seat = Seat::new(
             resumed.membership,
             resumed.clock.since,
             resumed.clock.length,
-        );
+        )
+        .in_session(scheduled);
         let now = Instant::now();
         let required_seconds = self.required_seconds(&seat, now, Timestamp::now());
         self.seat = Some(seat);
@@ -245,7 +252,7 @@ impl Session {
     ) -> Flow {
         let seated_as_id = self.seat.as_ref().is_some_and(|s| s.membership.id == id);
         if !seated_as_id {
-            match self.join(id, arrived, out) {
+            match self.join(id, None, arrived, out) {
                 (Flow::Continue, Seated::Yes) => {}
                 (flow, _) => return flow,
             }
@@ -273,25 +280,42 @@ impl Session {
             return Flow::Continue;
         }
         let marked_at = Timestamp::now();
-        let mark = Mark::present(
+        let mut mark = Mark::present(
             id.clone(),
             seat.joined_at(marked_at, now),
             marked_at,
             self.peer.addr().map(|a| a.ip()),
         );
+        if let Some(s) = seat.scheduled() {
+            let served = now.saturating_duration_since(seat.since());
+            if let Some(d) = s.timing.decide(s.joined_after, served, false) {
+                mark.status = d.status;
+                mark.minutes_late = d.minutes_late;
+                mark.minutes_attended = d.minutes_attended;
+            }
+            mark.session_start = s.session_start;
+        }
+        let (status, minutes_late) = (mark.status, mark.minutes_late);
         match self.engine.store.record(mark).await {
             Ok(Recorded::New(at)) => {
                 if let Some(seat) = &mut self.seat {
                     seat.set_recorded();
                     let id = &seat.membership.id;
-                    debug!(student = %id, "marked present");
+                    debug!(student = %id, %status, "marked");
                     seat.membership.announce_with(|| Event::Present {
                         name: id.name.clone(),
                     });
                     self.engine
                         .publish(|| ClassEvent::Marked { id: id.clone(), at });
                 }
-                self.reply(out, Reply::present(at))
+                self.reply(
+                    out,
+                    Reply::Present {
+                        marked_at: at,
+                        status,
+                        minutes_late,
+                    },
+                )
             }
             Ok(Recorded::Existing(at)) => {
                 if let Some(seat) = &mut self.seat {
