@@ -726,3 +726,144 @@ async fn quit_or_a_zero_grace_gives_the_seat_back_at_once() {
         ["OK JOIN CN D1 Ann 1 60"]
     );
 }
+
+/// A `[[class]]` for CN_D1 that started `minutes_ago` minutes ago (UTC), every day, for an
+/// hour; the other rules as given.
+fn scheduled_class(minutes_ago: i64, late_after: Duration) -> crate::config::ClassConfig {
+    let start = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .checked_sub(jiff::Span::new().minutes(minutes_ago))
+        .expect("start")
+        .time();
+    crate::config::ClassConfig {
+        course: "CN".into(),
+        division: "D1".into(),
+        weekdays: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .map(String::from)
+            .to_vec(),
+        start: Some(start.strftime("%H:%M:%S").to_string()),
+        length: Duration::from_secs(3600),
+        required: Some(Duration::from_secs(60)),
+        late_after,
+        grace: None,
+        opens_before: Duration::from_secs(600),
+        roster: None,
+        code: false,
+        subnet: Vec::new(),
+    }
+}
+
+fn with_classes(classes: Vec<crate::config::ClassConfig>) -> Config {
+    Config {
+        timezone: Some("UTC".into()),
+        class: classes,
+        ..config()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_first_join_is_recorded_late_with_its_minutes() {
+    let late = scheduled_class(25, Duration::from_secs(600));
+    let (engine, _dir) = for_tests(with_classes(vec![late]), |l| l).await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    // required 1 minute, well within the 35 left.
+    assert_eq!(
+        ann.send("JOIN CN_D1_Ann_1").await,
+        ["OK JOIN CN D1 Ann 1 60"]
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let marked = ann.send("PRESENT").await;
+    assert!(
+        marked[0].starts_with("OK PRESENT ") && marked[0].ends_with(" Late 25"),
+        "{marked:?}"
+    );
+    // Another class is ad hoc, as before.
+    let mut bob = Client::new(&engine, tcp(2), 2);
+    assert_eq!(
+        bob.send("JOIN CN_D2_Bob_2").await,
+        ["OK JOIN CN D2 Bob 2 60"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_on_time_join_is_present_and_served_time_starts_at_the_start() {
+    // Started 2 minutes ago, late after 10: on time.
+    let (engine, _dir) = for_tests(
+        with_classes(vec![scheduled_class(2, Duration::from_secs(600))]),
+        |l| l,
+    )
+    .await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    ann.send("JOIN CN_D1_Ann_1").await;
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let marked = ann.send("PRESENT").await;
+    assert!(marked[0].starts_with("OK PRESENT "), "{marked:?}");
+    assert_eq!(
+        marked[0].split(' ').count(),
+        3,
+        "no status word for Present: {marked:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_outside_its_hours_is_closed_with_the_next_opening() {
+    // Starts in 30 minutes, opens 10 minutes before: closed for 20 more minutes.
+    let (engine, _dir) = for_tests(
+        with_classes(vec![scheduled_class(-30, Duration::ZERO)]),
+        |l| l,
+    )
+    .await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    let closed = ann.send("JOIN CN_D1_Ann_1").await;
+    assert!(closed[0].starts_with("ERR CLOSED "), "{closed:?}");
+    let next: Timestamp = closed[0]
+        .split(' ')
+        .nth(2)
+        .expect("next opening")
+        .parse()
+        .expect("RFC 3339");
+    let in_secs = (next.unix_millis() - Timestamp::now().unix_millis()) / 1000;
+    assert!(
+        (1150..=1210).contains(&in_secs),
+        "opens in {in_secs} s: {closed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_with_a_code_a_roster_and_subnets_refuses_what_does_not_match() {
+    let dir = tempfile::tempdir().expect("dir");
+    let roster = dir.path().join("roster.csv");
+    std::fs::write(&roster, "name,roll\nAnn,1\n").expect("roster");
+    let class = crate::config::ClassConfig {
+        start: None,
+        roster: Some(roster),
+        code: true,
+        subnet: vec!["127.0.0.0/30".into()],
+        ..scheduled_class(0, Duration::ZERO)
+    };
+    let (engine, state) = for_tests(with_classes(vec![class]), |l| l).await;
+    let secret = crate::attendance::code::load_or_create_secret(state.path(), "CN", "D1")
+        .expect("the daemon's secret");
+    let code = || {
+        let now = jiff::Timestamp::now().as_second();
+        crate::attendance::code::format_code(crate::attendance::code::code_at(&secret, now))
+    };
+    let mut far = Client::new(&engine, tcp(9), 1);
+    let refused = far.send(&format!("JOIN CN_D1_Ann_1 {}", code())).await;
+    assert!(refused[0].starts_with("ERR FORBIDDEN "), "{refused:?}");
+    let mut ann = Client::new(&engine, tcp(1), 2);
+    let refused = ann.send("JOIN CN_D1_Zed_9").await;
+    assert!(refused[0].starts_with("ERR NOTENROLLED "), "{refused:?}");
+    let refused = ann.send("JOIN CN_D1_Bob_1").await;
+    assert!(refused[0].contains("another name"), "{refused:?}");
+    let refused = ann.send("JOIN CN_D1_Ann_1").await;
+    assert!(refused[0].starts_with("ERR BADCODE "), "{refused:?}");
+    let refused = ann.send("JOIN CN_D1_Ann_1 000000").await;
+    let wrong = code() != "000000";
+    assert!(
+        !wrong || refused[0].starts_with("ERR BADCODE "),
+        "{refused:?}"
+    );
+    let joined = ann.send(&format!("JOIN CN_D1_Ann_1 {}", code())).await;
+    assert_eq!(joined, ["OK JOIN CN D1 Ann 1 60"]);
+}
