@@ -216,6 +216,18 @@ async fn serve(
         shutdown: cancel.clone(),
     }));
     let heartbeat_task = tokio::spawn(heartbeat_loop(Arc::clone(&engine)));
+    // Each scheduled class's sessions close at their end (records for all, EVENT ENDED).
+    let closer_tasks: Vec<_> = engine
+        .rules
+        .iter()
+        .filter(|r| r.schedule.is_some())
+        .map(|r| {
+            tokio::spawn(crate::attendance::closer::close_sessions(
+                Arc::clone(&engine),
+                r.key.clone(),
+            ))
+        })
+        .collect();
     let control_task = tokio::spawn(control_loop(Arc::clone(&engine), controls));
     let watchdog_task = tokio::spawn(crate::ops::notify::watchdog_loop(Arc::clone(&engine)));
 
@@ -262,6 +274,10 @@ async fn serve(
     tracker.close();
     tracker.wait().await;
     let _ = heartbeat_task.await;
+    // A close under way finishes its records before the store's last commit.
+    for task in closer_tasks {
+        let _ = task.await;
+    }
     let _ = control_task.await;
     let _ = watchdog_task.await;
     for task in frontend_tasks {

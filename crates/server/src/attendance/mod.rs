@@ -2,6 +2,7 @@
 //! taken, and what is left of it. The server, never the client, decides what has been served,
 //! from connected time only.
 
+pub mod closer;
 pub mod code;
 pub mod roster;
 pub mod rules;

@@ -165,20 +165,20 @@ mod tests {
 
     #[test]
     fn a_bad_roster_says_what_is_wrong() {
-        assert!(Roster::parse("").unwrap_err().contains("header"));
+        assert!(Roster::parse("").expect_err("refused").contains("header"));
         assert!(
             Roster::parse("name,id\nA,1\n")
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("`roll`")
         );
         assert!(
             Roster::parse("name,roll\nA\n")
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("line 2")
         );
         assert!(
             Roster::parse("name,roll\nA,1\nB,1\n")
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("twice")
         );
         let big = format!(
@@ -187,6 +187,10 @@ mod tests {
                 .map(|i| format!("N{i},{i}\n"))
                 .collect::<String>()
         );
-        assert!(Roster::parse(&big).unwrap_err().contains("more than"));
+        assert!(
+            Roster::parse(&big)
+                .expect_err("refused")
+                .contains("more than")
+        );
     }
 }

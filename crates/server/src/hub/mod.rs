@@ -93,6 +93,7 @@ impl Class {
         clock: SeatClock,
         transport: Transport,
         token: u128,
+        day: Option<Date>,
     ) {
         self.members.insert(
             id.roll.clone(),
@@ -104,6 +105,7 @@ impl Class {
                 transport,
                 token,
                 parked_at: None,
+                day,
             },
         );
     }
@@ -148,6 +150,9 @@ struct Member {
     token: u128,
     /// When the connection dropped, while the seat waits for a resume.
     parked_at: Option<Instant>,
+    /// The local day of the JOIN, under which the time served is kept when the seat is given
+    /// back before it was served (`None` in the hub's own tests).
+    day: Option<Date>,
 }
 
 impl Member {
@@ -369,11 +374,21 @@ struct State {
     tokens: Map<u128, (ClassKey, Field)>,
     /// Time served by seats whose grace ran out before they were served, on the day they ran
     /// out: a later JOIN of the same roll that day continues it.
-    served: Map<(ClassKey, Field), (Date, Duration, Field)>,
+    served: Map<(ClassKey, Field), Served>,
     /// The timelines of rolls whose seat dropped today (joins, drops, resumes, expiries), for
     /// `HISTORY`; a roll that never dropped has none (its seat tells its one join), so a hall
     /// that sits still costs nothing here. Bounded like `served`.
     timelines: Map<(ClassKey, Field), (Date, Vec<HistoryEntry>)>,
+}
+
+/// Time a roll served today in a seat it gave back before it was served.
+#[derive(Debug, Clone)]
+struct Served {
+    day: Date,
+    served: Duration,
+    name: Field,
+    /// When the seat's served time started, on the wall clock.
+    since: Timestamp,
 }
 
 impl State {
@@ -408,13 +423,26 @@ impl State {
         served: Duration,
     ) {
         if self.served.len() >= MAX_SERVED_LEDGER {
-            self.served.retain(|_, (d, _, _)| *d >= day);
+            self.served.retain(|_, s| s.day >= day);
         }
         if self.served.len() >= MAX_SERVED_LEDGER {
             warn!(class = %key, roll = %roll, "served-time ledger full; a later JOIN starts afresh");
             return;
         }
-        self.served.insert((key, roll), (day, served, name));
+        let since = wall_at(
+            Instant::now()
+                .checked_sub(served)
+                .unwrap_or_else(Instant::now),
+        );
+        self.served.insert(
+            (key, roll),
+            Served {
+                day,
+                served,
+                name,
+                since,
+            },
+        );
     }
 
     /// Adds `kind` at `at` to the timeline of `roll` of `key` on `day`; `joined` (when the seat
@@ -475,7 +503,7 @@ impl State {
             return Duration::ZERO;
         }
         match self.served.remove(&(key.clone(), roll.clone())) {
-            Some((d, served, _)) if d == day => served,
+            Some(s) if s.day == day => s.served,
             _ => Duration::ZERO,
         }
     }
@@ -497,9 +525,23 @@ impl HubInner {
     /// the class once it is empty. Nothing happens if `conn` no longer holds it (it was parked
     /// for a resume, or taken over by one).
     fn release(&self, id: &StudentId, conn: ConnId, class: &Arc<ClassShared>) {
-        let removed = self.lock().remove(&id.class, &id.roll, |m| m.conn == conn);
-        if removed.is_none() {
-            return;
+        {
+            let mut state = self.lock();
+            let Some(m) = state.remove(&id.class, &id.roll, |m| m.conn == conn) else {
+                return;
+            };
+            // Served time counts on: a JOIN later that day continues it, and a scheduled
+            // session's close records it.
+            let served = Instant::now().saturating_duration_since(m.since());
+            if let Some(day) = m.day.filter(|_| !served.is_zero() && served < m.length()) {
+                state.keep_served(
+                    id.class.clone(),
+                    id.roll.clone(),
+                    id.name.clone(),
+                    day,
+                    served,
+                );
+            }
         }
         self.tell_left(id, class, conn);
     }
@@ -954,7 +996,7 @@ impl Classes {
         if !class.members.is_empty() && class.shared.full.get().is_none() {
             class.move_to_full_ring(self.inner.backlog.load(Ordering::Relaxed));
         }
-        class.seat(id, conn, clock, transport, token);
+        class.seat(id, conn, clock, transport, token, day);
         let membership = Membership {
             id: id.clone(),
             conn,
@@ -1027,7 +1069,7 @@ impl Classes {
             if token != 0 {
                 tokens.insert(token, (id.class.clone(), id.roll.clone()));
             }
-            class.seat(id, conn, clock, transport, token);
+            class.seat(id, conn, clock, transport, token, day);
             (token, clock)
         };
         let old = std::mem::replace(&mut membership.id, id.clone());
@@ -1146,18 +1188,22 @@ impl Classes {
         let gone: Vec<(ClassKey, Field)> = state
             .served
             .iter()
-            .filter(|((k, _), (d, _, _))| k == key && *d == day)
+            .filter(|((k, _), s)| k == key && s.day == day)
             .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
-            if let Some((_, served, name)) = state.served.remove(&k) {
+            if let Some(s) = state.served.remove(&k) {
                 let (class, roll) = k;
                 endings.push(Ending {
-                    id: StudentId { class, name, roll },
-                    served,
+                    id: StudentId {
+                        class,
+                        name: s.name,
+                        roll,
+                    },
+                    served: s.served,
                     required: Duration::ZERO,
                     conn: None,
-                    first_join: Timestamp::now(),
+                    first_join: s.since,
                 });
             }
         }

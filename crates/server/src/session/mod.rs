@@ -178,7 +178,12 @@ impl Session {
         let Some(seat) = self.seat.take() else {
             return;
         };
-        let grace = self.engine.live().resume_grace;
+        let grace = self
+            .engine
+            .rules
+            .get(&seat.membership.id.class)
+            .and_then(|r| r.grace)
+            .unwrap_or(self.engine.live().resume_grace);
         let today = Timestamp::now();
         let keep = !self.quit
             && !grace.is_zero()

@@ -867,3 +867,43 @@ async fn a_class_with_a_code_a_roster_and_subnets_refuses_what_does_not_match() 
     let joined = ann.send(&format!("JOIN CN_D1_Ann_1 {}", code())).await;
     assert_eq!(joined, ["OK JOIN CN D1 Ann 1 60"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_close_of_a_session_records_late_left_and_absent_and_tells_each_student() {
+    let dir = tempfile::tempdir().expect("dir");
+    let roster = dir.path().join("roster.csv");
+    std::fs::write(&roster, "name,roll\nAnn,1\nBob,2\nZed,9\n").expect("roster");
+    let class = crate::config::ClassConfig {
+        roster: Some(roster),
+        ..scheduled_class(25, Duration::from_secs(600))
+    };
+    let (engine, _state) = for_tests(with_classes(vec![class]), |l| l).await;
+    let mut ann = Client::new(&engine, tcp(1), 1);
+    ann.send("JOIN CN_D1_Ann_1").await;
+    let mut bob = Client::new(&engine, tcp(2), 2);
+    bob.send("JOIN CN_D1_Bob_2").await;
+    tokio::time::advance(Duration::from_secs(30)).await;
+    bob.send("QUIT").await;
+    bob.drop_connection();
+    tokio::time::advance(Duration::from_secs(90)).await;
+    ann.heard();
+    let id: StudentId = "CN_D1_X_0".parse().expect("id");
+    let start = crate::attendance::rules::protocol_time(
+        jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_mins(25))
+            .expect("start"),
+    );
+    let closed = crate::attendance::closer::close_session(&engine, &id.class, start).await;
+    assert_eq!(closed.recorded, 2, "{closed:?}");
+    assert_eq!(closed.absent, 1, "{closed:?}");
+    assert_eq!(engine.snapshot().marks_today, 3);
+    // Ann served 2 minutes of the 1 required, though she never sent PRESENT: Late 25.
+    let m = ann.session.membership_mut().expect("member");
+    let first = m.receiver().try_recv().expect("the close");
+    let g = m.gather(&first);
+    assert!(g.ended);
+    let line = String::from_utf8(g.lines.expect("line").to_vec()).expect("utf-8");
+    assert_eq!(line, "EVENT ENDED Late 2\n");
+    // The seats are free, and the class is gone from the hub.
+    assert!(engine.hub.members(None).is_empty());
+}
