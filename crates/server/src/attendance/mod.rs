@@ -4,6 +4,7 @@
 
 pub mod closer;
 pub mod code;
+pub mod flags;
 pub mod roster;
 pub mod rules;
 pub mod schedule;
