@@ -319,3 +319,29 @@ async fn attend_admin_without_a_daemon_exits_3() -> Result<()> {
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
     Ok(())
 }
+
+#[tokio::test]
+async fn three_rolls_from_one_address_are_flagged_for_the_teacher_not_refused() -> Result<()> {
+    let d = Daemon::start(&[])?;
+    let mut clients = Vec::new();
+    for (i, name) in ["Ann", "Bob", "Cat"].iter().enumerate() {
+        let mut c = d.connect().await?;
+        // A flag, not a block: each JOIN is accepted.
+        let joined = c
+            .cmd(&format!("JOIN ComputerNetworks_Div1_{name}_{i}"))
+            .await?;
+        assert!(joined.starts_with("OK JOIN "), "{joined}");
+        clients.push(c);
+    }
+    let out = attend_admin(&d, &["flags", "ComputerNetworks", "Div1"])?;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout)?;
+    assert!(text.contains("shared-address"), "{text}");
+    assert!(text.contains("127.0.0.1"), "{text}");
+    assert!(text.contains("0 1 2"), "{text}");
+    let json = attend_admin(&d, &["flags", "--json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    assert_eq!(v["flags"][0]["kind"], "shared-address");
+    assert_eq!(v["flags"][0]["rolls"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use attendance_protocol::{
-    ClassCount, ClassKey, Command, ErrorCode, Field, FieldKind, LineCodec, MAX_PAGE_BYTES, Page,
-    Reply, ServerLine, Status, WhoEntry,
+    ClassCount, ClassKey, Command, ErrorCode, Field, FieldKind, FlagEntry, LineCodec,
+    MAX_PAGE_BYTES, Page, Reply, ServerLine, Status, WhoEntry,
 };
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -235,6 +235,32 @@ impl AdminClient {
         Ok(all)
     }
 
+    /// Every page of `FLAGS` (for one class, if given).
+    ///
+    /// # Errors
+    /// As [`AdminClient::request`].
+    pub async fn flags(&mut self, class: Option<ClassKey>) -> Result<Vec<FlagEntry>, AdminError> {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        for _ in 0..MAX_PAGES {
+            let command = Command::Flags {
+                class: class.clone(),
+                offset,
+            };
+            let page = match self.request(&command).await? {
+                Reply::Flags(page) => page,
+                other => return Err(unexpected("FLAGS", &other)),
+            };
+            let next = next_page(&page);
+            all.extend(page.entries);
+            match next {
+                Some(n) => offset = n,
+                None => break,
+            }
+        }
+        Ok(all)
+    }
+
     /// `SHUTDOWN` (the admin socket needs no token).
     ///
     /// # Errors
@@ -265,6 +291,10 @@ pub async fn run(args: &AdminArgs, out: &mut String) -> Result<(), AdminError> {
         AdminCommand::Who {
             course: Some(course),
             division: Some(division),
+        }
+        | AdminCommand::Flags {
+            course: Some(course),
+            division: Some(division),
         } => Some(class_key(course, division)?),
         _ => None,
     };
@@ -282,6 +312,10 @@ pub async fn run(args: &AdminArgs, out: &mut String) -> Result<(), AdminError> {
         AdminCommand::Clients | AdminCommand::Who { .. } => {
             let students = client.who(class).await?;
             render_who(&students, args.json, out);
+        }
+        AdminCommand::Flags { .. } => {
+            let flags = client.flags(class).await?;
+            render_flags(&flags, args.json, out);
         }
         AdminCommand::Shutdown => {
             client.shutdown().await?;
@@ -430,6 +464,51 @@ pub fn render_who(students: &[WhoEntry], json: bool, out: &mut String) {
         "{n} student{} checked in",
         if n == 1 { "" } else { "s" }
     );
+}
+
+/// `FLAGS` as a table, or one JSON object.
+pub fn render_flags(flags: &[FlagEntry], json: bool, out: &mut String) {
+    let joined = |f: &FlagEntry| -> (String, String) {
+        let addrs: Vec<String> = f.addrs.iter().map(ToString::to_string).collect();
+        let rolls: Vec<&str> = f.rolls.iter().map(Field::as_str).collect();
+        (addrs.join(" "), rolls.join(" "))
+    };
+    if json {
+        let list: Vec<Value> = flags
+            .iter()
+            .map(|f| {
+                json!({
+                    "kind": f.kind.as_str(),
+                    "course": f.class.course.as_str(),
+                    "division": f.class.division.as_str(),
+                    "addresses": f.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "rolls": f.rolls.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        push_json(out, &json!({ "flags": list }));
+        return;
+    }
+    let rows: Vec<Vec<String>> = flags
+        .iter()
+        .map(|f| {
+            let (addrs, rolls) = joined(f);
+            vec![
+                f.kind.as_str().to_owned(),
+                f.class.course.to_string(),
+                f.class.division.to_string(),
+                addrs,
+                rolls,
+            ]
+        })
+        .collect();
+    render_table(
+        &["FLAG", "COURSE", "DIVISION", "ADDRESSES", "ROLLS"],
+        &rows,
+        out,
+    );
+    let n = flags.len();
+    let _ = writeln!(out, "{n} flag{} today", if n == 1 { "" } else { "s" });
 }
 
 /// Left-aligned columns two spaces apart (widths in characters), with an optional header;

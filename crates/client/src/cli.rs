@@ -108,6 +108,16 @@ pub enum AdminCommand {
         /// The division, e.g. Div1.
         division: Option<String>,
     },
+    /// Check-ins flagged today for the teacher (several rolls from one address within minutes,
+    /// one roll from two addresses), in every class or in one. Flags, not blocks: a class
+    /// behind one NAT address is normal.
+    Flags {
+        /// The course, e.g. ComputerNetworks.
+        #[arg(requires = "division")]
+        course: Option<String>,
+        /// The division, e.g. Div1.
+        division: Option<String>,
+    },
     /// Stop the daemon gracefully, as SIGTERM does: every client is told, the CSV is synced.
     Shutdown,
 }

@@ -257,6 +257,87 @@ impl FromStr for WhoEntry {
     }
 }
 
+/// Which kind of [`FlagEntry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagKind {
+    /// Several rolls of a class checked in from one address within a short window.
+    SharedAddress,
+    /// One roll of a class seen from two addresses in a day.
+    TwoAddresses,
+}
+
+impl FlagKind {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SharedAddress => "shared-address",
+            Self::TwoAddresses => "two-addresses",
+        }
+    }
+}
+
+/// One flag for the teacher, as `FLAGS` lists it:
+/// `<kind>/<course>/<division>/<addr>[+<addr>…]/<roll>[+<roll>…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagEntry {
+    /// What was seen.
+    pub kind: FlagKind,
+    /// The class.
+    pub class: ClassKey,
+    /// The address(es) involved.
+    pub addrs: Vec<std::net::IpAddr>,
+    /// The roll(s) involved.
+    pub rolls: Vec<Field>,
+}
+
+impl fmt::Display for FlagEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        let rolls: Vec<&str> = self.rolls.iter().map(Field::as_str).collect();
+        write!(
+            f,
+            "{}/{}/{}/{}/{}",
+            self.kind.as_str(),
+            self.class.course,
+            self.class.division,
+            addrs.join("+"),
+            rolls.join("+")
+        )
+    }
+}
+
+impl FromStr for FlagEntry {
+    type Err = ParseLineError;
+    fn from_str(s: &str) -> Result<Self, ParseLineError> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let [kind, course, division, addrs, rolls] = parts.as_slice() else {
+            return Err(ParseLineError::Word("flag"));
+        };
+        let kind = match *kind {
+            "shared-address" => FlagKind::SharedAddress,
+            "two-addresses" => FlagKind::TwoAddresses,
+            _ => return Err(ParseLineError::Word("flag kind")),
+        };
+        let addrs = addrs
+            .split('+')
+            .map(|a| a.parse().map_err(|_| ParseLineError::Word("address")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rolls = rolls
+            .split('+')
+            .map(|r| field(FieldKind::Roll, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            kind,
+            class: ClassKey {
+                course: field(FieldKind::Course, course)?,
+                division: field(FieldKind::Division, division)?,
+            },
+            addrs,
+            rolls,
+        })
+    }
+}
+
 /// One page of a list: `<total> <offset> [entry …]`.
 ///
 /// `total` is the length of the whole list now, `offset` the position of the first entry shown.
@@ -395,5 +476,38 @@ mod tests {
         let class: ClassCount = "CN/D1=30".parse().expect("entry");
         assert_eq!(class.members, 30);
         assert!("CN=30".parse::<ClassCount>().is_err());
+    }
+
+    #[test]
+    fn a_flags_page_round_trips() {
+        let line = "OK FLAGS 2 0 shared-address/CN/D1/10.0.0.5/1+2+3 two-addresses/CN/D1/10.0.0.5+10.0.0.9/7";
+        let parsed: crate::ServerLine = line.parse().expect("parses");
+        assert_eq!(parsed.to_string(), line);
+        let crate::ServerLine::Ok(crate::Reply::Flags(page)) = parsed else {
+            panic!("not FLAGS");
+        };
+        assert_eq!(page.entries[0].kind, FlagKind::SharedAddress);
+        assert_eq!(page.entries[1].addrs.len(), 2);
+        assert!("nope/CN/D1/10.0.0.5/1".parse::<FlagEntry>().is_err());
+        assert!(
+            "shared-address/CN/D1/not-an-ip/1"
+                .parse::<FlagEntry>()
+                .is_err()
+        );
+        assert_eq!(
+            crate::Command::parse("FLAGS CN D1 5"),
+            Ok(crate::Command::Flags {
+                class: Some(ClassKey {
+                    course: Field::new(FieldKind::Course, "CN").expect("course"),
+                    division: Field::new(FieldKind::Division, "D1").expect("division"),
+                }),
+                offset: 5
+            })
+        );
+        assert!(
+            crate::Command::parse("FLAGS")
+                .expect("parses")
+                .is_admin_only()
+        );
     }
 }

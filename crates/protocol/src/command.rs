@@ -58,13 +58,22 @@ pub enum Command {
         /// Position in the list of the first student to show.
         offset: u64,
     },
+    /// `FLAGS [course division] [offset]`: the check-ins flagged for the teacher (several
+    /// rolls from one address, one roll from two), oldest first; one page from `offset`
+    /// (admin socket only).
+    Flags {
+        /// Only this class, if given.
+        class: Option<ClassKey>,
+        /// Position in the list of the first flag to show.
+        offset: u64,
+    },
 }
 
 /// The one-line summary sent in reply to `HELP`.
 pub const HELP_TEXT: &str = "JOIN COURSE_DIV_NAME_ROLL [CODE] | RESUME token | PRESENT | HISTORY | TIME | ELAPSED | CLIENTS | PING [token] | SAY text | HELP | QUIT | SHUTDOWN token";
 
 /// The reply to `HELP` on the admin socket.
-pub const ADMIN_HELP_TEXT: &str = "STATUS | CLASSES [offset] | WHO [course division] [offset] | SHUTDOWN | TIME | ELAPSED | CLIENTS | PING [token] | HELP | QUIT";
+pub const ADMIN_HELP_TEXT: &str = "STATUS | CLASSES [offset] | WHO [course division] [offset] | FLAGS [course division] [offset] | SHUTDOWN | TIME | ELAPSED | CLIENTS | PING [token] | HELP | QUIT";
 
 /// Why a line is not a valid command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,13 +128,17 @@ impl Command {
             Self::Status => "STATUS",
             Self::Classes { .. } => "CLASSES",
             Self::Who { .. } => "WHO",
+            Self::Flags { .. } => "FLAGS",
         }
     }
 
-    /// True for the commands only the admin socket answers (`STATUS`, `CLASSES`, `WHO`); a
-    /// server refuses them elsewhere with `ERR DENIED`.
+    /// True for the commands only the admin socket answers (`STATUS`, `CLASSES`, `WHO`,
+    /// `FLAGS`); a server refuses them elsewhere with `ERR DENIED`.
     pub fn is_admin_only(&self) -> bool {
-        matches!(self, Self::Status | Self::Classes { .. } | Self::Who { .. })
+        matches!(
+            self,
+            Self::Status | Self::Classes { .. } | Self::Who { .. } | Self::Flags { .. }
+        )
     }
 
     /// Parses one line (without its line ending).
@@ -196,7 +209,10 @@ impl Command {
             b"SHUTDOWN" => optional_token(rest, "SHUTDOWN token").map(Self::Shutdown),
             b"STATUS" => no_args(Self::Status),
             b"CLASSES" => parse_classes(rest),
-            b"WHO" => parse_who(rest),
+            b"WHO" => parse_who(rest, "WHO [course division] [offset]")
+                .map(|(class, offset)| Self::Who { class, offset }),
+            b"FLAGS" => parse_who(rest, "FLAGS [course division] [offset]")
+                .map(|(class, offset)| Self::Flags { class, offset }),
             b"SAY" => Text::new(rest)
                 .map(Self::Say)
                 .map_err(|e| CommandError::usage("SAY text", format_args!("text {e}"))),
@@ -232,11 +248,11 @@ fn parse_classes(rest: &str) -> Result<Command, CommandError> {
     Ok(Command::Classes { offset })
 }
 
-/// `WHO [course division] [offset]`: one word is an offset, two a class, three both.
-fn parse_who(rest: &str) -> Result<Command, CommandError> {
-    const USAGE: &str = "WHO [course division] [offset]";
+/// `WHO`'s (and `FLAGS`') `[course division] [offset]`: one word is an offset, two a class,
+/// three both.
+fn parse_who(rest: &str, usage: &'static str) -> Result<(Option<ClassKey>, u64), CommandError> {
     let class = |course: &str, division: &str| -> Result<Option<ClassKey>, CommandError> {
-        let field = |kind, s| Field::new(kind, s).map_err(|e| CommandError::usage(USAGE, e));
+        let field = |kind, s| Field::new(kind, s).map_err(|e| CommandError::usage(usage, e));
         Ok(Some(ClassKey {
             course: field(FieldKind::Course, course)?,
             division: field(FieldKind::Division, division)?,
@@ -245,12 +261,12 @@ fn parse_who(rest: &str) -> Result<Command, CommandError> {
     let words: Vec<&str> = rest.split_whitespace().collect();
     let (class, offset) = match words.as_slice() {
         [] => (None, 0),
-        [n] => (None, offset(n, USAGE)?),
+        [n] => (None, offset(n, usage)?),
         [course, division] => (class(course, division)?, 0),
-        [course, division, n] => (class(course, division)?, offset(n, USAGE)?),
-        _ => return Err(CommandError::usage(USAGE, "too many words")),
+        [course, division, n] => (class(course, division)?, offset(n, usage)?),
+        _ => return Err(CommandError::usage(usage, "too many words")),
     };
-    Ok(Command::Who { class, offset })
+    Ok((class, offset))
 }
 
 /// A line's command word and its arguments: the line trimmed, cut at its first whitespace, the
@@ -358,8 +374,8 @@ impl fmt::Display for Command {
             Self::Shutdown(Some(t)) => write!(f, "SHUTDOWN {t}"),
             Self::Say(text) => write!(f, "SAY {text}"),
             Self::Classes { offset } if *offset > 0 => write!(f, "CLASSES {offset}"),
-            Self::Who { class, offset } => {
-                f.write_str("WHO")?;
+            Self::Who { class, offset } | Self::Flags { class, offset } => {
+                f.write_str(self.word())?;
                 if let Some(class) = class {
                     write!(f, " {class}")?;
                 }

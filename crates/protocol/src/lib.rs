@@ -16,7 +16,9 @@ mod status;
 mod text;
 mod timestamp;
 
-pub use admin::{ClassCount, MAX_PAGE_BYTES, Page, Status, Transport, WhoEntry};
+pub use admin::{
+    ClassCount, FlagEntry, FlagKind, MAX_PAGE_BYTES, Page, Status, Transport, WhoEntry,
+};
 pub use codec::{DEFAULT_MAX_LINE, LineCodec, LineError};
 pub use command::{ADMIN_HELP_TEXT, Command, CommandError, HELP_TEXT};
 pub use history::{History, HistoryEntry, HistoryKind, MAX_HISTORY};

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use bytes::{BufMut, Bytes};
 
-use crate::admin::{ClassCount, Page, Status, WhoEntry};
+use crate::admin::{ClassCount, FlagEntry, Page, Status, WhoEntry};
 use crate::history::History;
 use crate::id::{ClassKey, Field, FieldKind, StudentId};
 use crate::status::AttendanceStatus;
@@ -200,6 +200,8 @@ pub enum Reply {
     Classes(Page<ClassCount>),
     /// `OK WHO <total> <offset> [course/division/name/roll/seconds_left/transport …]` (admin socket).
     Who(Page<WhoEntry>),
+    /// `OK FLAGS <total> <offset> [kind/course/division/addrs/rolls …]` (admin socket).
+    Flags(Page<FlagEntry>),
 }
 
 /// `EVENT` lines, pushed without being asked.
@@ -464,6 +466,7 @@ impl fmt::Display for Reply {
             Self::Status(status) => write!(f, "STATUS {status}"),
             Self::Classes(page) => write!(f, "CLASSES {page}"),
             Self::Who(page) => write!(f, "WHO {page}"),
+            Self::Flags(page) => write!(f, "FLAGS {page}"),
         }
     }
 }
@@ -661,6 +664,7 @@ fn parse_reply(mut w: Words<'_>) -> Result<Reply, ParseLineError> {
         "STATUS" => Reply::Status(w.rest()?),
         "CLASSES" => Reply::Classes(w.rest()?),
         "WHO" => Reply::Who(w.rest()?),
+        "FLAGS" => Reply::Flags(w.rest()?),
         _ => return Err(ParseLineError::Word("command")),
     };
     w.end(reply)

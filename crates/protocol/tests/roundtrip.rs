@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use attendance_protocol::{
     AttendanceStatus, BurstKind, ClassCount, ClassKey, Command, ErrorCode, Event, Field, FieldKind,
-    Hello, History, HistoryEntry, HistoryKind, LineCodec, MAX_TOKEN_CHARS, Page, Reply, ServerLine,
-    Status, StudentId, Text, Timestamp, Token, Transport, WhoEntry,
+    FlagEntry, FlagKind, Hello, History, HistoryEntry, HistoryKind, LineCodec, MAX_TOKEN_CHARS,
+    Page, Reply, ServerLine, Status, StudentId, Text, Timestamp, Token, Transport, WhoEntry,
 };
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -187,6 +187,8 @@ fn command() -> impl Strategy<Value = Command> {
         count().prop_map(|offset| Command::Classes { offset }),
         (prop::option::of(class_key()), count())
             .prop_map(|(class, offset)| Command::Who { class, offset }),
+        (prop::option::of(class_key()), count())
+            .prop_map(|(class, offset)| Command::Flags { class, offset }),
     ]
 }
 
@@ -243,6 +245,21 @@ fn who_entry() -> impl Strategy<Value = WhoEntry> {
         })
 }
 
+fn flag_entry() -> impl Strategy<Value = FlagEntry> {
+    (
+        prop_oneof![Just(FlagKind::SharedAddress), Just(FlagKind::TwoAddresses)],
+        class_key(),
+        prop::collection::vec(ip_addr(), 1..3),
+        prop::collection::vec(field(FieldKind::Roll), 1..4),
+    )
+        .prop_map(|(kind, class, addrs, rolls)| FlagEntry {
+            kind,
+            class,
+            addrs,
+            rolls,
+        })
+}
+
 fn hello() -> impl Strategy<Value = Hello> {
     (server_token(), token(), text()).prop_map(|(server, version, text)| Hello {
         server,
@@ -290,6 +307,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         status().prop_map(Reply::Status),
         page(class_count()).prop_map(Reply::Classes),
         page(who_entry()).prop_map(Reply::Who),
+        page(flag_entry()).prop_map(Reply::Flags),
     ]
 }
 
@@ -582,6 +600,7 @@ fn command_variant(c: &Command) -> usize {
         Command::Classes { .. } => 14,
         Command::Who { class: None, .. } => 15,
         Command::Who { class: Some(_), .. } => 16,
+        Command::Flags { .. } => 20,
     }
 }
 
@@ -612,6 +631,7 @@ fn reply_variant(r: &Reply) -> usize {
         Reply::Who(_) => 16,
         Reply::Resume { .. } => 17,
         Reply::History(_) => 18,
+        Reply::Flags(_) => 19,
     }
 }
 
@@ -661,12 +681,12 @@ fn variants_seen<S: Strategy>(
 /// when a strategy stops producing one, so the properties cover every message kind.
 #[test]
 fn the_generators_cover_every_message_variant() {
-    let seen = variants_seen(command(), 1200, 20, command_variant);
+    let seen = variants_seen(command(), 1200, 21, command_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "commands seen per variant: {seen:?}"
     );
-    let seen = variants_seen(reply(), 1200, 19, reply_variant);
+    let seen = variants_seen(reply(), 1200, 20, reply_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "replies seen per variant: {seen:?}"

@@ -77,6 +77,12 @@ pub enum ClassEvent {
         /// Announcements it missed.
         skipped: u64,
     },
+    /// A check-in was flagged for the teacher (several rolls from one address, one roll from
+    /// two).
+    Flagged {
+        /// What was seen.
+        flag: crate::attendance::flags::Flag,
+    },
 }
 
 /// Events an observer may fall behind by before it is told it lagged.
@@ -133,6 +139,8 @@ pub struct Engine {
     pub(crate) admin: AdminToken,
     /// The configured classes' rules.
     pub(crate) rules: crate::attendance::rules::ClassRules,
+    /// Check-ins flagged for the teacher.
+    pub(crate) flags: crate::attendance::flags::Flags,
     /// Server-wide signals to every connection: heartbeats and shutdown.
     pub(crate) signals: broadcast::Sender<Signal>,
     /// The greeting, encoded once.
@@ -176,6 +184,7 @@ impl Engine {
             metrics,
             admin,
             rules,
+            flags: crate::attendance::flags::Flags::default(),
             signals: broadcast::channel(4).0,
             hello: crate::session::hello_line(),
             shutdown,

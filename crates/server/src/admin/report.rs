@@ -1,7 +1,9 @@
 //! The answers to the admin socket's `STATUS`, `CLASSES` and `WHO`, read through the engine's
 //! snapshot API (each list sorted, then cut into a page of at most [`MAX_PAGE_BYTES`]).
 
-use attendance_protocol::{ClassCount, ClassKey, MAX_PAGE_BYTES, Page, Status, Token, WhoEntry};
+use attendance_protocol::{
+    ClassCount, ClassKey, FlagEntry, FlagKind, MAX_PAGE_BYTES, Page, Status, Token, WhoEntry,
+};
 
 use crate::engine::Engine;
 
@@ -52,4 +54,34 @@ pub(crate) fn who(engine: &Engine, class: Option<&ClassKey>, offset: u64) -> Pag
         })
         .collect();
     Page::of(all, offset, MAX_PAGE_BYTES)
+}
+
+/// `OK FLAGS …`: the flags raised today (of `class`, if given), oldest first, from `offset`.
+pub(crate) fn flags(engine: &Engine, class: Option<&ClassKey>, offset: u64) -> Page<FlagEntry> {
+    let all = engine
+        .flags
+        .list(class)
+        .into_iter()
+        .map(flag_entry)
+        .collect();
+    Page::of(all, offset, MAX_PAGE_BYTES)
+}
+
+/// A raised flag as the protocol lists it.
+pub(crate) fn flag_entry(flag: crate::attendance::flags::Flag) -> FlagEntry {
+    use crate::attendance::flags::Flag;
+    match flag {
+        Flag::SharedAddress { class, addr, rolls } => FlagEntry {
+            kind: FlagKind::SharedAddress,
+            class,
+            addrs: vec![addr],
+            rolls,
+        },
+        Flag::TwoAddresses { class, roll, addrs } => FlagEntry {
+            kind: FlagKind::TwoAddresses,
+            class,
+            addrs: addrs.to_vec(),
+            rolls: vec![roll],
+        },
+    }
 }

@@ -51,6 +51,11 @@ impl Session {
                 class.as_ref(),
                 offset,
             )),
+            Command::Flags { class, offset } => Reply::Flags(crate::admin::report::flags(
+                &self.engine,
+                class.as_ref(),
+                offset,
+            )),
             other => {
                 let word = other.word();
                 return self.refuse(

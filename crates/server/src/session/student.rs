@@ -5,7 +5,7 @@ use attendance_protocol::{
     StudentId, Text, Timestamp, Token,
 };
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Flow, Outbox, Session};
 use crate::attendance::{Seat, seconds_left};
@@ -135,6 +135,16 @@ impl Session {
                 .then(|| self.marked_today(&id, today))
                 .flatten(),
         });
+        // After the JOIN's own event: the dashboard has the row to flag.
+        let day = self.engine.store.local_date(today);
+        for flag in self
+            .engine
+            .flags
+            .note(&id.class, &id.roll, peer.ip(), now, day)
+        {
+            info!(%flag, "check-in flagged for the teacher");
+            self.engine.publish(|| ClassEvent::Flagged { flag });
+        }
         self.seat = Some(seat);
         let resume = (token != 0 && required_seconds > 0)
             .then(|| Token::new(&format_token(token)).ok())

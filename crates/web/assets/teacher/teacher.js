@@ -146,6 +146,16 @@
       st.replaceChildren(el('span', `status ${status}`, word));
       if (r.marked_at) st.append(el('span', 'when', ` at ${time(r.marked_at)}`));
       if (r.via === 'ws') st.append(el('span', 'via', ' · web'));
+      for (const f of r.flags || []) {
+        const words = {
+          'shared-address': ['⚑ shared address', 'Several students checked in from this address within minutes: maybe one device checking in for others (or just a shared NAT).'],
+          'two-addresses': ['⚑ two addresses', 'This roll was seen from two addresses today.'],
+        }[f];
+        if (!words) continue;
+        const flag = el('span', 'flag', ` ${words[0]}`);
+        flag.title = words[1];
+        st.append(flag);
+      }
       if (r.lagged > 0) {
         const warn = el('span', 'lagging', ` ⚠ lagging (${r.lagged} missed)`);
         warn.title = 'This student\'s connection is too slow to keep up with the class.';

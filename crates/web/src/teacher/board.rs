@@ -52,6 +52,9 @@ pub struct Row {
     pub left_at: Option<String>,
     /// Announcements their connection missed (`EVENT LAGGED`) while seated.
     pub lagged: u64,
+    /// Flags for the teacher: `shared-address` (several rolls from this address within
+    /// minutes), `two-addresses` (this roll from two addresses today).
+    pub flags: Vec<&'static str>,
 }
 
 /// One chat line.
@@ -103,7 +106,14 @@ struct Entry {
     left_at: i64,
     seconds_left: u32,
     lagged: u32,
+    /// [`FLAG_SHARED`] | [`FLAG_TWO`].
+    flags: u8,
 }
+
+/// [`Entry::flags`]: several rolls checked in from this address within minutes.
+const FLAG_SHARED: u8 = 1;
+/// [`Entry::flags`]: this roll was seen from two addresses today.
+const FLAG_TWO: u8 = 2;
 
 fn millis(at: Timestamp) -> i64 {
     i64::try_from(at.unix_millis()).unwrap_or(0)
@@ -129,6 +139,11 @@ impl Entry {
             connected: self.connected,
             left_at: time_of(self.left_at),
             lagged: u64::from(self.lagged),
+            flags: [(FLAG_SHARED, "shared-address"), (FLAG_TWO, "two-addresses")]
+                .into_iter()
+                .filter(|(bit, _)| self.flags & bit != 0)
+                .map(|(_, word)| word)
+                .collect(),
         }
     }
 }
@@ -250,10 +265,12 @@ impl Board {
                     left_at: 0,
                     seconds_left: u32::try_from(seconds_left).unwrap_or(u32::MAX),
                     lagged: 0,
+                    flags: 0,
                 };
                 self.upsert(state, &id, |old| {
-                    // A mark outlives the seat it was made on.
+                    // A mark (and a flag) outlives the seat it was made on.
                     if let Some(old) = old {
+                        row.flags = old.flags;
                         if row.marked_at == 0 {
                             row.marked_at = old.marked_at;
                         }
@@ -292,6 +309,36 @@ impl Board {
                         ..*r
                     })
                 });
+            }
+            ClassEvent::Flagged { flag } => {
+                use attendance_server::attendance::flags::Flag;
+                let (class, rolls, bit) = match flag {
+                    Flag::SharedAddress { class, rolls, .. } => (class, rolls, FLAG_SHARED),
+                    Flag::TwoAddresses { class, roll, .. } => (class, vec![roll], FLAG_TWO),
+                };
+                let ids: Vec<StudentId> = state
+                    .classes
+                    .get(&class)
+                    .map(|c| {
+                        c.rows
+                            .keys()
+                            .filter(|(_, roll)| rolls.contains(roll))
+                            .map(|(name, roll)| StudentId {
+                                class: class.clone(),
+                                name: name.clone(),
+                                roll: roll.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for id in ids {
+                    self.upsert(state, &id, |old| {
+                        old.map(|r| Entry {
+                            flags: r.flags | bit,
+                            ..*r
+                        })
+                    });
+                }
             }
             ClassEvent::Said { id, text } => {
                 let chat = Chat {
