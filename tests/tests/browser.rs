@@ -373,3 +373,37 @@ async fn the_student_page_taken_over_by_a_resume_elsewhere_says_so_and_stays_dow
     assert!(other.cmd("PRESENT").await?.starts_with("ERR EARLY"));
     Ok(())
 }
+
+/// A page cut off for longer than the grace gives up, says so and offers "Try again", and
+/// does nothing by itself after that; "Try again" takes the seat back. The page's clock is
+/// run ahead (Playwright's fake clock), the daemon's 1-minute grace is not, so the seat still
+/// waits.
+#[tokio::test]
+async fn the_student_page_gives_up_after_the_grace_and_try_again_resumes() -> Result<()> {
+    let d = Daemon::start(&["--class-length", "5m", "--resume-grace", "1m"])?;
+    let proxy = CutProxy::start(d.web())?;
+    let mut page = Scenario::new(
+        "student_giveup",
+        "student_giveup.mjs",
+        &format!("http://{}", proxy.addr),
+    )?
+    .start()?;
+    page.progress("joined")?;
+    proxy.cut();
+    page.progress("gaveup")?;
+    proxy.heal();
+    let result = page.finish()?;
+    assert!(
+        result["gaveup_text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Could not reconnect")),
+        "{result}"
+    );
+    assert!(
+        result["back_text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Back — ")),
+        "{result}"
+    );
+    Ok(())
+}

@@ -171,7 +171,8 @@
       } else if (replaced) {
         ui.left.textContent = 'Counting on the other device';
       } else {
-        ui.left.textContent = lostSince ? 'Paused: reconnecting…' : 'Waiting for the connection…';
+        if (gaveUp) ui.left.textContent = 'Paused: not connected';
+        else ui.left.textContent = lostSince ? 'Paused: reconnecting…' : 'Waiting for the connection…';
       }
     }
     if (serverOffset !== null) {
@@ -281,6 +282,7 @@
     ui.heartbeat.textContent = 'Disconnected';
     ui.connectedFor.textContent = '–';
     ui.ping.textContent = '–';
+    ui.clients.textContent = '–';
     elapsed = null;
     if (idleClosed) {
       idleClosed = false;
