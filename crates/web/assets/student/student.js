@@ -432,6 +432,9 @@
       case 'JOIN':
         ui.join.disabled = false;
         showError(message, code);
+        // Connected: what is wrong now is the seat, which the error says, not the network.
+        lostSince = 0;
+        attempt = 0;
         if (code === 'ALREADY' && cmd.auto && rejoins < REJOIN_MAX) {
           // After a drop or reload the old connection may hold the seat until the server
           // notices it is gone (a dead phone: up to two WebSocket pings).
