@@ -257,3 +257,153 @@ async fn the_student_page_shows_a_drop_rejoins_by_itself_and_shows_a_shutdown() 
     );
     Ok(())
 }
+
+/// The events `client` has heard until the first one starting with `until` (included).
+async fn events_until(client: &mut attendance_tests::Client, until: &str) -> Result<Vec<String>> {
+    let mut heard: Vec<String> = client.events.drain(..).collect();
+    while !heard.last().is_some_and(|e| e.starts_with(until)) {
+        heard.push(client.recv_raw().await?);
+    }
+    Ok(heard)
+}
+
+/// Resume after a drop on the student page: a real network drop (the proxy between browser and
+/// daemon is cut) 2 s into an 8 s class, 3 s away. The page shows the drop and its attempts,
+/// reconnects by itself, takes the seat back with RESUME (the class hears neither a leave nor
+/// an arrival), counts down what the server says is left — about 6 s: not a fresh 8 s class,
+/// not its own clock's 3 s — and ends marked present, the one row of the CSV.
+#[tokio::test]
+async fn the_student_page_resumes_its_seat_after_a_drop_and_is_marked_present() -> Result<()> {
+    const CLASS_SECS: u64 = 8;
+    let d = Daemon::start(&["--class-length", "8s", "--resume-grace", "1m"])?;
+    let proxy = CutProxy::start(d.web())?;
+    let mut classmate = d.connect().await?;
+    let joined = classmate
+        .cmd("JOIN ComputerNetworks_Div1_Classmate_18BCP044")
+        .await?;
+    assert!(joined.starts_with("OK JOIN"), "{joined}");
+    let mut page = Scenario::new(
+        "student_resume",
+        "student_resume.mjs",
+        &format!("http://{}", proxy.addr),
+    )?
+    .start()?;
+    page.progress("joined")?;
+    assert!(classmate.event("EVENT JOIN").await?.contains("JayPatel"));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    proxy.cut();
+    page.progress("lost")?;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    proxy.heal();
+    let back = page.progress("back")?;
+    let left = back["left_secs"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        (3..CLASS_SECS).contains(&left),
+        "the countdown continues from the server's time left: {back}"
+    );
+    let result = page.finish()?;
+    assert!(
+        result["lost_text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Connection lost — reconnecting… attempt")),
+        "{result}"
+    );
+    assert!(result["sockets"].as_u64() >= Some(2), "{result}");
+
+    let heard = events_until(&mut classmate, "EVENT PRESENT").await?;
+    assert!(
+        heard.last().is_some_and(|e| e.contains("JayPatel")),
+        "{heard:?}"
+    );
+    assert!(
+        !heard.iter().any(|e| e.contains("JayPatel")
+            && (e.starts_with("EVENT LEAVE") || e.starts_with("EVENT JOIN"))),
+        "a resume is silent to the class: {heard:?}"
+    );
+    let rows = read_rows(&d.csv_path()).await?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].roll.as_str(), rows[0].status.as_str()),
+        ("18BCP043", "Present"),
+        "{:?}",
+        rows[0]
+    );
+    assert_eq!(
+        rows[0].marked_at,
+        result["marked_at"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// A seat taken over elsewhere: the page, reloaded, takes its seat back with the token kept in
+/// sessionStorage; then another client sends `RESUME` with that token. The page says the
+/// student is checked in on another device and opens no new connection; the other client
+/// holds the seat.
+#[tokio::test]
+async fn the_student_page_taken_over_by_a_resume_elsewhere_says_so_and_stays_down() -> Result<()> {
+    let d = Daemon::start(&["--class-length", "5m", "--resume-grace", "1m"])?;
+    let mut page = Scenario::new("student_replaced", "student_replaced.mjs", &base(&d))?.start()?;
+    let joined = page.progress("joined")?;
+    let token = joined["token"].as_str().unwrap_or_default().to_owned();
+    let mut other = d.connect().await?;
+    let resumed = other.cmd(&format!("RESUME {token}")).await?;
+    assert!(
+        resumed.starts_with("OK RESUME ComputerNetworks Div1 JayPatel 18BCP043 "),
+        "{resumed}"
+    );
+    let result = page.finish()?;
+    assert!(
+        result["replaced_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("another device")),
+        "{result}"
+    );
+    assert!(
+        result["after_reload"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Back — ")),
+        "{result}"
+    );
+    assert_eq!(
+        result["sockets_before"], result["sockets_after"],
+        "no reconnect after EVENT REPLACED: {result}"
+    );
+    assert!(result["token_after"].is_null(), "{result}");
+    // The seat is the other client's: its time counts there.
+    assert!(other.cmd("PRESENT").await?.starts_with("ERR EARLY"));
+    Ok(())
+}
+
+/// A page cut off for longer than the grace gives up, says so and offers "Try again", and
+/// does nothing by itself after that; "Try again" takes the seat back. The page's clock is
+/// run ahead (Playwright's fake clock), the daemon's 1-minute grace is not, so the seat still
+/// waits.
+#[tokio::test]
+async fn the_student_page_gives_up_after_the_grace_and_try_again_resumes() -> Result<()> {
+    let d = Daemon::start(&["--class-length", "5m", "--resume-grace", "1m"])?;
+    let proxy = CutProxy::start(d.web())?;
+    let mut page = Scenario::new(
+        "student_giveup",
+        "student_giveup.mjs",
+        &format!("http://{}", proxy.addr),
+    )?
+    .start()?;
+    page.progress("joined")?;
+    proxy.cut();
+    page.progress("gaveup")?;
+    proxy.heal();
+    let result = page.finish()?;
+    assert!(
+        result["gaveup_text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Could not reconnect")),
+        "{result}"
+    );
+    assert!(
+        result["back_text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Back — ")),
+        "{result}"
+    );
+    Ok(())
+}

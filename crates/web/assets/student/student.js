@@ -1,18 +1,24 @@
 // The student page: the attendanced line protocol over /ws, one text frame per line.
 // Replies (OK/ERR) come in command order, so every command sent is queued in `pending` and
 // each reply is matched to the oldest one. Live values are asked of the server, never guessed;
-// the countdown only animates locally between the server's facts (OK JOIN, ERR EARLY).
+// the countdown only animates locally between the server's facts (OK JOIN, OK RESUME, ERR EARLY).
+// A seat outlives a drop for the server's resume grace: the page keeps the seat's token (memory
+// and sessionStorage, so a reload resumes too), reconnects by itself and sends RESUME <token>.
 'use strict';
 (() => {
   const POLL_MS = 5000; // TIME, ELAPSED, CLIENTS, PING
   const STALL_MS = 15000; // a reply this late means the connection is dead
-  const BACKOFF_MIN_MS = 1000;
-  const BACKOFF_MAX_MS = 30000;
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 10000;
+  const JITTER = 0.3; // ±30 %: a room of phones that dropped together does not return together
+  const GIVE_UP_MS = 5 * 60 * 1000; // the server's default resume grace: the seat is gone after it
+  const REJOIN_MAX = 30; // ERR ALREADY retries (5 minutes)
   const SHUTDOWN_RETRY_MS = 30000;
   const REJOIN_RETRY_MS = 10000; // ERR ALREADY after a drop: the old seat is not freed yet
   const STORAGE_RETRY_MS = 3000;
   const EVENTS_MAX = 200;
   const KEY = 'attendanced.identity';
+  const SEAT_KEY = 'attendanced.seat'; // {identity, token, total}: what a reload resumes
   // Lines that are not replies to a command: they must not consume `pending`.
   const UNSOLICITED = new Set(['FULL', 'TIMEOUT', 'TOOMANYERRORS']);
 
@@ -24,18 +30,25 @@
     change: $('change-identity'), events: $('events'), chatForm: $('chat-form'),
     chat: $('chat-input'), send: $('chat-send'), serverTime: $('server-time'),
     connectedFor: $('connected-for'), clients: $('clients'), ping: $('ping'),
-    heartbeat: $('heartbeat'),
+    heartbeat: $('heartbeat'), retry: $('retry'),
   };
 
   const store = {
     get() { try { return sessionStorage.getItem(KEY) || ''; } catch { return ''; } },
     set(v) { try { if (v) sessionStorage.setItem(KEY, v); else sessionStorage.removeItem(KEY); } catch { /* private mode */ } },
+    seat() { try { return JSON.parse(sessionStorage.getItem(SEAT_KEY)) || {}; } catch { return {}; } },
+    setSeat(v) { try { if (v.token) sessionStorage.setItem(SEAT_KEY, JSON.stringify(v)); else sessionStorage.removeItem(SEAT_KEY); } catch { /* private mode */ } },
   };
 
   let ws = null;
   let greeted = false; // HELLO seen on this connection
   let pending = []; // {cmd, arg, at}
-  let attempt = 0; // reconnects since the last HELLO
+  let attempt = 0; // reconnects since the connection was lost
+  let lostSince = 0; // performance.now() of the unexpected close not yet made good, or 0
+  let gaveUp = false; // lost for GIVE_UP_MS: waits for "Try again"
+  let replaced = false; // EVENT REPLACED: the seat is on another device; never reconnect
+  let back = false; // the seat was taken back after a drop or a reload
+  let rejoins = 0; // ERR ALREADY retries in a row
   let shutdown = false; // EVENT SHUTDOWN seen
   let retryAt = 0; // performance.now() of the next reconnect, while lost
   let retryTimer = 0;
@@ -47,7 +60,9 @@
   let identity = store.get(); // the identity to (re)join as, kept for reloads
   let seated = false; // OK JOIN on this connection
   let student = null; // {course, div, name, roll}: the class view is shown
-  let required = 0; // seconds, from the last OK JOIN
+  let required = 0; // seconds, from the last OK JOIN or OK RESUME
+  let total = 0; // the class length of this seat, for the progress bar
+  let token = ''; // the seat's resume token (OK JOIN, OK RESUME), while it has time to serve
   let dueAt = 0; // performance.now() when the class length is served (server's word)
   let presentAt = 0; // do not send PRESENT before this
   let markedAt = ''; // the rfc3339 of OK PRESENT
@@ -62,6 +77,8 @@
   const STATUS = {
     connecting: 'Connecting…', connected: 'Connected', joined: 'Checked in',
     marked: 'Marked present', shutdown: 'Server shut down',
+    replaced: 'Checked in on another device — this page has stopped',
+    gaveup: 'Could not reconnect for 5 minutes. Check your connection, then try again.',
   };
   function setState(state, text) {
     ui.status.dataset.state = state;
@@ -69,19 +86,30 @@
     if (ui.status.textContent !== t) ui.status.textContent = t;
   }
   function showState() {
-    if (ws && greeted) {
+    if (replaced) {
+      setState('replaced');
+    } else if (ws && greeted && (seated || !lostSince)) {
       if (markedAt && seated) setState('marked');
+      else if (seated && back) setState('joined', `Back — ${duration(Math.ceil(leftSecs()))} left`);
       else if (seated) setState('joined');
       else setState('connected');
+    } else if (gaveUp) {
+      setState('gaveup');
+    } else if (markedAt && student) {
+      setState('marked');
     } else if (shutdown) {
       setState('shutdown');
     } else if (retryAt) {
       const n = Math.max(0, Math.ceil((retryAt - performance.now()) / 1000));
-      setState('lost', `Connection lost — retrying in ${n}s`);
+      setState('lost', `Connection lost — reconnecting… attempt ${attempt + 1} in ${n}s`);
+    } else if (lostSince) {
+      setState('lost', `Connection lost — reconnecting… attempt ${attempt}`);
     } else {
       setState('connecting');
     }
+    ui.retry.hidden = !gaveUp || replaced;
   }
+  function leftSecs() { return Math.max(0, (dueAt - performance.now()) / 1000); }
   // A refusal's message in #error (its code in data-code), or nothing.
   function showError(text, code) {
     ui.error.textContent = text || '';
@@ -133,15 +161,18 @@
         ui.bar.value = ui.bar.max;
         ui.left.textContent = '0:00 left';
       } else if (seated) {
-        const left = Math.max(0, (dueAt - now) / 1000);
-        ui.bar.max = Math.max(required, 1);
-        ui.bar.value = required ? Math.min(required, required - left) : 1;
+        const left = leftSecs();
+        ui.bar.max = Math.max(total, 1);
+        ui.bar.value = total ? Math.min(total, total - left) : 1;
         ui.left.textContent = `${duration(Math.ceil(left))} left`;
         if (left <= 0 && now >= presentAt && !isPending('PRESENT')) {
           send('PRESENT');
         }
+      } else if (replaced) {
+        ui.left.textContent = 'Counting on the other device';
       } else {
-        ui.left.textContent = 'Waiting for the connection…';
+        if (gaveUp) ui.left.textContent = 'Paused: not connected';
+        else ui.left.textContent = lostSince ? 'Paused: reconnecting…' : 'Waiting for the connection…';
       }
     }
     if (serverOffset !== null) {
@@ -195,10 +226,17 @@
   // `auto`: a resume (reload, reconnect), not the user's submit.
   function join(auto) {
     clearTimeout(rejoinTimer);
-    if (!identity || isPending('JOIN') || !send('JOIN', identity)) return;
+    if (!identity || isPending('JOIN') || isPending('RESUME') || !send('JOIN', identity)) return;
     pending[pending.length - 1].auto = auto;
     ui.join.disabled = true;
   }
+  // Takes the seat back with its token; the server says what is left (never our own clock).
+  function resume() {
+    if (!token || isPending('JOIN') || isPending('RESUME')) return;
+    send('RESUME', token);
+  }
+  function saveSeat() { store.setSeat({ identity, token, total }); }
+  function forgetToken() { token = ''; saveSeat(); }
 
   function connect() {
     clearTimeout(retryTimer);
@@ -215,7 +253,8 @@
       poll();
       clearInterval(pollTimer);
       pollTimer = setInterval(poll, POLL_MS);
-      if (identity) join(true);
+      if (token) resume();
+      else if (identity) join(true);
     };
     sock.onmessage = (e) => { if (ws === sock) onLine(String(e.data)); };
     sock.onclose = () => closed(sock);
@@ -243,28 +282,50 @@
     ui.heartbeat.textContent = 'Disconnected';
     ui.connectedFor.textContent = '–';
     ui.ping.textContent = '–';
+    ui.clients.textContent = '–';
     elapsed = null;
-    let delay;
     if (idleClosed) {
       idleClosed = false;
       attempt = 0;
       connect(); // shows "Connecting…", not a loss
       return;
     }
+    // Not a drop: the seat is elsewhere now, or served (the mark is on disk).
+    if (replaced || (markedAt && student)) {
+      tick();
+      return;
+    }
+    const now = performance.now();
+    if (!lostSince) lostSince = now;
+    if (now - lostSince >= GIVE_UP_MS) {
+      gaveUp = true;
+      tick();
+      return;
+    }
+    let delay;
     if (shutdown) {
       delay = SHUTDOWN_RETRY_MS;
     } else {
       const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
-      delay = Math.min(BACKOFF_MAX_MS, base * (0.75 + Math.random() * 0.5));
-      attempt += 1;
+      delay = base * (1 + (Math.random() * 2 - 1) * JITTER);
     }
-    retryAt = performance.now() + delay;
+    attempt += 1;
+    // The last attempt just before the grace runs out.
+    delay = Math.max(0, Math.min(delay, lostSince + GIVE_UP_MS - now));
+    retryAt = now + delay;
     retryTimer = setTimeout(connect, delay);
     tick();
   }
   // Back now (network up, screen on): retry at once instead of waiting out the backoff.
   function retryNow() {
     if (!ws && retryAt && !shutdown) connect();
+  }
+  // "Try again" after giving up: a fresh round of attempts.
+  function tryAgain() {
+    gaveUp = false;
+    lostSince = 0;
+    attempt = 0;
+    connect();
   }
 
   // ---- lines from the server -----------------------------------------------------------
@@ -275,7 +336,7 @@
     const rest = sp < 0 ? '' : line.slice(sp + 1);
     if (tag === 'HELLO') {
       greeted = true;
-      attempt = 0;
+      if (!student) { attempt = 0; lostSince = 0; } // else once the seat is back
       shutdown = false;
       heartbeatAt = '';
       ui.heartbeat.textContent = 'Connected';
@@ -299,17 +360,26 @@
   function onOk(cmd, rest) {
     const f = rest.split(' ');
     switch (f[0]) {
-      case 'JOIN': {
-        // OK JOIN <course> <div> <name> <roll> <required_seconds>
+      case 'JOIN':
+      case 'RESUME': {
+        // OK JOIN|RESUME <course> <div> <name> <roll> <required_seconds> [<resume_token>]
         ui.join.disabled = false;
         const first = student === null;
+        const id = `${f[1]}_${f[2]}_${f[3]}_${f[4]}`;
         student = { course: f[1], div: f[2], name: f[3], roll: f[4] };
         required = Math.max(0, Number(f[5]) || 0);
+        total = id === identity ? Math.max(total, required) : required;
         dueAt = performance.now() + required * 1000;
         presentAt = 0;
         seated = true;
-        identity = `${f[1]}_${f[2]}_${f[3]}_${f[4]}`;
+        back = cmd.auto || f[0] === 'RESUME' || lostSince !== 0;
+        lostSince = 0;
+        attempt = 0;
+        rejoins = 0;
+        identity = id;
+        token = /^[0-9a-fA-F]{32}$/.test(f[6] || '') ? f[6] : '';
         store.set(identity);
+        saveSeat();
         showError('');
         showStudent();
         setChat(true);
@@ -323,6 +393,7 @@
         ui.marked.dataset.markedAt = markedAt;
         ui.marked.hidden = false;
         showError('');
+        forgetToken(); // a marked seat is given back: nothing to resume
         releaseWake();
         break;
       case 'TIME': {
@@ -352,12 +423,22 @@
 
   function onErr(cmd, code, message) {
     switch (cmd.cmd) {
+      case 'RESUME':
+        // BADTOKEN: the grace ran out (or the server restarted). A JOIN of the same ID
+        // continues the time served today.
+        forgetToken();
+        join(true);
+        break;
       case 'JOIN':
         ui.join.disabled = false;
         showError(message, code);
-        if (code === 'ALREADY' && cmd.auto) {
+        // Connected: what is wrong now is the seat, which the error says, not the network.
+        lostSince = 0;
+        attempt = 0;
+        if (code === 'ALREADY' && cmd.auto && rejoins < REJOIN_MAX) {
           // After a drop or reload the old connection may hold the seat until the server
           // notices it is gone (a dead phone: up to two WebSocket pings).
+          rejoins += 1;
           rejoinTimer = setTimeout(() => join(true), REJOIN_RETRY_MS);
         } else if (!seated && student === null) {
           // A refused identity is not kept; the form stays for a corrected one.
@@ -404,7 +485,19 @@
       }
       case 'SHUTDOWN':
         shutdown = true;
+        forgetToken(); // the server gives every seat back: the next check-in is a JOIN
         addEvent('The server is shutting down');
+        break;
+      case 'REPLACED':
+        // A RESUME with our token elsewhere: that device counts now. Reconnecting here would
+        // take the seat back and forth, so this page stops for good.
+        replaced = true;
+        seated = false;
+        token = '';
+        store.set('');
+        store.setSeat({});
+        addEvent('You checked in on another device; this page has stopped');
+        drop();
         break;
       default: break;
     }
@@ -420,6 +513,7 @@
     identity = id;
     showError('');
     if (ws && ws.readyState === WebSocket.OPEN) join(false);
+    else if (gaveUp) tryAgain();
     else retryNow(); // joined as soon as the connection is back
   });
   ui.chatForm.addEventListener('submit', (e) => {
@@ -428,10 +522,20 @@
     if (!text || !seated) return;
     if (send('SAY', text)) ui.chat.value = '';
   });
+  ui.retry.addEventListener('click', tryAgain);
   ui.change.addEventListener('click', () => {
-    // Leaving the seat: a new connection checks in someone else.
+    // Leaving the seat (QUIT gives it back at once, not after the grace): a new connection
+    // checks in someone else.
+    send('QUIT');
     identity = '';
     store.set('');
+    token = '';
+    store.setSeat({});
+    total = 0;
+    replaced = false;
+    gaveUp = false;
+    lostSince = 0;
+    back = false;
     student = null;
     seated = false;
     markedAt = '';
@@ -441,6 +545,7 @@
     showStudent();
     attempt = 0;
     drop();
+    lostSince = 0; // leaving on purpose is not a loss
     connect();
     ui.identity.focus();
   });
@@ -452,6 +557,14 @@
   window.addEventListener('online', retryNow);
 
   if (identity) ui.identity.value = identity;
+  {
+    // A reload of this tab: take the seat back rather than joining anew.
+    const kept = store.seat();
+    if (identity && kept.identity === identity && typeof kept.token === 'string') {
+      token = kept.token;
+      total = Number(kept.total) || 0;
+    }
+  }
   setInterval(tick, 1000);
   connect();
 })();

@@ -1,0 +1,57 @@
+// The student page through a real network drop (a cut proxy) mid-class, with a resume grace:
+// the page shows the drop, reconnects by itself, takes its seat back with RESUME (the class
+// hears no leave and no arrival), counts down what the server says is left — not its own
+// clock, not a fresh class — and is marked present at the end.
+//
+//     node student_resume.mjs --url http://127.0.0.1:PORT --out DIR [--identity ID]
+//
+// Progress lines: "joined" (the Rust test waits, then cuts the network), "lost" (the page shows
+// the drop: the Rust test waits, then heals it), "back" {back_text, left_secs} (the seat is back).
+//
+// Result: { states, lost_text, back_text, left_secs, marked_at, sockets }.
+
+import { open, scenario, waitFor, waitForText, waitUntil } from './lib.mjs';
+
+await scenario(
+  { identity: { type: 'string', default: 'ComputerNetworks_Div1_JayPatel_18BCP043' } },
+  async (ctx) => {
+    const { page, tolerate } = await ctx.newPage();
+    let sockets = 0;
+    page.on('websocket', () => { sockets += 1; });
+    await open(page, `${ctx.url}/`);
+    await page.evaluate(() => {
+      const st = document.querySelector('#status');
+      window.__states = [st.dataset.state];
+      new MutationObserver(() => {
+        if (window.__states.at(-1) !== st.dataset.state) window.__states.push(st.dataset.state);
+      }).observe(st, { attributes: true, attributeFilter: ['data-state'] });
+    });
+    await waitFor(page, '#status[data-state="connected"]');
+    await page.fill('#identity', ctx.args.identity);
+    await page.press('#identity', 'Enter');
+    await waitFor(page, '#status[data-state="joined"]');
+    tolerate(/WebSocket connection to 'ws:\/\/[^']+\/ws' failed/);
+    tolerate(/^Failed to load resource: net::ERR_[A-Z_]+ \(ws:\/\/[^ ]+\/ws\)$/);
+    ctx.progress('joined');
+
+    await waitFor(page, '#status[data-state="lost"]');
+    const lostText = (await page.textContent('#status')).trim();
+    // A few failed attempts while the network is down: the attempt count shows.
+    await waitForText(page, '#status', /attempt [2-9]/);
+    await ctx.screenshot(page, 'lost');
+    ctx.progress('lost');
+
+    const backText = (await waitForText(page, '#status', /^Back — \d+:\d\d left$/, { timeout: 30_000 })).trim();
+    const leftText = (await page.textContent('#time-left')).trim();
+    const [m, s] = leftText.match(/(\d+):(\d\d) left/).slice(1).map(Number);
+    await ctx.screenshot(page, 'back');
+    ctx.progress('back', { back_text: backText, left_secs: m * 60 + s });
+
+    await waitFor(page, '#marked', { timeout: 30_000 });
+    await waitFor(page, '#status[data-state="marked"]');
+    const markedAt = await page.getAttribute('#marked', 'data-marked-at');
+    await ctx.screenshot(page, 'marked');
+    const states = await waitUntil(page, 'the states so far', () => window.__states);
+    return { states, lost_text: lostText, back_text: backText, left_secs: m * 60 + s, marked_at: markedAt, sockets };
+  },
+);
