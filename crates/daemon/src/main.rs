@@ -31,6 +31,10 @@ fn main() -> ExitCode {
     if let Some(Command::Report { .. }) = &cli.command {
         return report_command(config_file.as_deref(), &cli);
     }
+    if let Some(Command::Verify { file, key } | Command::Migrate { file, key }) = &cli.command {
+        let migrate = matches!(cli.command, Some(Command::Migrate { .. }));
+        return chain_command(config_file.as_deref(), &cli, file, key.as_deref(), migrate);
+    }
     let log_filter = init_logging(&cli);
     let mut config = match Config::load(config_file.as_deref(), &cli) {
         Ok(c) => c,
@@ -118,6 +122,83 @@ fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
         Err(e) => {
             eprintln!("attendanced: {e}");
             ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// `attendanced verify FILE` (exit 0 sound, 1 broken, 2 unreadable or not a chained file) and
+/// `attendanced migrate FILE` (exit 0 converted, 1 not).
+fn chain_command(
+    file: Option<&Path>,
+    cli: &Cli,
+    csv: &Path,
+    key: Option<&Path>,
+    migrate: bool,
+) -> ExitCode {
+    use attendance_server::store::chain;
+    let key_path = match key {
+        Some(k) => k.to_owned(),
+        None => match Config::load(file, cli) {
+            Ok(c) => c.split().0.state_dir().join("attendanced.key"),
+            Err(e) => {
+                eprintln!("attendanced: {e}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+    };
+    let loaded = if migrate {
+        chain::ChainKey::load_or_create(&key_path)
+    } else {
+        chain::ChainKey::load(&key_path)
+    };
+    let key = match loaded {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("attendanced: chain key: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if migrate {
+        return match chain::migrate(csv, &key) {
+            Ok(rows) => {
+                println!(
+                    "migrated {}: {rows} rows, chained; the original is {}.v1",
+                    csv.display(),
+                    csv.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("attendanced migrate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match chain::verify(csv, &key) {
+        Ok(Ok(v)) => {
+            let checkpoint = match &v.checkpoint {
+                Some(c) => format!("; agrees with the checkpoint of {} ({} rows)", c.at, c.rows),
+                None => "; no checkpoint to compare with".to_owned(),
+            };
+            println!(
+                "OK {} rows, head {}{checkpoint}",
+                v.rows,
+                chain::hex(&v.head)
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            println!(
+                "BROKEN {}, line {}: {}",
+                csv.display(),
+                broken.line,
+                broken.what
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("attendanced verify: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -44,6 +44,9 @@ pub enum ServerError {
     /// The TLS certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The row chain's key could not be loaded.
+    #[error(transparent)]
+    Chain(#[from] store::chain::ChainError),
     /// A class's roster or code secret could not be loaded.
     #[error(transparent)]
     Rules(#[from] crate::attendance::rules::RulesError),
@@ -85,6 +88,7 @@ impl ServerError {
             Self::Storage(e) => e.is_config(),
             Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_))
             | Self::Tls(_)
+            | Self::Chain(_)
             | Self::Rules(_) => true,
             _ => false,
         }
@@ -161,10 +165,21 @@ pub async fn run_with_log(
     serve(listener, config, csv, shutdown, controls, Vec::new()).await
 }
 
-/// Opens (and locks) the configured CSV, building the dedupe index from its recent rows.
-async fn open(config: &Config) -> Result<(CsvSink, Index), StorageError> {
+/// Opens (and locks) the configured CSV, building the dedupe index from its recent rows, and
+/// chains its rows with the state directory's key (`attendanced.key`, created if missing).
+async fn open(config: &Config) -> Result<(CsvSink, Index), ServerError> {
     let (startup, _) = config.split();
-    store::open_csv(&startup.csv, startup.fsync, startup.time_zone()).await
+    let key_path = startup.state_dir().join("attendanced.key");
+    let key = store::chain::ChainKey::load_or_create(&key_path)?;
+    let (sink, index) = store::open_csv(&startup.csv, startup.fsync, startup.time_zone()).await?;
+    let (head, rows) = sink.head();
+    info!(
+        key = %key_path.display(),
+        rows,
+        head = %store::chain::hex(&head),
+        "row chain open"
+    );
+    Ok((sink.with_key(key), index))
 }
 
 async fn serve(

@@ -137,5 +137,13 @@ pub async fn close_session(engine: &Engine, key: &ClassKey, start: Timestamp) ->
         }
     }
     engine.hub.tell_ended(key, lines);
+    // Deleting the session's last rows would leave a valid chain: the checkpoint tells.
+    if let Err(e) = engine
+        .store
+        .checkpoint(crate::store::chain::CheckpointReason::SessionClose)
+        .await
+    {
+        warn!(class = %key, error = %e, "checkpoint at session close not written");
+    }
     closed
 }

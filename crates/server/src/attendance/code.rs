@@ -3,7 +3,7 @@
 //! only; the code of the current step and of the one before are accepted, so a code read off
 //! the projector just before it changes still works.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
@@ -17,35 +17,7 @@ pub const DIGITS: u32 = 6;
 pub const SECRET_BYTES: usize = 20;
 
 /// Why a class's secret could not be had.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CodeError {
-    /// The file could not be read or written.
-    #[error("class code secret {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file can be read by others.
-    #[error(
-        "class code secret {path} is readable by group or others (mode {mode:o}); chmod 600 it"
-    )]
-    Permissions {
-        /// The file.
-        path: PathBuf,
-        /// Its mode.
-        mode: u32,
-    },
-    /// The file is too short to be a secret.
-    #[error("class code secret {path} holds fewer than 16 bytes")]
-    Short {
-        /// The file.
-        path: PathBuf,
-    },
-}
+pub type CodeError = crate::ops::private_file::PrivateFileError;
 
 /// The code of the step that `unix_secs` falls in.
 pub fn code_at(secret: &[u8], unix_secs: i64) -> u32 {
@@ -103,40 +75,8 @@ pub fn load_or_create_secret(
     course: &str,
     division: &str,
 ) -> Result<Vec<u8>, CodeError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let path = dir.join(format!("code-{course}_{division}.secret"));
-    let io = |source| CodeError::Io {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::metadata(&path) {
-        Ok(meta) => {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(CodeError::Permissions { path, mode });
-            }
-            let secret = std::fs::read(&path).map_err(io)?;
-            if secret.len() < 16 {
-                return Err(CodeError::Short { path });
-            }
-            Ok(secret)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut secret = vec![0u8; SECRET_BYTES];
-            getrandom::fill(&mut secret).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io)?;
-            file.write_all(&secret).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            Ok(secret)
-        }
-        Err(e) => Err(io(e)),
-    }
+    crate::ops::private_file::load_or_create(&path, SECRET_BYTES)
 }
 
 /// The check-in link the QR code carries: the student page with the class and code filled in.

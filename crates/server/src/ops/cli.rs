@@ -147,6 +147,26 @@ pub enum Command {
     /// and prints the result as TOML with each value's origin. Exit code 0 when valid; 78 with
     /// the bad key (and its line in the file) when not.
     CheckConfig,
+    /// Check the row chain of an attendance CSV: prints OK with the row count and the last
+    /// hash, or the first broken row (its line, and what is wrong) and exits 1. With the
+    /// file's checkpoints (<FILE>.checkpoints) it also finds rows deleted from the end.
+    Verify {
+        /// The attendance CSV.
+        file: std::path::PathBuf,
+        /// The chain key [default: attendanced.key in the state directory].
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<std::path::PathBuf>,
+    },
+    /// Convert a CSV of the previous version (8 columns, no row hashes) to this one: the
+    /// original is kept as FILE.v1, old rows keep their values, the chain starts over them.
+    /// Stop the daemon first.
+    Migrate {
+        /// The attendance CSV.
+        file: std::path::PathBuf,
+        /// The chain key [default: attendanced.key in the state directory, created if missing].
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<std::path::PathBuf>,
+    },
     /// Print one line per student of a class on a day: status, minutes late and attended.
     ///
     /// Reads the attendance CSV (the configured one, or --file) and counts days in the

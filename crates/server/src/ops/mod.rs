@@ -7,4 +7,5 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod notify;
+pub mod private_file;
 pub mod reload;

@@ -14,12 +14,31 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::io::AsyncReadExt as _;
 use tracing::{error, info, warn};
 
+use super::chain::{ChainKey, CheckpointReason};
 use super::index::{DaySpan, Index, jiff_timestamp};
 use super::{BatchSink, Held, Mark};
 use crate::config::FsyncPolicy;
 
-/// The header row. The first five columns are exactly the original project's.
-pub const HEADER: [&str; 8] = [
+/// The header row. The first five columns are exactly the original project's; `row_hash` is
+/// the keyed hash chain (see [`super::chain`]).
+pub const HEADER: [&str; 12] = [
+    "course",
+    "division",
+    "name",
+    "roll",
+    "status",
+    "marked_at",
+    "joined_at",
+    "client_addr",
+    "minutes_late",
+    "minutes_attended",
+    "session_start",
+    "row_hash",
+];
+
+/// The previous version's header (no minutes, no chain): refused, `attendanced migrate`
+/// converts it.
+pub const V1_HEADER: [&str; 8] = [
     "course",
     "division",
     "name",
@@ -55,7 +74,7 @@ pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
 /// Called in the task that makes the mark ([`CsvSink::encode`] through
 /// [`crate::store::Store::record`]), so the single writer task only concatenates rows and
 /// syncs: none of a row's encoding (nor a `String` per cell) is on its path.
-pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
+pub fn encode_row(cells: &[&str], out: &mut Vec<u8>) {
     // The usual row (letters, digits, timestamps, an address) needs no quoting anywhere: its
     // cells joined by commas are what csv_core writes for it, without the state machine. The
     // joined row is checked in one pass: exactly the seven delimiting commas, and no quote or
@@ -67,7 +86,7 @@ pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
         .all(|cell| !cell.is_empty() && !is_formula(cell))
     {
         let start = out.len();
-        for (i, cell) in cells.into_iter().enumerate() {
+        for (i, cell) in cells.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -83,7 +102,7 @@ pub fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) {
         out.truncate(start);
     }
     let mut w = csv_core::Writer::new();
-    for (i, cell) in cells.into_iter().enumerate() {
+    for (i, &cell) in cells.iter().enumerate() {
         if i > 0 {
             // A closing quote of the previous field, and the comma.
             put(out, 2, |o| w.delimiter(o));
@@ -148,24 +167,77 @@ fn ip_string(ip: std::net::IpAddr) -> CompactString {
     }
 }
 
-/// The CSV row of `mark` (see [`encode_row`]).
+/// The CSV row of `mark` (see [`encode_row`]) without its `row_hash` cell: the writer, which
+/// keeps the chain, appends `,<hash>` before the line ending.
 pub fn encode_mark(mark: &Mark) -> Vec<u8> {
     let addr = mark.addr.map(ip_string).unwrap_or_default();
-    let mut row = Vec::with_capacity(128);
+    let status = mark.status.as_str();
+    let mut numbers = itoa_pair(mark.minutes_late, mark.minutes_attended);
+    let (late, attended) = numbers.split();
+    let mut row = Vec::with_capacity(192);
     encode_row(
-        [
+        &[
             mark.id.course().as_str(),
             mark.id.division().as_str(),
             mark.id.name.as_str(),
             mark.id.roll.as_str(),
-            PRESENT,
+            status,
             &mark.marked_at.to_wire(),
             &mark.joined_at.to_wire(),
             &addr,
+            late,
+            attended,
+            &mark.session_start.to_wire(),
         ],
         &mut row,
     );
     row
+}
+
+/// Two numbers as decimal text, without an allocation each.
+struct Pair {
+    buf: [u8; 20],
+    split: usize,
+    len: usize,
+}
+
+impl Pair {
+    fn split(&mut self) -> (&str, &str) {
+        let (a, b) = self.buf[..self.len].split_at(self.split);
+        (
+            std::str::from_utf8(a).unwrap_or("0"),
+            std::str::from_utf8(b).unwrap_or("0"),
+        )
+    }
+}
+
+fn itoa_pair(a: u32, b: u32) -> Pair {
+    let mut p = Pair {
+        buf: [0; 20],
+        split: 0,
+        len: 0,
+    };
+    for (i, mut v) in [a, b].into_iter().enumerate() {
+        let mut digits = [0u8; 10];
+        let mut n = 0;
+        // Bounded: a u32 has at most 10 digits.
+        loop {
+            digits[n] = b'0' + (v % 10) as u8;
+            n += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        for d in digits[..n].iter().rev() {
+            p.buf[p.len] = *d;
+            p.len += 1;
+        }
+        if i == 0 {
+            p.split = p.len;
+        }
+    }
+    p
 }
 
 /// Why the CSV could not be opened or written.
@@ -199,6 +271,14 @@ pub enum StorageError {
         found: String,
         /// Ours.
         expected: String,
+    },
+    /// The file has the previous version's header: it is never rewritten silently.
+    #[error(
+        "{path}: this file has the previous header (no minutes, no row hashes); stop the daemon and convert it with `attendanced migrate {path}` (the original is kept beside it as {path}.v1)"
+    )]
+    V1 {
+        /// The file.
+        path: DisplayPath,
     },
     /// Another process (or another open of the file) holds its lock: two daemons must not
     /// append to the same CSV.
@@ -257,7 +337,7 @@ impl StorageError {
     pub fn is_config(&self) -> bool {
         use std::io::ErrorKind as K;
         match self {
-            Self::Header { .. } | Self::Locked { .. } => true,
+            Self::Header { .. } | Self::V1 { .. } | Self::Locked { .. } => true,
             Self::Open { source, .. } => matches!(
                 source.kind(),
                 K::PermissionDenied
@@ -338,6 +418,12 @@ pub struct CsvSink {
     refusing: Option<String>,
     /// Rows read from the file by the open that built the index (a reopen reads none).
     rows_read: u64,
+    /// The key of the row chain.
+    key: ChainKey,
+    /// The hash of the last row written (the chain's head).
+    head: [u8; 32],
+    /// Rows in the file (for checkpoints), as far as this sink knows.
+    rows: u64,
 }
 
 /// Largest encoding buffer kept between appends (about 600 typical rows); a larger batch's
@@ -370,6 +456,16 @@ fn header_line() -> String {
     HEADER.join(",")
 }
 
+/// A path shown plainly in a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayPath(pub PathBuf);
+
+impl std::fmt::Display for DisplayPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
 /// An exclusive `flock` on an open file description, released on drop.
 type Lock = Flock<std::fs::File>;
 
@@ -378,6 +474,8 @@ struct Opened {
     file: std::fs::File,
     lock: Lock,
     len: u64,
+    /// The hash of the last row ([`super::chain::GENESIS`] for a file of no rows).
+    head: [u8; 32],
 }
 
 /// Whether `a` and `b` are the same file.
@@ -494,6 +592,30 @@ fn complete_len(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
     Ok(0)
 }
 
+/// The `row_hash` of the last line of the first `len` bytes (complete lines): the chain's
+/// head; the genesis if the last line is the header, or has no hash (a warning: the chain
+/// then restarts, and `verify` names the line).
+fn last_row_hash(file: &std::fs::File, len: u64) -> std::io::Result<[u8; 32]> {
+    let start = len.saturating_sub(PROBE as u64);
+    let tail = read_at(file, start, (len - start) as usize)?;
+    let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+    let line = match memchr::memrchr(b'\n', body) {
+        Some(i) => &body[i + 1..],
+        None if start == 0 => body,
+        None => return Ok(super::chain::GENESIS),
+    };
+    if line.starts_with(b"course,") {
+        return Ok(super::chain::GENESIS);
+    }
+    let hash = super::chain::split_row(line)
+        .and_then(|(_, cell)| std::str::from_utf8(cell).ok())
+        .and_then(super::chain::unhex);
+    Ok(hash.unwrap_or_else(|| {
+        warn!("the csv's last row has no row_hash; the chain starts over after it (verify will name the row)");
+        super::chain::GENESIS
+    }))
+}
+
 impl Opened {
     /// Opens, locks and checks `path`: an existing file must start with our header; a torn last
     /// line (a crash mid-write) is cut off with a warning; a new or empty file gets the header.
@@ -507,7 +629,12 @@ impl Opened {
         cut_to: Option<u64>,
     ) -> Result<Self, StorageError> {
         let (file, lock, same) = open_locked(path, previous)?;
-        let mut opened = Self { file, lock, len: 0 };
+        let mut opened = Self {
+            file,
+            lock,
+            len: 0,
+            head: super::chain::GENESIS,
+        };
         match opened.check(path, same.then_some(cut_to).flatten()) {
             Ok(()) => Ok(opened),
             Err(e) => {
@@ -549,6 +676,11 @@ impl Opened {
         let first_line_end = memchr::memchr(b'\n', &head).unwrap_or(head.len());
         let first = String::from_utf8_lossy(&head[..first_line_end]);
         let first = first.trim_end_matches('\r');
+        if first == V1_HEADER.join(",") {
+            return Err(StorageError::V1 {
+                path: DisplayPath(path.to_owned()),
+            });
+        }
         if first != header {
             return Err(StorageError::Header {
                 path: path.to_owned(),
@@ -569,6 +701,7 @@ impl Opened {
                 self.create_header(path)?;
             }
         }
+        self.head = last_row_hash(&self.file, self.len).map_err(StorageError::io(path))?;
         Ok(())
     }
 
@@ -625,7 +758,45 @@ impl CsvSink {
             buf: Vec::new(),
             refusing: None,
             rows_read: 0,
+            key: ChainKey::new([0; 32]),
+            head: opened.head,
+            rows: 0,
         })
+    }
+
+    /// Chains the rows with `key` (the state directory's `attendanced.key`; without, a key of
+    /// zeros, which only tests use).
+    #[must_use]
+    pub fn with_key(mut self, key: ChainKey) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The chain's head: the hash of the last row, and the number of rows.
+    pub fn head(&self) -> ([u8; 32], u64) {
+        (self.head, self.rows)
+    }
+
+    /// Writes a checkpoint (row count and head) beside the file, and logs it.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] if it could not be written.
+    pub async fn checkpoint(&mut self, reason: CheckpointReason) -> Result<(), StorageError> {
+        let (path, rows, head) = (self.path.clone(), self.rows, self.head);
+        tokio::task::spawn_blocking(move || {
+            super::chain::write_checkpoint(&path, reason, rows, &head)
+        })
+        .await
+        .map_err(join_error(&self.path))?
+        .map_err(|e| StorageError::io(&self.path)(std::io::Error::other(e.to_string())))?;
+        info!(
+            path = %self.path.display(),
+            reason = reason.as_str(),
+            rows,
+            head = %super::chain::hex(&head),
+            "csv checkpoint"
+        );
+        Ok(())
     }
 
     /// Replaces the file handle by `wrap(handle)`: for tests that inject storage faults.
@@ -693,9 +864,20 @@ impl CsvSink {
         }
         let mut bytes = std::mem::take(&mut self.buf);
         bytes.clear();
+        let (head_before, rows_before) = (self.head, self.rows);
+        let mut hex = [0u8; super::chain::HASH_HEX];
         for row in rows {
-            bytes.extend_from_slice(row.as_ref());
+            // Each row comes without its hash: chained here, in the one writer, in file order.
+            let row = row.as_ref();
+            let row = row.strip_suffix(b"\n").unwrap_or(row);
+            self.head = self.key.row_hash(&self.head, row);
+            bytes.extend_from_slice(row);
+            bytes.push(b',');
+            super::chain::hex_into(&self.head, &mut hex);
+            bytes.extend_from_slice(&hex);
+            bytes.push(b'\n');
         }
+        self.rows += rows.len() as u64;
         let mut file = self.file.take().ok_or_else(|| self.lost())?;
         let fsync = self.fsync;
         let synced_len = self.synced_len;
@@ -738,7 +920,15 @@ impl CsvSink {
         if bytes.capacity() <= KEEP_BUF_BYTES {
             self.buf = bytes;
         }
-        let synced_in = result.map_err(StorageError::io(&self.path))?;
+        let synced_in = match result {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing of the batch is kept: neither is its part of the chain.
+                self.head = head_before;
+                self.rows = rows_before;
+                return Err(StorageError::io(&self.path)(e));
+            }
+        };
         self.synced_len += written;
         self.last_sync = synced_in;
         Ok(())
@@ -803,6 +993,8 @@ impl CsvSink {
         self.synced_len = opened.len;
         self.fast_io = false;
         self.refusing = None;
+        self.head = opened.head;
+        self.rows = count_rows(&self.path).await.unwrap_or(0);
         info!(path = %self.path.display(), "csv reopened");
         Ok(())
     }
@@ -835,6 +1027,27 @@ impl BatchSink for CsvSink {
     fn commit_delay(&self) -> bool {
         self.fsync == FsyncPolicy::Always
     }
+
+    async fn checkpoint(&mut self, reason: CheckpointReason) -> Result<(), StorageError> {
+        CsvSink::checkpoint(self, reason).await
+    }
+}
+
+/// Rows in the file at `path` (its lines but the header), read a buffer at a time.
+async fn count_rows(path: &Path) -> std::io::Result<u64> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut buf = vec![0u8; SCAN_BUF];
+    let mut lines = 0u64;
+    // Bounded by the file's length.
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+    }
+    Ok(lines.saturating_sub(1))
 }
 
 fn sync_parent_dir(path: &Path) -> Result<(), StorageError> {
@@ -865,6 +1078,7 @@ pub async fn open_csv(
     let mut sink = CsvSink::open(path, fsync).await?;
     let index = Index::new(tz);
     sink.rows_read = scan(&sink.path, sink.synced_len, &index, Timestamp::now()).await?;
+    sink.rows = sink.rows_read;
     info!(path = %path.display(), rows = sink.rows_read, marks_held = index.len(), "attendance csv open");
     Ok((sink, index))
 }

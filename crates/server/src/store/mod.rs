@@ -8,6 +8,7 @@
 //! one durable write, and only then updates the index and answers. The row encoding runs in the
 //! caller's task ([`BatchSink::encode`]), off the single writer.
 
+pub mod chain;
 mod csv;
 mod index;
 pub mod report;
@@ -21,8 +22,8 @@ use attendance_protocol::{AttendanceStatus, ClassKey, Field, StudentId, Timestam
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::csv::{
-    CsvSink, HEADER, INLINE_IO_MAX, LogFile, PRESENT, StorageError, encode_mark, encode_row,
-    neutralise, open_csv,
+    CsvSink, HEADER, INLINE_IO_MAX, LogFile, PRESENT, StorageError, V1_HEADER, encode_mark,
+    encode_row, neutralise, open_csv,
 };
 pub use self::index::Index;
 use self::writer::{Pending, Request};
@@ -153,6 +154,19 @@ pub trait BatchSink: Send + 'static {
     /// Whether a commit costs a sync, so the writer should wait a moment to gather more marks
     /// into it (PostgreSQL's `commit_delay`).
     fn commit_delay(&self) -> bool;
+
+    /// Records what is committed so far (a CSV's row count and chain head) as a checkpoint;
+    /// nothing for a sink without one.
+    ///
+    /// # Errors
+    /// Why the checkpoint could not be written.
+    fn checkpoint(
+        &mut self,
+        reason: chain::CheckpointReason,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send {
+        let _ = reason;
+        std::future::ready(Ok(()))
+    }
 }
 
 /// The handle to the store, cloned into every connection. The writer ends (after a final
@@ -239,6 +253,20 @@ impl<S: BatchSink> Store<S> {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Writes a checkpoint of everything committed before it (a scheduled session closed).
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if the writer is gone; [`StoreError::Storage`] if it could not be
+    /// written.
+    pub async fn checkpoint(&self, reason: chain::CheckpointReason) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Checkpoint(reason, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Requests queued and not yet taken by the writer.

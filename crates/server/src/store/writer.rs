@@ -47,6 +47,10 @@ pub(super) enum Request<R> {
     Mark(Pending<R>),
     Reopen(oneshot::Sender<Result<(), String>>),
     Ping(oneshot::Sender<()>),
+    Checkpoint(
+        super::chain::CheckpointReason,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
 }
 
 impl<R> std::fmt::Debug for Request<R> {
@@ -55,6 +59,7 @@ impl<R> std::fmt::Debug for Request<R> {
             Self::Mark(p) => f.debug_tuple("Mark").field(&p.mark).finish(),
             Self::Reopen(_) => f.write_str("Reopen"),
             Self::Ping(_) => f.write_str("Ping"),
+            Self::Checkpoint(reason, _) => write!(f, "Checkpoint({})", reason.as_str()),
         }
     }
 }
@@ -144,8 +149,22 @@ pub(super) async fn run<S: BatchSink>(
                     commit(&mut sink, &mut batch, &index, &metrics).await;
                     let _ = done.send(());
                 }
+                Request::Checkpoint(reason, done) => {
+                    commit(&mut sink, &mut batch, &index, &metrics).await;
+                    let result = sink.checkpoint(reason).await.map_err(|e| {
+                        error!(error = %e, "checkpoint not written");
+                        StoreError::Storage(e.to_string())
+                    });
+                    let _ = done.send(result);
+                }
                 Request::Reopen(done) => {
                     commit(&mut sink, &mut batch, &index, &metrics).await;
+                    if let Err(e) = sink
+                        .checkpoint(super::chain::CheckpointReason::Rotate)
+                        .await
+                    {
+                        error!(error = %e, "checkpoint before the reopen not written");
+                    }
                     let reopened = sink.reopen().await.map_err(|e| {
                         error!(error = %e, "cannot reopen the csv; still writing the old file");
                         e.to_string()
@@ -158,6 +177,11 @@ pub(super) async fn run<S: BatchSink>(
     }
     if let Err(e) = sink.sync().await {
         error!(error = %e, "final sync of the store failed");
+    } else if let Err(e) = sink
+        .checkpoint(super::chain::CheckpointReason::Shutdown)
+        .await
+    {
+        error!(error = %e, "final checkpoint not written");
     }
     debug!("writer finished");
 }

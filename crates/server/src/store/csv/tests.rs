@@ -15,9 +15,11 @@ fn mark(name: &str, roll: &str, at: &str) -> Mark {
     )
 }
 
+/// A row as the writer is handed it: every cell but the hash.
 fn row(name: &str) -> Vec<u8> {
-    encode_row(
-        [
+    let mut out = Vec::new();
+    super::encode_row(
+        &[
             "CN",
             "D1",
             name,
@@ -26,24 +28,44 @@ fn row(name: &str) -> Vec<u8> {
             "2026-11-23T10:00:00.000Z",
             "2026-11-23T09:00:00.000Z",
             "127.0.0.1",
+            "0",
+            "60",
+            "2026-11-23T09:00:00.000Z",
         ],
-        &mut Vec::new(),
-    )
+        &mut out,
+    );
+    out
 }
 
 fn encode_row(cells: [&str; 8], out: &mut Vec<u8>) -> Vec<u8> {
-    super::encode_row(cells, out);
+    super::encode_row(&cells, out);
     std::mem::take(out)
 }
 
-/// The rows of `path` after its header, as text lines.
+/// The rows of `path` after its header, as text lines without their hash cell.
 fn rows_of(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .expect("read")
         .lines()
         .skip(1)
-        .map(str::to_owned)
+        .map(|l| l.rsplit_once(',').map_or(l, |(row, _)| row).to_owned())
         .collect()
+}
+
+/// `rows` (without hashes) chained with the tests' key of zeros, as the writer writes them.
+fn chained(rows: &[Vec<u8>]) -> Vec<u8> {
+    let key = crate::store::chain::ChainKey::new([0; 32]);
+    let mut prev = crate::store::chain::GENESIS;
+    let mut out = Vec::new();
+    for r in rows {
+        let r = r.strip_suffix(b"\n").unwrap_or(r);
+        prev = key.row_hash(&prev, r);
+        out.extend_from_slice(r);
+        out.push(b',');
+        out.extend_from_slice(crate::store::chain::hex(&prev).as_bytes());
+        out.push(b'\n');
+    }
+    out
 }
 
 #[tokio::test]
@@ -106,11 +128,8 @@ async fn a_torn_last_line_is_cut_off() {
         .await
         .expect("reopen");
     assert_eq!(rows_of(&path).len(), 1);
-    assert!(
-        std::fs::read_to_string(&path)
-            .expect("read")
-            .ends_with("127.0.0.1\n")
-    );
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.ends_with('\n') && !text.contains("Torn"), "{text}");
 }
 
 #[tokio::test]
@@ -339,7 +358,7 @@ async fn after_a_failed_cut_appends_are_refused_until_a_reopen() {
     assert!(matches!(err, StorageError::Refusing { .. }), "{err}");
     assert_eq!(
         std::fs::metadata(&path).expect("meta").len(),
-        header_len + row("Ann").len() as u64 / 2,
+        header_len + (row("Ann").len() as u64 + 65) / 2,
         "nothing appended after the torn bytes"
     );
     sink.reopen().await.expect("reopen");
@@ -357,15 +376,18 @@ async fn after_a_failed_cut_appends_are_refused_until_a_reopen() {
 /// The marks of `rows` (name, roll, marked_at) in a fresh file at `path`.
 fn write_file(path: &Path, rows: &[(&str, &str, Timestamp)]) {
     let mut text = format!("{}\n", header_line()).into_bytes();
-    for &(name, roll, at) in rows {
-        let m = Mark::present(
-            StudentId::from_parts("CN", "D1", name, roll).expect("valid"),
-            at,
-            at,
-            None,
-        );
-        text.extend_from_slice(&encode_mark(&m));
-    }
+    let encoded: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|&(name, roll, at)| {
+            encode_mark(&Mark::present(
+                StudentId::from_parts("CN", "D1", name, roll).expect("valid"),
+                at,
+                at,
+                None,
+            ))
+        })
+        .collect();
+    text.extend_from_slice(&chained(&encoded));
     std::fs::write(path, text).expect("write");
 }
 
@@ -425,9 +447,10 @@ async fn a_reopen_reads_only_the_header_and_the_tail() {
     sink.append(&[row("Cat")])
         .await
         .expect("append after reopen");
-    assert!(std::fs::read_to_string(&path).map_or(true, |t| {
-        t.ends_with(&String::from_utf8_lossy(&row("Cat")).to_string())
-    }));
+    let text = String::from_utf8_lossy(&std::fs::read(&path).expect("read")).into_owned();
+    let last = text.lines().last().unwrap_or_default();
+    let cat = String::from_utf8_lossy(&row("Cat")).trim_end().to_owned();
+    assert!(last.starts_with(&format!("{cat},")), "{last}");
 }
 
 #[tokio::test]
@@ -448,7 +471,7 @@ async fn unreadable_rows_are_skipped_at_open() {
         .append(true)
         .open(&path)
         .expect("open");
-    f.write_all(&encode_mark(&m)).expect("write");
+    f.write_all(&chained(&[encode_mark(&m)])).expect("write");
     drop(f);
     let (_sink, index) = open_csv(&path, FsyncPolicy::Never, jiff::tz::TimeZone::UTC)
         .await
@@ -461,13 +484,13 @@ fn a_mark_is_encoded_in_the_csv_columns() {
     let mut m = mark("Ann", "1", "2026-11-23T10:00:00.000Z");
     assert_eq!(
         String::from_utf8(encode_mark(&m)).expect("utf-8"),
-        "CN,D1,Ann,1,Present,2026-11-23T10:00:00.000Z,2026-11-23T09:00:00.000Z,127.0.0.1\n"
+        "CN,D1,Ann,1,Present,2026-11-23T10:00:00.000Z,2026-11-23T09:00:00.000Z,127.0.0.1,0,60,2026-11-23T09:00:00.000Z\n"
     );
     m.addr = None;
     assert!(
         String::from_utf8(encode_mark(&m))
             .expect("utf-8")
-            .ends_with("2026-11-23T09:00:00.000Z,\n")
+            .ends_with("2026-11-23T09:00:00.000Z,,0,60,2026-11-23T09:00:00.000Z\n")
     );
     let _ = Recorded::New(m.marked_at);
 }
@@ -507,7 +530,7 @@ fn csv_async_row(cells: &[String; 8]) -> Vec<u8> {
 fn encoded(cells: &[String; 8]) -> Vec<u8> {
     let mut out = Vec::new();
     super::encode_row(
-        [
+        &[
             &cells[0], &cells[1], &cells[2], &cells[3], &cells[4], &cells[5], &cells[6], &cells[7],
         ],
         &mut out,
