@@ -20,7 +20,12 @@ use crate::line::LineConn;
 use crate::report::{Report, Value};
 
 /// The CSV's header, as the daemon writes it.
-const HEADER: &str = "course,division,name,roll,status,marked_at,joined_at,client_addr";
+const HEADER: &str = "course,division,name,roll,status,marked_at,joined_at,client_addr,minutes_late,minutes_attended,session_start,row_hash";
+
+/// The `row_hash` of every generated row: a placeholder (the daemon reads only the last row's
+/// hash at start-up, as its chain's head, and verifies nothing; `attendanced verify` would
+/// reject this file, which is not the bench's concern).
+const HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Divisions the rows are spread over (classes `CN D1` … `CN D8`).
 const DIVISIONS: usize = 8;
@@ -31,7 +36,7 @@ pub(crate) fn settings() -> Settings {
 }
 
 /// Writes `rows` rows to `path`, oldest first, spread evenly over the `days` days before
-/// `today`: `CN,D<k>,Name<i>,<i>,Present,<day>T10:00:00.000Z,<day>T09:00:00.000Z,127.0.0.1`
+/// `today`: `CN,D<k>,Name<i>,<i>,Present,<day>T10:00:00.000Z,<day>T09:00:00.000Z,127.0.0.1,0,60,<day>T09:00:00.000Z,<hash>`
 /// (every roll unique, so no row repeats another's mark). Returns the rows written.
 ///
 /// # Errors
@@ -62,7 +67,7 @@ pub(crate) fn write_csv(
         let division = 1 + i % DIVISIONS;
         writeln!(
             out,
-            "CN,D{division},Name{i},{i},Present,{date_text}T10:00:00.000Z,{date_text}T09:00:00.000Z,127.0.0.1"
+            "CN,D{division},Name{i},{i},Present,{date_text}T10:00:00.000Z,{date_text}T09:00:00.000Z,127.0.0.1,0,60,{date_text}T09:00:00.000Z,{HASH}"
         )?;
     }
     out.into_inner()
@@ -173,13 +178,17 @@ mod tests {
         assert_eq!(lines[0], HEADER);
         assert_eq!(
             lines[1],
-            "CN,D1,Name0,0,Present,2026-11-18T10:00:00.000Z,2026-11-18T09:00:00.000Z,127.0.0.1"
+            format!(
+                "CN,D1,Name0,0,Present,2026-11-18T10:00:00.000Z,2026-11-18T09:00:00.000Z,127.0.0.1,0,60,2026-11-18T09:00:00.000Z,{HASH}"
+            )
         );
         assert_eq!(
             lines[10],
-            "CN,D2,Name9,9,Present,2026-11-22T10:00:00.000Z,2026-11-22T09:00:00.000Z,127.0.0.1"
+            format!(
+                "CN,D2,Name9,9,Present,2026-11-22T10:00:00.000Z,2026-11-22T09:00:00.000Z,127.0.0.1,0,60,2026-11-22T09:00:00.000Z,{HASH}"
+            )
         );
-        assert!(lines.iter().skip(1).all(|l| l.split(',').count() == 8));
+        assert!(lines.iter().skip(1).all(|l| l.split(',').count() == 12));
         assert!(!text.contains("2026-11-23"), "no row is today's");
         Ok(())
     }
