@@ -23,8 +23,8 @@ fn verify(dir: &Path) -> Result<(i32, String)> {
         &["verify", "attendance.csv", "--key", "attendanced.key"],
         dir,
     )?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     Ok((out.status.code().unwrap_or(-1), text))
 }
 
@@ -45,7 +45,8 @@ async fn a_file_the_daemon_wrote_verifies_and_every_kind_of_tampering_is_named()
     let mut d = Daemon::start(&["--class-length", "0s"])?;
     for (i, name) in ["Ann", "Bob", "Cat", "Dan"].iter().enumerate() {
         let mut c = d.connect().await?;
-        c.cmd(&format!("JOIN ComputerNetworks_Div1_{name}_{i}")).await?;
+        c.cmd(&format!("JOIN ComputerNetworks_Div1_{name}_{i}"))
+            .await?;
         assert!(c.cmd("PRESENT").await?.starts_with("OK PRESENT "));
     }
     d.sigterm()?;
@@ -68,37 +69,60 @@ async fn a_file_the_daemon_wrote_verifies_and_every_kind_of_tampering_is_named()
 
     let good = lines(&csv)?;
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
-        ("an edited cell", {
-            let mut l = good.clone();
-            l[2] = l[2].replace(",Present,", ",Late,");
-            l
-        }, "line 3"),
-        ("a deleted row", {
-            let mut l = good.clone();
-            l.remove(2);
-            l
-        }, "line 3"),
-        ("two swapped rows", {
-            let mut l = good.clone();
-            l.swap(1, 2);
-            l
-        }, "line 2"),
-        ("a row added by hand", {
-            let mut l = good.clone();
-            l.push("ComputerNetworks,Div1,Eve,9,Present,2026-12-06T10:00:00.000Z,2026-12-06T09:00:00.000Z,,0,60,,".to_owned());
-            l
-        }, "line 6"),
-        ("the last row deleted", {
-            let mut l = good.clone();
-            l.pop();
-            l
-        }, "missing at the end"),
+        (
+            "an edited cell",
+            {
+                let mut l = good.clone();
+                l[2] = l[2].replace(",Present,", ",Late,");
+                l
+            },
+            "line 3",
+        ),
+        (
+            "a deleted row",
+            {
+                let mut l = good.clone();
+                l.remove(2);
+                l
+            },
+            "line 3",
+        ),
+        (
+            "two swapped rows",
+            {
+                let mut l = good.clone();
+                l.swap(1, 2);
+                l
+            },
+            "line 2",
+        ),
+        (
+            "a row added by hand",
+            {
+                let mut l = good.clone();
+                l.push("ComputerNetworks,Div1,Eve,9,Present,2026-12-06T10:00:00.000Z,2026-12-06T09:00:00.000Z,,0,60,,".to_owned());
+                l
+            },
+            "line 6",
+        ),
+        (
+            "the last row deleted",
+            {
+                let mut l = good.clone();
+                l.pop();
+                l
+            },
+            "missing at the end",
+        ),
     ];
     for (what, tampered, named) in cases {
         write(&csv, &tampered)?;
         let (code, out) = verify(&dir)?;
         assert_eq!(code, 1, "{what}: {out}");
-        assert!(out.contains("BROKEN") && out.contains(named), "{what}: {out}");
+        assert!(
+            out.contains("BROKEN") && out.contains(named),
+            "{what}: {out}"
+        );
     }
     write(&csv, &good)?;
     assert_eq!(verify(&dir)?.0, 0);
@@ -115,11 +139,21 @@ async fn a_file_of_the_previous_version_is_refused_until_migrated() -> Result<()
     let (status, log) = Daemon::run_to_failure(dir.path(), &[])?;
     assert_eq!(status.code(), Some(78), "{log}");
     assert!(log.contains("attendanced migrate"), "{log}");
-    assert_eq!(std::fs::read_to_string(&csv)?, v1, "never rewritten silently");
+    assert_eq!(
+        std::fs::read_to_string(&csv)?,
+        v1,
+        "never rewritten silently"
+    );
 
-    let out = attendanced(&["migrate", "attendance.csv", "--key", "attendanced.key"], dir.path())?;
+    let out = attendanced(
+        &["migrate", "attendance.csv", "--key", "attendanced.key"],
+        dir.path(),
+    )?;
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("attendance.csv.v1"))?, v1);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("attendance.csv.v1"))?,
+        v1
+    );
     let (code, text) = verify(dir.path())?;
     assert_eq!(code, 0, "{text}");
     assert!(text.starts_with("OK 1 rows"), "{text}");
