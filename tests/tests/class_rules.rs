@@ -108,3 +108,38 @@ async fn a_scheduled_session_closes_with_late_left_and_absent_records_and_event_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn attend_asks_for_the_class_code_and_checks_in_with_it() -> Result<()> {
+    use std::io::Write as _;
+    let toml = "[[class]]\ncourse = \"ComputerNetworks\"\ndivision = \"Div1\"\ncode = true\n";
+    let d = Daemon::start_with_config(toml, &["--class-length", "1s"])?;
+    let secret = std::fs::read(d.dir.path().join("code-ComputerNetworks_Div1.secret"))?;
+    let secs = i64::try_from(attendance_protocol::Timestamp::now().unix_millis() / 1000)?;
+    let code = code::format_code(code::code_at(&secret, secs));
+    let mut child = std::process::Command::new(attendance_tests::bin_path("attend"))
+        .args([
+            "--server",
+            &d.addr.to_string(),
+            "ComputerNetworks_Div1_Ann_1",
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(stdin) = child.stdin.as_mut() {
+        writeln!(stdin, "{code}")?;
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Class code"), "it asked: {text}");
+    assert!(text.contains("marked"), "{text}");
+    Ok(())
+}

@@ -25,6 +25,9 @@ use crate::countdown::{Countdown, format_hms};
 use crate::render::Output;
 use crate::tls::{Stream, Trust};
 
+/// How often `attend` asks for a class code before giving up.
+const MAX_CODE_TRIES: u32 = 3;
+
 /// The prompt of the original client, shown when no ID was given and stdin is a terminal.
 pub const PROMPT: &str = "Enter your Name, Class and Roll no. [COURSE_DIV_NAME_NUMBER]";
 
@@ -404,6 +407,8 @@ enum Phase {
 /// What one server line means for the session loop.
 enum Step {
     Continue,
+    /// The class needs its rotating code: ask the student for it and JOIN again with it.
+    AskCode,
     /// The seat could not be resumed: join afresh (the server continues the time served).
     Rejoin,
     Marked(Timestamp),
@@ -567,6 +572,7 @@ impl Session {
         let mut ticker = interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut input_open = true;
+        let mut codes_asked = 0u32;
         loop {
             let countdown = match phase {
                 Phase::Waiting(c) => Some(c),
@@ -593,6 +599,31 @@ impl Session {
                                 // A countdown just started: draw it now, not a second later.
                                 ticker.reset_immediately();
                             }
+                        }
+                        Step::AskCode => {
+                            codes_asked += 1;
+                            if codes_asked > MAX_CODE_TRIES {
+                                return Err(ClientError::IdRefused {
+                                    code: ErrorCode::BadCode,
+                                    message: Text::lossy("no valid class code given"),
+                                });
+                            }
+                            out.prompt("Class code (6 digits, on the teacher's screen):");
+                            let line = tokio::select! {
+                                () = &mut interrupt => return Err(ClientError::Interrupted),
+                                line = input.recv() => line,
+                            };
+                            let code = line
+                                .as_deref()
+                                .map(str::trim)
+                                .and_then(|c| attendance_protocol::Token::new(c).ok());
+                            let Some(code) = code else {
+                                return Err(ClientError::IdRefused {
+                                    code: ErrorCode::BadCode,
+                                    message: Text::lossy("no class code given"),
+                                });
+                            };
+                            self.send(Command::Join(id.clone(), Some(code)), Sent::Join).await?;
                         }
                         Step::Rejoin => {
                             out.line("The seat was no longer held for you; checking in again");
@@ -683,6 +714,10 @@ impl Session {
                 Ok(Step::Continue)
             }
             (Sent::Resume, Err((ErrorCode::BadToken, _))) => Ok(Step::Rejoin),
+            (Sent::Join, Err((ErrorCode::BadCode, message))) => {
+                out.line(&format!("* {message}"));
+                Ok(Step::AskCode)
+            }
             (
                 Sent::Join,
                 Ok(Reply::Join {
