@@ -517,3 +517,47 @@ async fn a_student_whose_connection_lags_is_flagged_on_the_class_page() -> Resul
     }
     bail!("no row flagged Slow as lagging by {lagged}")
 }
+
+#[tokio::test]
+async fn the_class_page_shows_the_rotating_code_its_qr_and_the_chain_head() -> Result<()> {
+    let toml = "[[class]]\ncourse = \"CN\"\ndivision = \"D1\"\ncode = true\n";
+    let d = Daemon::start_with_config(toml, &["--class-length", "0s"])?;
+    let mut s = joined(&d, "CN_D9_Ann_1").await?;
+    assert!(s.cmd("PRESENT").await?.starts_with("OK PRESENT "));
+    let cookie = http::sign_in(d.web(), &d.token()?).await?;
+    let headers = [("cookie", cookie.as_str())];
+    let page = http::get(d.web(), "/teacher/class/CN/D1", &headers).await?;
+    assert!(page.text().contains("id=\"projector\""), "{}", page.text());
+    let r = http::get(d.web(), "/teacher/class/CN/D1/code", &headers).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v: serde_json::Value = serde_json::from_str(&r.text())?;
+    let code = v["code"].as_str().context("a code")?.to_owned();
+    assert!(
+        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+    let left = v["seconds_left"].as_i64().context("seconds")?;
+    assert!((1..=30).contains(&left), "{left}");
+    let link = v["link"].as_str().context("link")?;
+    assert!(
+        link.ends_with(&format!("/?class=CN_D1&code={code}")),
+        "{link}"
+    );
+    assert!(v["qr_svg"].as_str().is_some_and(|s| s.contains("<svg")));
+    assert_eq!(v["chain_rows"], 1);
+    assert_eq!(v["chain_head"].as_str().map(str::len), Some(64));
+    // The code on the page is the one the daemon accepts (this step or the one before).
+    let mut c = d.connect().await?;
+    let joined = c.cmd(&format!("JOIN CN_D1_Bob_2 {code}")).await?;
+    assert!(joined.starts_with("OK JOIN "), "{joined}");
+    // A class without a code shows none, but still the chain.
+    let r = http::get(d.web(), "/teacher/class/CN/D9/code", &headers).await?;
+    let v: serde_json::Value = serde_json::from_str(&r.text())?;
+    assert!(v["code"].is_null());
+    assert_eq!(v["chain_rows"], 1);
+    // Not signed in: no code.
+    let r = http::get(d.web(), "/teacher/class/CN/D1/code", &[]).await?;
+    assert_ne!(r.status, 200);
+    Ok(())
+}

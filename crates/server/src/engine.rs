@@ -201,6 +201,25 @@ impl Engine {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The rotating check-in code of `class` now, and the seconds until it changes, if the
+    /// class has one (computed from the server's clock only).
+    pub fn class_code(&self, class: &ClassKey) -> Option<(String, i64)> {
+        let secret = self.rules.get(class)?.secret.as_ref()?;
+        let now = crate::attendance::rules::jiff_now(Timestamp::now()).as_second();
+        let code = crate::attendance::code::code_at(secret, now);
+        Some((
+            crate::attendance::code::format_code(code),
+            crate::attendance::code::seconds_to_next(now),
+        ))
+    }
+
+    /// The row chain's head (the hash of the CSV's last row, as hex) and the number of rows.
+    pub fn chain_head(&self) -> Option<(String, u64)> {
+        self.store
+            .head()
+            .map(|(h, rows)| (crate::store::chain::hex(&h), rows))
+    }
+
     /// The live settings as they are now.
     pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
         self.live.load()

@@ -1031,6 +1031,10 @@ impl BatchSink for CsvSink {
     async fn checkpoint(&mut self, reason: CheckpointReason) -> Result<(), StorageError> {
         CsvSink::checkpoint(self, reason).await
     }
+
+    fn head(&self) -> Option<([u8; 32], u64)> {
+        Some(CsvSink::head(self))
+    }
 }
 
 /// Rows in the file at `path` (its lines but the header), read a buffer at a time.

@@ -167,7 +167,15 @@ pub trait BatchSink: Send + 'static {
         let _ = reason;
         std::future::ready(Ok(()))
     }
+
+    /// The hash of the last row committed and the number of rows, for a sink with a chain.
+    fn head(&self) -> Option<([u8; 32], u64)> {
+        None
+    }
 }
+
+/// The chain's head as the writer last saw it (shown on the teacher's page).
+pub type SharedHead = Arc<std::sync::Mutex<Option<([u8; 32], u64)>>>;
 
 /// The handle to the store, cloned into every connection. The writer ends (after a final
 /// sync) when the last handle is dropped. Typed by its sink, so a row goes to the writer as
@@ -176,6 +184,7 @@ pub trait BatchSink: Send + 'static {
 pub struct Store<S: BatchSink = CsvSink> {
     tx: mpsc::Sender<Request<S::Row>>,
     index: Arc<Index>,
+    head: SharedHead,
 }
 
 impl<S: BatchSink> Clone for Store<S> {
@@ -183,6 +192,7 @@ impl<S: BatchSink> Clone for Store<S> {
         Self {
             tx: self.tx.clone(),
             index: Arc::clone(&self.index),
+            head: Arc::clone(&self.head),
         }
     }
 }
@@ -269,6 +279,15 @@ impl<S: BatchSink> Store<S> {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// The chain's head (hash of the last row, rows) as of the last commit, if the sink has a
+    /// chain.
+    pub fn head(&self) -> Option<([u8; 32], u64)> {
+        *self
+            .head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Requests queued and not yet taken by the writer.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
@@ -285,8 +304,15 @@ pub fn spawn<S: BatchSink>(
 ) -> (Store<S>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(writer::QUEUE);
     let index = Arc::new(index);
-    let task = tokio::spawn(writer::run(sink, Arc::clone(&index), rx, metrics));
-    let store = Store { tx, index };
+    let head: SharedHead = Arc::new(std::sync::Mutex::new(sink.head()));
+    let task = tokio::spawn(writer::run(
+        sink,
+        Arc::clone(&index),
+        rx,
+        metrics,
+        Arc::clone(&head),
+    ));
+    let store = Store { tx, index, head };
     (store, task)
 }
 

@@ -134,6 +134,7 @@ pub(super) async fn run<S: BatchSink>(
     index: Arc<Index>,
     mut rx: mpsc::Receiver<Request<S::Row>>,
     metrics: Arc<Metrics>,
+    head: super::SharedHead,
 ) {
     // Grown on demand: a quiet daemon does not hold room for a 4096-mark batch.
     let mut queue: Vec<Request<S::Row>> = Vec::new();
@@ -174,6 +175,11 @@ pub(super) async fn run<S: BatchSink>(
             }
         }
         commit(&mut sink, &mut batch, &index, &metrics).await;
+        if let Some(h) = sink.head() {
+            *head
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(h);
+        }
     }
     if let Err(e) = sink.sync().await {
         error!(error = %e, "final sync of the store failed");

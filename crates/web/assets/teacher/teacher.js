@@ -224,6 +224,44 @@
     setInterval(() => {
       for (const { tr, r } of rows.values()) paint(tr, r);
     }, 1000);
+    projector();
+  }
+
+  // The rotating check-in code (digits and QR, for the projector) and the row chain's head,
+  // fetched again when the code changes (and at least every 30 s for the head).
+  function projector() {
+    const section = document.getElementById('projector');
+    const left = document.getElementById('code-left');
+    let until = 0;
+    const tick = () => {
+      const s = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+      left.textContent = s ? `changes in ${s} s` : '';
+    };
+    const load = async () => {
+      let p = null;
+      try {
+        const res = await fetch(body.dataset.code, { credentials: 'same-origin', cache: 'no-store' });
+        if (res.ok) p = await res.json();
+      } catch { /* offline: try again below */ }
+      let wait = 30000;
+      if (p) {
+        if (p.code) {
+          section.hidden = false;
+          document.getElementById('code').textContent = p.code;
+          document.getElementById('qr').innerHTML = p.qr_svg || '';
+          document.getElementById('code-link').textContent = p.link || '';
+          until = Date.now() + p.seconds_left * 1000;
+          wait = Math.max(500, p.seconds_left * 1000 + 200);
+        }
+        if (p.chain_head) {
+          document.getElementById('chain').textContent =
+            `${p.chain_rows} rows on disk; chain head ${p.chain_head} (attendanced verify prints the same).`;
+        }
+      }
+      setTimeout(load, wait);
+    };
+    setInterval(tick, 1000);
+    load();
   }
 
   if (body.dataset.page === 'list') listPage();

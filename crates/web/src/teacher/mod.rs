@@ -26,6 +26,7 @@ use crate::routes::WebState;
 
 pub mod auth;
 pub mod board;
+pub mod code;
 pub mod download;
 pub mod events;
 pub mod pages;
@@ -68,6 +69,7 @@ pub fn routes() -> Router<WebState> {
             "/teacher/class/{course}/{division}/attendance.csv",
             get(download::csv),
         )
+        .route("/teacher/class/{course}/{division}/code", get(code::code))
         .route("/teacher/teacher.js", get(pages::script))
         .route("/teacher/teacher.css", get(pages::style))
 }

@@ -139,7 +139,7 @@ pub fn class(signed: &Signed, class: &ClassKey, today: &str) -> String {
     let mut data = String::new();
     let _ = write!(
         data,
-        " data-events=\"{base}/events\" data-class=\"{course}_{division}\""
+        " data-events=\"{base}/events\" data-code=\"{base}/code\" data-class=\"{course}_{division}\""
     );
     let main = format!(
         "{bar}<main>\n<h1><span id=\"class-title\">{course} · {division}</span></h1>\n\
@@ -155,7 +155,11 @@ pub fn class(signed: &Signed, class: &ClassKey, today: &str) -> String {
          <tbody></tbody></table></div>\n\
          <section aria-labelledby=\"chat-h\"><h2 id=\"chat-h\">Chat</h2>\
          <ul id=\"chat\" aria-live=\"polite\"></ul></section>\n\
+         <section id=\"projector\" aria-labelledby=\"code-h\" hidden><h2 id=\"code-h\">Check-in code</h2>\
+         <p class=\"code\" id=\"code\" aria-live=\"polite\"></p><p id=\"code-left\"></p>\
+         <div id=\"qr\"></div><p id=\"code-link\"></p></section>\n\
          <section aria-labelledby=\"dl-h\"><h2 id=\"dl-h\">Records</h2>\
+         <p id=\"chain\"></p>\
          <form method=\"get\" action=\"{base}/attendance.csv\" id=\"download-form\">\
          <label for=\"day\">Day</label> <input type=\"date\" id=\"day\" name=\"day\" value=\"{today}\" required> \
          <button type=\"submit\" id=\"download\">Download CSV</button></form></section>\n</main>\n",
