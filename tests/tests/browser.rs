@@ -407,3 +407,33 @@ async fn the_student_page_gives_up_after_the_grace_and_try_again_resumes() -> Re
     );
     Ok(())
 }
+
+/// A class with a rotating code on the student page: the QR code's link fills in the class and
+/// the code; without it, the page asks for the code after `ERR BADCODE`.
+#[tokio::test]
+async fn the_student_page_checks_in_with_the_class_code_from_the_link_or_asked_for() -> Result<()> {
+    let toml = "[[class]]\ncourse = \"CN\"\ndivision = \"D1\"\ncode = true\n";
+    let d = Daemon::start_with_config(toml, &["--class-length", "1h"])?;
+    let secret = std::fs::read(d.dir.path().join("code-CN_D1.secret"))?;
+    // Two steps' worth of slack: the daemon accepts this step's code and the one before.
+    let secs = i64::try_from(attendance_protocol::Timestamp::now().unix_millis() / 1000)?;
+    let code = attendance_server::attendance::code::format_code(
+        attendance_server::attendance::code::code_at(&secret, secs),
+    );
+    let result = Scenario::new("student_code", "student_code.mjs", &base(&d))?
+        .arg("code", &code)
+        .run()?;
+    assert_eq!(result["prefilled"], "CN_D1_", "{result}");
+    assert!(
+        result["asked"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("code"),
+        "{result}"
+    );
+    // Without the code the daemon would have refused both (the page shows the class only
+    // after OK JOIN): a check that this test can fail.
+    let mut c = d.connect().await?;
+    assert!(c.cmd("JOIN CN_D1_Cat_3").await?.starts_with("ERR BADCODE "));
+    Ok(())
+}

@@ -24,7 +24,7 @@
 
   const $ = (id) => document.getElementById(id);
   const ui = {
-    status: $('status'), error: $('error'), form: $('join-form'), identity: $('identity'),
+    status: $('status'), error: $('error'), form: $('join-form'), identity: $('identity'), code: $('code'),
     join: $('join'), view: $('class-view'), className: $('class-name'),
     student: $('student-name'), bar: $('countdown'), left: $('time-left'), marked: $('marked'),
     change: $('change-identity'), events: $('events'), chatForm: $('chat-form'),
@@ -226,7 +226,8 @@
   // `auto`: a resume (reload, reconnect), not the user's submit.
   function join(auto) {
     clearTimeout(rejoinTimer);
-    if (!identity || isPending('JOIN') || isPending('RESUME') || !send('JOIN', identity)) return;
+    const code = ui.code.value.trim();
+    if (!identity || isPending('JOIN') || isPending('RESUME') || !send('JOIN', code ? `${identity} ${code}` : identity)) return;
     pending[pending.length - 1].auto = auto;
     ui.join.disabled = true;
   }
@@ -234,6 +235,11 @@
   function resume() {
     if (!token || isPending('JOIN') || isPending('RESUME')) return;
     send('RESUME', token);
+  }
+  function showCode() {
+    ui.code.hidden = false;
+    $('code-label').hidden = false;
+    if (!ui.code.value) ui.code.focus();
   }
   function saveSeat() { store.setSeat({ identity, token, total }); }
   function forgetToken() { token = ''; saveSeat(); }
@@ -435,7 +441,10 @@
         // Connected: what is wrong now is the seat, which the error says, not the network.
         lostSince = 0;
         attempt = 0;
-        if (code === 'ALREADY' && cmd.auto && rejoins < REJOIN_MAX) {
+        if (code === 'BADCODE') {
+          // The class needs the code on the teacher's screen: ask for it, keep the identity.
+          showCode();
+        } else if (code === 'ALREADY' && cmd.auto && rejoins < REJOIN_MAX) {
           // After a drop or reload the old connection may hold the seat until the server
           // notices it is gone (a dead phone: up to two WebSocket pings).
           rejoins += 1;
@@ -557,6 +566,10 @@
   window.addEventListener('online', retryNow);
 
   if (identity) ui.identity.value = identity;
+  // A check-in link from the teacher's QR code: ?class=COURSE_DIV&code=123456.
+  const q = new URLSearchParams(location.search);
+  if (q.get('code')) { ui.code.value = q.get('code').slice(0, 6); showCode(); }
+  if (q.get('class') && !identity) ui.identity.value = `${q.get('class')}_`;
   {
     // A reload of this tab: take the seat back rather than joining anew.
     const kept = store.seat();
