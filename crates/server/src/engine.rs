@@ -82,6 +82,8 @@ pub enum ClassEvent {
     Flagged {
         /// What was seen.
         flag: crate::attendance::flags::Flag,
+        /// The student whose check-in it was: the others the flag names are found by roll.
+        id: StudentId,
     },
 }
 

@@ -80,10 +80,21 @@ impl std::fmt::Display for Flag {
 struct State {
     /// (class, address) → recent (roll, when), oldest first.
     by_addr: HashMap<(ClassKey, IpAddr), VecDeque<(Field, Instant)>>,
-    /// (class, roll) → (day, first address, flagged already).
-    by_roll: HashMap<(ClassKey, Field), (Date, IpAddr, bool)>,
+    /// The day the maps are of.
+    day: Option<Date>,
+    /// (class, roll) → (first address today, flagged already).
+    by_roll: HashMap<(ClassKey, Field), (IpAddr, bool)>,
     /// Raised flags, oldest first.
     flags: VecDeque<Flag>,
+}
+
+/// What [`Flags::note`] found.
+#[derive(Debug, Default)]
+pub struct Noted {
+    /// New flags (worth a log line).
+    pub raised: Vec<Flag>,
+    /// Flags raised before that this check-in is part of now (with only this roll).
+    pub joined: Vec<Flag>,
 }
 
 /// The flags of the running daemon.
@@ -93,7 +104,8 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// Notes a check-in of `roll` in `class` from `addr` at `at` on `day`; the flags it raised.
+    /// Notes a check-in of `roll` in `class` from `addr` at `at` on `day`: the flags it raised,
+    /// and the raised flags it joined (a further roll from a flagged address).
     pub fn note(
         &self,
         class: &ClassKey,
@@ -101,42 +113,41 @@ impl Flags {
         addr: IpAddr,
         at: Instant,
         day: Date,
-    ) -> Vec<Flag> {
+    ) -> Noted {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut raised = Vec::new();
+        // A new day starts afresh (and keeps the maps from filling with old days).
+        if state.day != Some(day) {
+            state.day = Some(day);
+            state.by_roll.clear();
+            state.by_addr.clear();
+        }
         // One roll, two addresses.
         let key = (class.clone(), roll.clone());
+        let room = state.by_roll.len() < MAX_TRACKED;
         match state.by_roll.get_mut(&key) {
-            Some((d, first, flagged)) if *d == day => {
-                if *first != addr && !*flagged {
-                    *flagged = true;
-                    raised.push(Flag::TwoAddresses {
-                        class: class.clone(),
-                        roll: roll.clone(),
-                        addrs: [*first, addr],
-                    });
-                }
+            Some((first, flagged)) if *first != addr && !*flagged => {
+                *flagged = true;
+                raised.push(Flag::TwoAddresses {
+                    class: class.clone(),
+                    roll: roll.clone(),
+                    addrs: [*first, addr],
+                });
             }
-            _ => {
-                if state.by_roll.len() >= MAX_TRACKED {
-                    state.by_roll.retain(|_, (d, _, _)| *d >= day);
-                }
-                if state.by_roll.len() < MAX_TRACKED {
-                    state.by_roll.insert(key, (day, addr, false));
-                }
+            Some(_) => {}
+            // Full: the rest of the day's rolls go untracked (bounded memory, no scans).
+            None if room => {
+                state.by_roll.insert(key, (addr, false));
             }
+            None => {}
         }
-        // Several rolls, one address.
+        // Several rolls, one address: raised once when the third comes; each further roll in
+        // the window joins that flag (told to the dashboard, not logged again).
         let key = (class.clone(), addr);
-        if !state.by_addr.contains_key(&key) && state.by_addr.len() >= MAX_TRACKED {
-            state.by_addr.retain(|_, v| {
-                v.back()
-                    .is_some_and(|(_, t)| at.duration_since(*t) < SHARED_WINDOW)
-            });
-        }
+        let mut grown = None;
         if state.by_addr.len() < MAX_TRACKED || state.by_addr.contains_key(&key) {
             let recent = state.by_addr.entry(key).or_default();
             while recent
@@ -147,19 +158,41 @@ impl Flags {
             }
             if !recent.iter().any(|(r, _)| r == roll) {
                 recent.push_back((roll.clone(), at));
-                // Each further roll from the address raises the flag again, with all of them.
-                if recent.len() >= SHARED_ROLLS {
-                    raised.push(Flag::SharedAddress {
+                // Bounded: a NAT of a thousand students keeps the last twenty.
+                if recent.len() > 20 {
+                    recent.pop_front();
+                }
+                match recent.len() {
+                    n if n == SHARED_ROLLS => raised.push(Flag::SharedAddress {
                         class: class.clone(),
                         addr,
                         rolls: recent.iter().map(|(r, _)| r.clone()).collect(),
-                    });
-                }
-                // Bounded: a NAT of a thousand students keeps the last hundred.
-                if recent.len() > 100 {
-                    recent.pop_front();
+                    }),
+                    n if n > SHARED_ROLLS => grown = Some(()),
+                    _ => {}
                 }
             }
+        }
+        let mut joined = Vec::new();
+        if grown.is_some() {
+            let found = state.flags.iter_mut().rev().find_map(|f| match f {
+                Flag::SharedAddress {
+                    class: c,
+                    addr: a,
+                    rolls,
+                } if c == class && *a == addr => Some(rolls),
+                _ => None,
+            });
+            if let Some(rolls) = found {
+                if rolls.len() < 100 && !rolls.contains(roll) {
+                    rolls.push(roll.clone());
+                }
+            }
+            joined.push(Flag::SharedAddress {
+                class: class.clone(),
+                addr,
+                rolls: vec![roll.clone()],
+            });
         }
         for f in &raised {
             if state.flags.len() >= MAX_FLAGS {
@@ -167,7 +200,7 @@ impl Flags {
             }
             state.flags.push_back(f.clone());
         }
-        raised
+        Noted { raised, joined }
     }
 
     /// The flags raised so far (of `class` only, if given), oldest first.
@@ -209,53 +242,40 @@ mod tests {
             id("CN_D1_D_4"),
         );
         let t0 = Instant::now();
+        let secs = |s| t0 + Duration::from_secs(s);
+        let at = ip("10.0.0.5");
+        assert!(flags.note(&a.class, &a.roll, at, t0, DAY).raised.is_empty());
         assert!(
             flags
-                .note(&a.class, &a.roll, ip("10.0.0.5"), t0, DAY)
-                .is_empty()
-        );
-        assert!(
-            flags
-                .note(
-                    &b.class,
-                    &b.roll,
-                    ip("10.0.0.5"),
-                    t0 + Duration::from_secs(30),
-                    DAY
-                )
+                .note(&b.class, &b.roll, at, secs(30), DAY)
+                .raised
                 .is_empty()
         );
         // The same roll again is not a second roll.
         assert!(
             flags
-                .note(
-                    &b.class,
-                    &b.roll,
-                    ip("10.0.0.5"),
-                    t0 + Duration::from_secs(40),
-                    DAY
-                )
+                .note(&b.class, &b.roll, at, secs(40), DAY)
+                .raised
                 .is_empty()
         );
-        let raised = flags.note(
-            &c.class,
-            &c.roll,
-            ip("10.0.0.5"),
-            t0 + Duration::from_secs(119),
-            DAY,
-        );
+        let raised = flags.note(&c.class, &c.roll, at, secs(119), DAY).raised;
         assert_eq!(raised.len(), 1, "{raised:?}");
         assert_eq!(
             raised[0].to_string(),
             "shared-address CN D1 10.0.0.5 rolls=1,2,3"
         );
-        // Outside the window the first ones no longer count.
-        let later = t0 + Duration::from_secs(300);
-        assert!(
-            flags
-                .note(&d.class, &d.roll, ip("10.0.0.5"), later, DAY)
-                .is_empty()
+        // A fourth within the window joins the flag: not raised again.
+        let fourth = flags.note(&d.class, &d.roll, at, secs(119), DAY);
+        assert!(fourth.raised.is_empty());
+        assert_eq!(fourth.joined.len(), 1);
+        assert_eq!(
+            flags.list(None)[0].to_string(),
+            "shared-address CN D1 10.0.0.5 rolls=1,2,3,4"
         );
+        // Outside the window the first ones no longer count.
+        let e = id("CN_D1_E_5");
+        let later = flags.note(&e.class, &e.roll, at, secs(600), DAY);
+        assert!(later.raised.is_empty() && later.joined.is_empty());
         assert_eq!(flags.list(Some(&a.class)).len(), 1);
         assert!(flags.list(Some(&id("XX_D1_A_1").class)).is_empty());
     }
@@ -265,33 +285,17 @@ mod tests {
         let flags = Flags::default();
         let a = id("CN_D1_A_1");
         let t0 = Instant::now();
-        assert!(
-            flags
-                .note(&a.class, &a.roll, ip("10.0.0.5"), t0, DAY)
-                .is_empty()
-        );
-        assert!(
-            flags
-                .note(&a.class, &a.roll, ip("10.0.0.5"), t0, DAY)
-                .is_empty()
-        );
-        let raised = flags.note(&a.class, &a.roll, ip("10.9.9.9"), t0, DAY);
+        let note = |addr: &str, day| flags.note(&a.class, &a.roll, ip(addr), t0, day).raised;
+        assert!(note("10.0.0.5", DAY).is_empty());
+        assert!(note("10.0.0.5", DAY).is_empty());
+        let raised = note("10.9.9.9", DAY);
         assert_eq!(raised.len(), 1);
         assert_eq!(
             raised[0].to_string(),
             "two-addresses CN D1 roll=1 10.0.0.5 10.9.9.9"
         );
-        assert!(
-            flags
-                .note(&a.class, &a.roll, ip("10.7.7.7"), t0, DAY)
-                .is_empty()
-        );
+        assert!(note("10.7.7.7", DAY).is_empty());
         // The next day starts afresh.
-        let next = DAY.tomorrow().expect("day");
-        assert!(
-            flags
-                .note(&a.class, &a.roll, ip("10.9.9.9"), t0, next)
-                .is_empty()
-        );
+        assert!(note("10.9.9.9", DAY.tomorrow().expect("day")).is_empty());
     }
 }

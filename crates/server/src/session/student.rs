@@ -137,13 +137,22 @@ impl Session {
         });
         // After the JOIN's own event: the dashboard has the row to flag.
         let day = self.engine.store.local_date(today);
-        for flag in self
+        let noted = self
             .engine
             .flags
-            .note(&id.class, &id.roll, peer.ip(), now, day)
-        {
+            .note(&id.class, &id.roll, peer.ip(), now, day);
+        for flag in noted.raised {
             info!(%flag, "check-in flagged for the teacher");
-            self.engine.publish(|| ClassEvent::Flagged { flag });
+            self.engine.publish(|| ClassEvent::Flagged {
+                flag,
+                id: id.clone(),
+            });
+        }
+        for flag in noted.joined {
+            self.engine.publish(|| ClassEvent::Flagged {
+                flag,
+                id: id.clone(),
+            });
         }
         self.seat = Some(seat);
         let resume = (token != 0 && required_seconds > 0)

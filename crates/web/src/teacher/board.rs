@@ -310,27 +310,29 @@ impl Board {
                     })
                 });
             }
-            ClassEvent::Flagged { flag } => {
+            ClassEvent::Flagged { flag, id } => {
                 use attendance_server::attendance::flags::Flag;
-                let (class, rolls, bit) = match flag {
-                    Flag::SharedAddress { class, rolls, .. } => (class, rolls, FLAG_SHARED),
-                    Flag::TwoAddresses { class, roll, .. } => (class, vec![roll], FLAG_TWO),
+                let (rolls, bit) = match flag {
+                    Flag::SharedAddress { rolls, .. } => (rolls, FLAG_SHARED),
+                    Flag::TwoAddresses { roll, .. } => (vec![roll], FLAG_TWO),
                 };
-                let ids: Vec<StudentId> = state
-                    .classes
-                    .get(&class)
-                    .map(|c| {
-                        c.rows
-                            .keys()
-                            .filter(|(_, roll)| rolls.contains(roll))
-                            .map(|(name, roll)| StudentId {
-                                class: class.clone(),
-                                name: name.clone(),
-                                roll: roll.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                // The student of this check-in directly; the others a flag names (only when it
+                // is raised, a few at most) by roll.
+                let mut ids = vec![id.clone()];
+                if rolls.len() > 1 {
+                    if let Some(c) = state.classes.get(&id.class) {
+                        ids.extend(
+                            c.rows
+                                .keys()
+                                .filter(|(_, roll)| *roll != id.roll && rolls.contains(roll))
+                                .map(|(name, roll)| StudentId {
+                                    class: id.class.clone(),
+                                    name: name.clone(),
+                                    roll: roll.clone(),
+                                }),
+                        );
+                    }
+                }
                 for id in ids {
                     self.upsert(state, &id, |old| {
                         old.map(|r| Entry {
