@@ -114,6 +114,9 @@ pub struct ReportLine {
     pub minutes_attended: String,
     /// When the record was written (empty for a roster absentee with no row).
     pub marked_at: String,
+    /// `shared-address` when 3 or more rolls of the class joined from this row's address within
+    /// 2 minutes (a flag for the teacher, not a verdict); empty otherwise.
+    pub flags: String,
 }
 
 /// The output format of a report.
@@ -168,6 +171,9 @@ pub async fn report(
         need("marked_at")?,
     );
     let (late, attended) = (column("minutes_late"), column("minutes_attended"));
+    let (joined_at, client_addr) = (column("joined_at"), column("client_addr"));
+    // (address, joined at in ms, roll) of the rows kept, for the shared-address flag.
+    let mut seen: Vec<(String, i128, String)> = Vec::new();
     let mut lines: BTreeMap<String, ReportLine> = BTreeMap::new();
     let mut records = reader.records();
     let mut n = 0usize;
@@ -197,9 +203,25 @@ pub async fn report(
             minutes_late: late.map(cell).unwrap_or_default(),
             minutes_attended: attended.map(cell).unwrap_or_default(),
             marked_at: cell(marked_at),
+            flags: String::new(),
         };
+        let addr = client_addr.map(cell).unwrap_or_default();
+        let joined = joined_at
+            .map(cell)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(|t| t.unix_millis());
+        if let (false, Some(j)) = (addr.is_empty(), joined) {
+            if !lines.contains_key(&line.roll) {
+                seen.push((addr, j, line.roll.clone()));
+            }
+        }
         // One record per student and day; should a file hold two, the first stands.
         lines.entry(line.roll.clone()).or_insert(line);
+    }
+    for roll in shared_address_rolls(&mut seen) {
+        if let Some(l) = lines.get_mut(&roll) {
+            l.flags = "shared-address".to_owned();
+        }
     }
     for (roll, name) in roster {
         lines.entry(roll.clone()).or_insert_with(|| ReportLine {
@@ -211,9 +233,30 @@ pub async fn report(
             minutes_late: String::new(),
             minutes_attended: "0".to_owned(),
             marked_at: String::new(),
+            flags: String::new(),
         });
     }
     Ok(lines.into_values().collect())
+}
+
+/// The rolls whose address had 3 or more rolls join within 2 minutes (the daemon's
+/// `shared-address` flag, from the file: sorted by address and time, one pass).
+fn shared_address_rolls(seen: &mut [(String, i128, String)]) -> Vec<String> {
+    const WINDOW_MS: i128 = 120_000;
+    seen.sort();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in 0..seen.len() {
+        while seen[start].0 != seen[end].0 || seen[end].1 - seen[start].1 >= WINDOW_MS {
+            start += 1;
+        }
+        if end + 1 - start >= 3 {
+            out.extend(seen[start..=end].iter().map(|(_, _, r)| r.clone()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The (roll, name) pairs of a roster CSV with `name` and `roll` columns (the rule module's
@@ -278,13 +321,13 @@ pub fn render(lines: &[ReportLine], format: ReportFormat) -> String {
         }
         ReportFormat::Csv => {
             let mut s = String::from(
-                "course,division,name,roll,status,minutes_late,minutes_attended,marked_at\n",
+                "course,division,name,roll,status,minutes_late,minutes_attended,marked_at,flags\n",
             );
             for l in lines {
                 // Fields are protocol fields and timestamps: no commas, quotes or newlines.
                 let _ = writeln!(
                     s,
-                    "{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{}",
                     l.course,
                     l.division,
                     l.name,
@@ -292,7 +335,8 @@ pub fn render(lines: &[ReportLine], format: ReportFormat) -> String {
                     l.status,
                     l.minutes_late,
                     l.minutes_attended,
-                    l.marked_at
+                    l.marked_at,
+                    l.flags
                 );
             }
             s
@@ -335,7 +379,7 @@ mod tests {
             .collect();
         assert_eq!(got, [("1", "Present"), ("2", "Present"), ("9", "Absent")]);
         let csv = render(&lines, ReportFormat::Csv);
-        assert!(csv.contains("\nCN,D1,Zed,9,Absent,,0,\n"), "{csv}");
+        assert!(csv.contains("\nCN,D1,Zed,9,Absent,,0,,\n"), "{csv}");
         let json = render(&lines, ReportFormat::Json);
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(parsed[2]["status"], "Absent");
@@ -344,6 +388,19 @@ mod tests {
             .await
             .expect("report");
         assert_eq!(utc.len(), 1);
+    }
+
+    #[test]
+    fn three_rolls_from_one_address_within_two_minutes_are_flagged() {
+        let row = |a: &str, ms: i128, r: &str| (a.to_owned(), ms, r.to_owned());
+        let mut seen = vec![
+            row("10.0.0.5", 0, "1"),
+            row("10.0.0.5", 60_000, "2"),
+            row("10.0.0.9", 60_000, "7"),
+            row("10.0.0.5", 119_999, "3"),
+            row("10.0.0.5", 500_000, "4"),
+        ];
+        assert_eq!(shared_address_rolls(&mut seen), ["1", "2", "3"]);
     }
 
     #[tokio::test]
