@@ -341,3 +341,25 @@ export async function scenario(options, body) {
     process.exit(1);
   }
 }
+
+// Records every `data-state` the student page's #status goes through, in window.__states.
+export async function recordStates(page) {
+  await page.evaluate(() => {
+    const st = document.querySelector('#status');
+    window.__states = [st.dataset.state];
+    new MutationObserver(() => {
+      if (window.__states.at(-1) !== st.dataset.state) window.__states.push(st.dataset.state);
+    }).observe(st, { attributes: true, attributeFilter: ['data-state'] });
+  });
+}
+
+// Checks in as `identity` on the student page and waits for the seat; from then on the
+// browser's log of failed WebSocket connections to /ws (a drop, a shutdown) is expected.
+export async function checkIn(page, identity, tolerate) {
+  await waitFor(page, '#status[data-state="connected"]');
+  await page.fill('#identity', identity);
+  await page.press('#identity', 'Enter');
+  await waitFor(page, '#status[data-state="joined"]');
+  tolerate(/WebSocket connection to 'ws:\/\/[^']+\/ws' failed/);
+  tolerate(/^Failed to load resource: net::ERR_[A-Z_]+ \(ws:\/\/[^ ]+\/ws\)$/);
+}

@@ -9,7 +9,7 @@
 //
 // Result: { gaveup_text, back_text }.
 
-import { open, scenario, waitFor, waitForText } from './lib.mjs';
+import { open, scenario, waitFor, waitForText, checkIn } from './lib.mjs';
 
 await scenario(
   { identity: { type: 'string', default: 'ComputerNetworks_Div1_JayPatel_18BCP043' } },
@@ -18,12 +18,7 @@ await scenario(
     // Time flows as usual until the scenario runs it ahead.
     await context.clock.install();
     await open(page, `${ctx.url}/`);
-    await waitFor(page, '#status[data-state="connected"]');
-    await page.fill('#identity', ctx.args.identity);
-    await page.press('#identity', 'Enter');
-    await waitFor(page, '#status[data-state="joined"]');
-    tolerate(/WebSocket connection to 'ws:\/\/[^']+\/ws' failed/);
-    tolerate(/^Failed to load resource: net::ERR_[A-Z_]+ \(ws:\/\/[^ ]+\/ws\)$/);
+    await checkIn(page, ctx.args.identity, tolerate);
     ctx.progress('joined');
 
     await waitFor(page, '#status[data-state="lost"]');

@@ -10,7 +10,7 @@
 //
 // Result: { states, lost_text, back_text, left_secs, marked_at, sockets }.
 
-import { open, scenario, waitFor, waitForText, waitUntil } from './lib.mjs';
+import { open, scenario, waitFor, waitForText, waitUntil, checkIn, recordStates } from './lib.mjs';
 
 await scenario(
   { identity: { type: 'string', default: 'ComputerNetworks_Div1_JayPatel_18BCP043' } },
@@ -19,19 +19,8 @@ await scenario(
     let sockets = 0;
     page.on('websocket', () => { sockets += 1; });
     await open(page, `${ctx.url}/`);
-    await page.evaluate(() => {
-      const st = document.querySelector('#status');
-      window.__states = [st.dataset.state];
-      new MutationObserver(() => {
-        if (window.__states.at(-1) !== st.dataset.state) window.__states.push(st.dataset.state);
-      }).observe(st, { attributes: true, attributeFilter: ['data-state'] });
-    });
-    await waitFor(page, '#status[data-state="connected"]');
-    await page.fill('#identity', ctx.args.identity);
-    await page.press('#identity', 'Enter');
-    await waitFor(page, '#status[data-state="joined"]');
-    tolerate(/WebSocket connection to 'ws:\/\/[^']+\/ws' failed/);
-    tolerate(/^Failed to load resource: net::ERR_[A-Z_]+ \(ws:\/\/[^ ]+\/ws\)$/);
+    await recordStates(page);
+    await checkIn(page, ctx.args.identity, tolerate);
     ctx.progress('joined');
 
     await waitFor(page, '#status[data-state="lost"]');

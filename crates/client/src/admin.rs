@@ -214,25 +214,18 @@ impl AdminClient {
     /// # Errors
     /// As [`AdminClient::request`].
     pub async fn who(&mut self, class: Option<ClassKey>) -> Result<Vec<WhoEntry>, AdminError> {
-        let mut all = Vec::new();
-        let mut offset = 0;
-        for _ in 0..MAX_PAGES {
-            let command = Command::Who {
+        self.all_pages(
+            "WHO",
+            |offset| Command::Who {
                 class: class.clone(),
                 offset,
-            };
-            let page = match self.request(&command).await? {
-                Reply::Who(page) => page,
-                other => return Err(unexpected("WHO", &other)),
-            };
-            let next = next_page(&page);
-            all.extend(page.entries);
-            match next {
-                Some(n) => offset = n,
-                None => break,
-            }
-        }
-        Ok(all)
+            },
+            |reply| match reply {
+                Reply::Who(page) => Ok(page),
+                other => Err(Box::new(other)),
+            },
+        )
+        .await
     }
 
     /// Every page of `FLAGS` (for one class, if given).
@@ -240,19 +233,35 @@ impl AdminClient {
     /// # Errors
     /// As [`AdminClient::request`].
     pub async fn flags(&mut self, class: Option<ClassKey>) -> Result<Vec<FlagEntry>, AdminError> {
+        self.all_pages(
+            "FLAGS",
+            |offset| Command::Flags {
+                class: class.clone(),
+                offset,
+            },
+            |reply| match reply {
+                Reply::Flags(page) => Ok(page),
+                other => Err(Box::new(other)),
+            },
+        )
+        .await
+    }
+
+    /// Every entry of a paged list: `command(offset)` for each page, `page` taking the entries
+    /// out of the reply (or handing back a reply of another kind).
+    async fn all_pages<T>(
+        &mut self,
+        word: &str,
+        command: impl Fn(u64) -> Command,
+        page: impl Fn(Reply) -> Result<Page<T>, Box<Reply>>,
+    ) -> Result<Vec<T>, AdminError> {
         let mut all = Vec::new();
         let mut offset = 0;
         for _ in 0..MAX_PAGES {
-            let command = Command::Flags {
-                class: class.clone(),
-                offset,
-            };
-            let page = match self.request(&command).await? {
-                Reply::Flags(page) => page,
-                other => return Err(unexpected("FLAGS", &other)),
-            };
-            let next = next_page(&page);
-            all.extend(page.entries);
+            let got = page(self.request(&command(offset)).await?)
+                .map_err(|other| unexpected(word, &other))?;
+            let next = next_page(&got);
+            all.extend(got.entries);
             match next {
                 Some(n) => offset = n,
                 None => break,

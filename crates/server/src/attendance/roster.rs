@@ -126,6 +126,11 @@ impl Roster {
         out
     }
 
+    /// Every (roll, name), in no order.
+    pub fn students(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.students.iter().map(|(r, n)| (r.as_str(), n.as_str()))
+    }
+
     /// How many students it lists.
     pub fn len(&self) -> usize {
         self.students.len()

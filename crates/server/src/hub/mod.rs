@@ -412,21 +412,13 @@ impl State {
         Some(member)
     }
 
-    /// Keeps `served` as the time `roll` of `key` served on `day` (bounded: see
-    /// [`MAX_SERVED_LEDGER`]).
-    fn keep_served(
-        &mut self,
-        key: ClassKey,
-        roll: Field,
-        name: Field,
-        day: Date,
-        served: Duration,
-    ) {
+    /// Keeps `served` as the time `id` served on `day` (bounded: see [`MAX_SERVED_LEDGER`]).
+    fn keep_served(&mut self, id: &StudentId, day: Date, served: Duration) {
         if self.served.len() >= MAX_SERVED_LEDGER {
             self.served.retain(|_, s| s.day >= day);
         }
         if self.served.len() >= MAX_SERVED_LEDGER {
-            warn!(class = %key, roll = %roll, "served-time ledger full; a later JOIN starts afresh");
+            warn!(student = %id, "served-time ledger full; a later JOIN starts afresh");
             return;
         }
         let since = wall_at(
@@ -435,11 +427,11 @@ impl State {
                 .unwrap_or_else(Instant::now),
         );
         self.served.insert(
-            (key, roll),
+            (id.class.clone(), id.roll.clone()),
             Served {
                 day,
                 served,
-                name,
+                name: id.name.clone(),
                 since,
             },
         );
@@ -534,13 +526,7 @@ impl HubInner {
             // session's close records it.
             let served = Instant::now().saturating_duration_since(m.since());
             if let Some(day) = m.day.filter(|_| !served.is_zero() && served < m.length()) {
-                state.keep_served(
-                    id.class.clone(),
-                    id.roll.clone(),
-                    id.name.clone(),
-                    day,
-                    served,
-                );
+                state.keep_served(id, day, served);
             }
         }
         self.tell_left(id, class, conn);
@@ -570,13 +556,7 @@ impl HubInner {
                 let served = parked_at
                     .saturating_duration_since(m.since())
                     .min(m.length());
-                state.keep_served(
-                    id.class.clone(),
-                    id.roll.clone(),
-                    id.name.clone(),
-                    day,
-                    served,
-                );
+                state.keep_served(id, day, served);
             }
             removed
         };

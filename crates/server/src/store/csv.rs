@@ -39,14 +39,7 @@ pub const HEADER: [&str; 12] = [
 /// The previous version's header (no minutes, no chain): refused, `attendanced migrate`
 /// converts it.
 pub const V1_HEADER: [&str; 8] = [
-    "course",
-    "division",
-    "name",
-    "roll",
-    "status",
-    "marked_at",
-    "joined_at",
-    "client_addr",
+    HEADER[0], HEADER[1], HEADER[2], HEADER[3], HEADER[4], HEADER[5], HEADER[6], HEADER[7],
 ];
 
 /// The `status` cell of every row.

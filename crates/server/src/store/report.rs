@@ -259,50 +259,27 @@ fn shared_address_rolls(seen: &mut [(String, i128, String)]) -> Vec<String> {
     out
 }
 
-/// The (roll, name) pairs of a roster CSV with `name` and `roll` columns (the rule module's
-/// roster loader is the one the daemon enforces at JOIN; this reads the same file for a report).
+/// The (roll, name) pairs of a roster CSV, read as the daemon reads it at start-up.
 ///
 /// # Errors
-/// [`ReportError`] if the file cannot be read or has no such columns.
+/// [`ReportError`] if the file cannot be read or is not a roster.
 pub async fn read_roster(path: &Path) -> Result<Vec<(String, String)>, ReportError> {
-    let shown = path.display().to_string();
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|source| ReportError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-    let mut reader = csv_async::AsyncReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv_async::Trim::All)
-        .create_reader(tokio::io::BufReader::new(file));
-    let format = |message: String| ReportError::Format {
-        path: shown.clone(),
-        message,
-    };
-    let headers = reader
-        .headers()
-        .await
-        .map_err(|e| format(format!("header: {e}")))?
-        .clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
-            .ok_or_else(|| format(format!("no `{name}` column")))
-    };
-    let (name, roll) = (column("name")?, column("roll")?);
-    let mut out = Vec::new();
-    let mut records = reader.records();
-    while let Some(record) = records.next().await {
-        if out.len() >= MAX_REPORT_ROWS {
-            return Err(format(format!("more than {MAX_REPORT_ROWS} rows")));
-        }
-        let record = record.map_err(|e| format(format!("row {}: {e}", out.len() + 2)))?;
-        let cell = |i: usize| record.get(i).unwrap_or("").to_owned();
-        out.push((cell(roll), cell(name)));
-    }
-    Ok(out)
+    let owned = path.to_owned();
+    let loaded =
+        tokio::task::spawn_blocking(move || crate::attendance::roster::Roster::load(&owned))
+            .await
+            .map_err(|e| ReportError::Read {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+    let roster = loaded.map_err(|e| ReportError::Format {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(roster
+        .students()
+        .map(|(roll, name)| (roll.to_owned(), name.to_owned()))
+        .collect())
 }
 
 /// The local day of `at` in `tz`.
