@@ -561,3 +561,53 @@ async fn the_class_page_shows_the_rotating_code_its_qr_and_the_chain_head() -> R
     assert_ne!(r.status, 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_dashboard_flags_a_shared_address_and_offers_the_report_with_absentees() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let roster = dir.path().join("roster.csv");
+    std::fs::write(&roster, "name,roll\nAnn,1\nBob,2\nCat,3\nZed,9\n")?;
+    let toml = format!(
+        "[[class]]\ncourse = \"CN\"\ndivision = \"D1\"\nroster = \"{}\"\n",
+        roster.display()
+    );
+    let d = Daemon::start_with_config(&toml, &["--class-length", "0s"])?;
+    let cookie = http::sign_in(d.web(), &d.token()?).await?;
+    let mut stream = open_class(d.web(), &cookie, "CN/D1").await?;
+    stream.next_named("snapshot").await?;
+    let mut students = Vec::new();
+    for id in ["CN_D1_Ann_1", "CN_D1_Bob_2", "CN_D1_Cat_3"] {
+        let mut s = joined(&d, id).await?;
+        assert!(s.cmd("PRESENT").await?.starts_with("OK PRESENT "));
+        students.push(s);
+    }
+    // Three rolls from 127.0.0.1 within seconds: each row is flagged, none refused.
+    let mut flagged = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (_, row) = next_row(&mut stream).await?;
+        let is_flagged = row["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "shared-address"));
+        if is_flagged {
+            flagged.insert(row["roll"].as_str().unwrap_or_default().to_owned());
+        }
+        if flagged.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(flagged.len(), 3, "{flagged:?}");
+    let headers = [("cookie", cookie.as_str())];
+    let r = http::get(d.web(), "/teacher/class/CN/D1/report.csv", &headers).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[1].starts_with("CN,D1,Ann,1,Present,") && lines[1].ends_with(",shared-address"),
+        "{text}"
+    );
+    assert!(lines[4].starts_with("CN,D1,Zed,9,Absent,"), "{text}");
+    let page = http::get(d.web(), "/teacher/class/CN/D1", &headers).await?;
+    assert!(page.text().contains("report.csv"), "the page offers it");
+    Ok(())
+}

@@ -215,6 +215,22 @@ impl Engine {
         ))
     }
 
+    /// The roster of `class` as (roll, name), sorted by roll; empty if it has none.
+    pub fn class_roster(&self, class: &ClassKey) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = self
+            .rules
+            .get(class)
+            .and_then(|r| r.roster.as_ref())
+            .map(|r| {
+                r.students()
+                    .map(|(roll, name)| (roll.to_owned(), name.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.sort();
+        all
+    }
+
     /// The row chain's head (the hash of the CSV's last row, as hex) and the number of rows.
     pub fn chain_head(&self) -> Option<(String, u64)> {
         self.store

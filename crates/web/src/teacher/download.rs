@@ -31,6 +31,69 @@ pub(crate) struct Day {
     day: Option<String>,
 }
 
+/// The day asked for (today by default), or the 400 answer to a bad one.
+fn day_of(
+    engine: &attendance_server::engine::Engine,
+    query: &Day,
+) -> Result<jiff::civil::Date, Box<Response>> {
+    match query.day.as_deref() {
+        None | Some("") => Ok(engine.local_date(Timestamp::now())),
+        Some(d) => d.parse::<jiff::civil::Date>().map_err(|_| {
+            Box::new(
+                (
+                    StatusCode::BAD_REQUEST,
+                    "day must be a date like 2026-12-05\n",
+                )
+                    .into_response(),
+            )
+        }),
+    }
+}
+
+/// `GET …/report.csv?day=`: the class's report of the day, as `attendanced report` prints it
+/// (one line per student with status and minutes, the roster's absentees included).
+pub(crate) async fn report(
+    signed: Signed,
+    State(state): State<WebState>,
+    Path((course, division)): Path<(String, String)>,
+    Query(query): Query<Day>,
+) -> Response {
+    use attendance_server::store::report as r;
+    let Some(class) = visible_class(&signed, &course, &division) else {
+        return super::not_found();
+    };
+    let engine = state.engine();
+    let day = match day_of(engine, &query) {
+        Ok(d) => d,
+        Err(resp) => return *resp,
+    };
+    let roster = engine.class_roster(&class);
+    let tz = engine.startup().time_zone();
+    let lines = match r::report(&engine.startup().csv, &class, day, &tz, &roster).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "report: cannot read the log");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the attendance log cannot be read\n",
+            )
+                .into_response();
+        }
+    };
+    let mut response = r::render(&lines, r::ReportFormat::Csv).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    let name = format!("attachment; filename=\"report-{course}-{division}-{day}.csv\"");
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The handler.
 pub(crate) async fn csv(
     signed: Signed,
@@ -42,18 +105,9 @@ pub(crate) async fn csv(
         return super::not_found();
     };
     let engine = std::sync::Arc::clone(state.engine());
-    let day = match query.day.as_deref() {
-        None | Some("") => engine.local_date(Timestamp::now()),
-        Some(d) => match d.parse::<jiff::civil::Date>() {
-            Ok(d) => d,
-            Err(_) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    "day must be a date like 2026-12-05\n",
-                )
-                    .into_response();
-            }
-        },
+    let day = match day_of(&engine, &query) {
+        Ok(d) => d,
+        Err(r) => return *r,
     };
     let path = engine.startup().csv.clone();
     let file = match tokio::fs::File::open(&path).await {

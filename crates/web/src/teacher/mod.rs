@@ -70,6 +70,10 @@ pub fn routes() -> Router<WebState> {
             get(download::csv),
         )
         .route("/teacher/class/{course}/{division}/code", get(code::code))
+        .route(
+            "/teacher/class/{course}/{division}/report.csv",
+            get(download::report),
+        )
         .route("/teacher/teacher.js", get(pages::script))
         .route("/teacher/teacher.css", get(pages::style))
 }

@@ -162,7 +162,8 @@ pub fn class(signed: &Signed, class: &ClassKey, today: &str) -> String {
          <p id=\"chain\"></p>\
          <form method=\"get\" action=\"{base}/attendance.csv\" id=\"download-form\">\
          <label for=\"day\">Day</label> <input type=\"date\" id=\"day\" name=\"day\" value=\"{today}\" required> \
-         <button type=\"submit\" id=\"download\">Download CSV</button></form></section>\n</main>\n",
+         <button type=\"submit\" id=\"download\">Download CSV</button> \
+         <button type=\"submit\" id=\"download-report\" formaction=\"{base}/report.csv\">Download report</button></form></section>\n</main>\n",
         bar = header_bar(signed),
         today = escape(today),
     );
