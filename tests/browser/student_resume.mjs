@@ -8,7 +8,8 @@
 // Progress lines: "joined" (the Rust test waits, then cuts the network), "lost" (the page shows
 // the drop: the Rust test waits, then heals it), "back" {back_text, left_secs} (the seat is back).
 //
-// Result: { states, lost_text, back_text, left_secs, marked_at, sockets }.
+// Result: { states, lost_text, back_text, left_secs, marked_at, sockets, history, history_sum }:
+// `history` the kinds of the page's "Your record today" list once it shows the mark.
 
 import { open, scenario, waitFor, waitForText, waitUntil, checkIn, recordStates } from './lib.mjs';
 
@@ -39,8 +40,11 @@ await scenario(
     await waitFor(page, '#marked', { timeout: 30_000 });
     await waitFor(page, '#status[data-state="marked"]');
     const markedAt = await page.getAttribute('#marked', 'data-marked-at');
+    await waitFor(page, '#history li[data-kind="mark"]');
+    const history = await page.$$eval('#history li', (lis) => lis.map((li) => li.dataset.kind));
+    const historySum = (await page.textContent('#history-sum')).trim();
     await ctx.screenshot(page, 'marked');
     const states = await waitUntil(page, 'the states so far', () => window.__states);
-    return { states, lost_text: lostText, back_text: backText, left_secs: m * 60 + s, marked_at: markedAt, sockets };
+    return { states, lost_text: lostText, back_text: backText, left_secs: m * 60 + s, marked_at: markedAt, sockets, history, history_sum: historySum };
   },
 );

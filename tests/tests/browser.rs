@@ -271,7 +271,8 @@ async fn events_until(client: &mut attendance_tests::Client, until: &str) -> Res
 /// daemon is cut) 2 s into an 8 s class, 3 s away. The page shows the drop and its attempts,
 /// reconnects by itself, takes the seat back with RESUME (the class hears neither a leave nor
 /// an arrival), counts down what the server says is left — about 6 s: not a fresh 8 s class,
-/// not its own clock's 3 s — and ends marked present, the one row of the CSV.
+/// not its own clock's 3 s — and ends marked present, the one row of the CSV; its "Your record
+/// today" shows the server's timeline: checked in, connection lost, back, record written.
 #[tokio::test]
 async fn the_student_page_resumes_its_seat_after_a_drop_and_is_marked_present() -> Result<()> {
     const CLASS_SECS: u64 = 8;
@@ -309,6 +310,18 @@ async fn the_student_page_resumes_its_seat_after_a_drop_and_is_marked_present() 
         "{result}"
     );
     assert!(result["sockets"].as_u64() >= Some(2), "{result}");
+    // The student's own timeline, as the server keeps it (HISTORY).
+    assert_eq!(
+        result["history"],
+        serde_json::json!(["join", "drop", "resume", "mark"]),
+        "{result}"
+    );
+    assert!(
+        result["history_sum"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Present: 0:0")),
+        "{result}"
+    );
 
     let heard = events_until(&mut classmate, "EVENT PRESENT").await?;
     assert!(

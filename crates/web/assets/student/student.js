@@ -30,7 +30,8 @@
     change: $('change-identity'), events: $('events'), chatForm: $('chat-form'),
     chat: $('chat-input'), send: $('chat-send'), serverTime: $('server-time'),
     connectedFor: $('connected-for'), clients: $('clients'), ping: $('ping'),
-    heartbeat: $('heartbeat'), retry: $('retry'),
+    heartbeat: $('heartbeat'), retry: $('retry'), historyBox: $('history-box'),
+    historySum: $('history-sum'), history: $('history'),
   };
 
   const store = {
@@ -66,6 +67,7 @@
   let dueAt = 0; // performance.now() when the class length is served (server's word)
   let presentAt = 0; // do not send PRESENT before this
   let markedAt = ''; // the rfc3339 of OK PRESENT
+  let ended = ''; // EVENT ENDED: the scheduled session closed; what was recorded
 
   let serverOffset = null; // server clock minus Date.now(), ms
   let elapsed = null; // {secs, at}: OK ELAPSED
@@ -88,6 +90,8 @@
   function showState() {
     if (replaced) {
       setState('replaced');
+    } else if (ended) {
+      setState('ended', ended);
     } else if (ws && greeted && (seated || !lostSince)) {
       if (markedAt && seated) setState('marked');
       else if (seated && back) setState('joined', `Back — ${duration(Math.ceil(leftSecs()))} left`);
@@ -130,6 +134,28 @@
     const ss = String(s % 60).padStart(2, '0');
     return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
   }
+  // OK HISTORY status=… served=… required=… late=… kind@time…: the server's own account.
+  const KINDS = { join: 'Checked in', drop: 'Connection lost', resume: 'Back', expired: 'Seat freed: not back in time', mark: 'Record written' };
+  function showHistory(words) {
+    const v = {};
+    const items = [];
+    for (const w of words) {
+      const at = w.indexOf('@');
+      const eq = w.indexOf('=');
+      if (at > 0) items.push([w.slice(0, at), w.slice(at + 1)]);
+      else if (eq > 0) v[w.slice(0, eq)] = w.slice(eq + 1);
+    }
+    const late = Number(v.late) || 0;
+    ui.historySum.textContent = `${v.status === 'pending' ? 'Not marked yet' : v.status}: ${duration(Number(v.served) || 0)} of ${duration(Number(v.required) || 0)} served${late ? `, ${late} min late` : ''}`;
+    ui.historySum.dataset.status = v.status || '';
+    ui.history.replaceChildren(...items.map(([k, t]) => {
+      const li = document.createElement('li');
+      li.dataset.kind = k;
+      li.textContent = `${localTime(t)} ${KINDS[k] || k}`;
+      return li;
+    }));
+    ui.historyBox.hidden = false;
+  }
   function addEvent(text) {
     const li = document.createElement('li');
     const t = document.createElement('time');
@@ -168,8 +194,8 @@
         if (left <= 0 && now >= presentAt && !isPending('PRESENT')) {
           send('PRESENT');
         }
-      } else if (replaced) {
-        ui.left.textContent = 'Counting on the other device';
+      } else if (replaced || ended) {
+        ui.left.textContent = replaced ? 'Counting on the other device' : 'Class over';
       } else {
         if (gaveUp) ui.left.textContent = 'Paused: not connected';
         else ui.left.textContent = lostSince ? 'Paused: reconnecting…' : 'Waiting for the connection…';
@@ -297,7 +323,7 @@
       return;
     }
     // Not a drop: the seat is elsewhere now, or served (the mark is on disk).
-    if (replaced || (markedAt && student)) {
+    if (replaced || ended || (markedAt && student)) {
       tick();
       return;
     }
@@ -391,6 +417,7 @@
         setChat(true);
         if (first) ui.className.focus();
         keepAwake();
+        send('HISTORY');
         break;
       }
       case 'PRESENT':
@@ -401,6 +428,7 @@
         showError('');
         forgetToken(); // a marked seat is given back: nothing to resume
         releaseWake();
+        send('HISTORY');
         break;
       case 'TIME': {
         const ms = Date.parse(f[1]);
@@ -416,6 +444,9 @@
         break;
       case 'PONG':
         ui.ping.textContent = `${Math.round(performance.now() - cmd.at)} ms`;
+        break;
+      case 'HISTORY':
+        showHistory(f.slice(1));
         break;
       case 'SAY':
         addEvent(`You: ${cmd.arg}`);
@@ -492,6 +523,13 @@
         ui.heartbeat.textContent = Number.isNaN(ms) ? 'Connected' : `Connected, last heartbeat ${clock(ms)}`;
         break;
       }
+      case 'ENDED':
+        // The scheduled session closed before PRESENT: the record says Late or Left (or Present).
+        ended = `Class ended: recorded ${f[1]}, ${f[2]} min attended`;
+        seated = false;
+        forgetToken();
+        releaseWake();
+        break;
       case 'SHUTDOWN':
         shutdown = true;
         forgetToken(); // the server gives every seat back: the next check-in is a JOIN
@@ -549,6 +587,8 @@
     seated = false;
     markedAt = '';
     ui.marked.hidden = true;
+    ui.historyBox.hidden = true;
+    ended = '';
     ui.marked.textContent = '';
     delete ui.marked.dataset.markedAt;
     showStudent();
