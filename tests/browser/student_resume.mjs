@@ -40,8 +40,11 @@ await scenario(
     await waitFor(page, '#marked', { timeout: 30_000 });
     await waitFor(page, '#status[data-state="marked"]');
     const markedAt = await page.getAttribute('#marked', 'data-marked-at');
-    await waitFor(page, '#history li[data-kind="mark"]');
-    const history = await page.$$eval('#history li', (lis) => lis.map((li) => li.dataset.kind));
+    // The list sits in a closed <details> (the student opens it): wait on the DOM, not on sight.
+    const history = await waitUntil(page, 'the history list with the mark', () => {
+      const kinds = [...document.querySelectorAll('#history li')].map((li) => li.dataset.kind);
+      return kinds.includes('mark') ? kinds : null;
+    });
     const historySum = (await page.textContent('#history-sum')).trim();
     await ctx.screenshot(page, 'marked');
     const states = await waitUntil(page, 'the states so far', () => window.__states);
