@@ -236,6 +236,11 @@ async fn an_untrusted_peer_is_served_as_before_and_its_header_is_a_bad_line() ->
     let answer = c.cmd(v1("192.0.2.7:1").trim_end()).await?;
     assert!(answer.starts_with("ERR "), "{answer}");
     assert_eq!(marked_from(&d, &mut c, "CN_D1_Bob_2").await?, "127.0.0.1");
+    // A v2 header's signature holds the line QUIT (so that servers without the protocol end
+    // such a connection): it is read as one.
+    let v2_line = proxied(d.addr, &v2(V2Command::Proxy, "192.0.2.7:1")).await?;
+    let said = String::from_utf8_lossy(&closed_by_server(v2_line).await?).into_owned();
+    assert!(said.contains("OK BYE"), "{said}");
     Ok(())
 }
 
