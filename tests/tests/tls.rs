@@ -135,6 +135,18 @@ async fn tls_stream(
     ca: &Path,
     name: &str,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    tls_stream_after(addr, ca, name, b"").await
+}
+
+/// A TLS connection to `addr` whose first bytes, before the handshake, are `header` (a load
+/// balancer's PROXY header).
+async fn tls_stream_after(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    name: &str,
+    header: &[u8],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use tokio::io::AsyncWriteExt as _;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca)? {
         roots.add(cert?)?;
@@ -145,7 +157,8 @@ async fn tls_stream(
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await?;
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.write_all(header).await?;
     let server_name = ServerName::try_from(name.to_owned())?;
     let tls = tokio::time::timeout(LINE_TIMEOUT, connector.connect(server_name, tcp))
         .await
@@ -281,6 +294,41 @@ async fn a_tls_client_is_greeted_joins_and_is_marked_present() -> Result<()> {
         )
     );
     assert_eq!(row.marked_at, marked_at);
+    Ok(())
+}
+
+#[tokio::test]
+async fn behind_a_balancer_the_proxy_header_comes_before_the_tls_handshake() -> Result<()> {
+    let files = tls_files(&["localhost", "127.0.0.1"])?;
+    let mut config = std::fs::read_to_string(&files.config)?;
+    config.push_str("[proxy_protocol]\nfrom = [\"127.0.0.1\"]\n");
+    std::fs::write(&files.config, config)?;
+    let config = files.config.display().to_string();
+    let d = Daemon::start_in(files.dir, &["--config", &config, "--class-length", "0s"])?;
+    let header = b"PROXY TCP4 192.0.2.77 127.0.0.1 40000 65001\r\n";
+    let tls = tls_stream_after(d.addr, &files.ca, "localhost", header).await?;
+    let mut tls = Framed::new(tls, LineCodec::new(1 << 16));
+    let hello = next_line(&mut tls).await?;
+    assert!(hello.starts_with("HELLO "), "{hello}");
+    let joined = command(&mut tls, "JOIN CN_D1_Ann_1").await?;
+    assert!(joined.starts_with("OK JOIN "), "{joined}");
+    let marked = command(&mut tls, "PRESENT").await?;
+    assert!(marked.starts_with("OK PRESENT "), "{marked}");
+    let rows = read_rows(&d.csv_path()).await?;
+    assert_eq!(rows[0].client_addr, "192.0.2.77", "{rows:?}");
+    // HTTPS on the web port too: the header, then TLS, then the request.
+    let check = b"PROXY UNKNOWN\r\n";
+    let mut https = tls_stream_after(d.web(), &files.ca, "localhost", check).await?;
+    use tokio::io::AsyncWriteExt as _;
+    https
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(LINE_TIMEOUT, https.read_to_end(&mut response))
+        .await
+        .context("no response over HTTPS")??;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     Ok(())
 }
 

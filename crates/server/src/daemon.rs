@@ -50,6 +50,9 @@ pub enum ServerError {
     /// A class's roster or code secret could not be loaded.
     #[error(transparent)]
     Rules(#[from] crate::attendance::rules::RulesError),
+    /// `[proxy_protocol]` names something that is not a network.
+    #[error("{0}")]
+    ProxyProtocol(String),
 }
 
 /// Another way in besides the student port (the web server), started by the daemon once the
@@ -89,7 +92,8 @@ impl ServerError {
             Self::Admin(AdminError::Permissions { .. } | AdminError::Empty(_))
             | Self::Tls(_)
             | Self::Chain(_)
-            | Self::Rules(_) => true,
+            | Self::Rules(_)
+            | Self::ProxyProtocol(_) => true,
             _ => false,
         }
     }
@@ -218,6 +222,16 @@ async fn serve(
         );
     }
 
+    let proxy = crate::transport::proxy::ProxyProtocol::from_config(&startup.proxy_protocol)
+        .map_err(ServerError::ProxyProtocol)?;
+    if let Some(proxy) = &proxy {
+        info!(
+            from = %proxy.describe(),
+            timeout = ?startup.proxy_protocol.timeout,
+            "proxy protocol on: connections from these balancers begin with a header naming the client"
+        );
+    }
+
     let metrics = Arc::new(Metrics::new());
     let (store, writer_task) = store::spawn(sink, index, Arc::clone(&metrics));
     let cancel = CancellationToken::new();
@@ -228,6 +242,7 @@ async fn serve(
         metrics,
         admin,
         rules,
+        proxy,
         shutdown: cancel.clone(),
     }));
     let heartbeat_task = tokio::spawn(heartbeat_loop(Arc::clone(&engine)));

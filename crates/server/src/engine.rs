@@ -22,6 +22,7 @@ use crate::hub::Classes;
 use crate::ops::config::{Live, Startup};
 use crate::ops::metrics::Metrics;
 use crate::store::Store;
+use crate::transport::proxy::ProxyProtocol;
 
 /// What every connection is told at once.
 #[derive(Debug, Clone)]
@@ -141,6 +142,8 @@ pub struct Engine {
     pub(crate) admin: AdminToken,
     /// The configured classes' rules.
     pub(crate) rules: crate::attendance::rules::ClassRules,
+    /// The PROXY protocol's trusted balancers, if it is on.
+    pub(crate) proxy: Option<ProxyProtocol>,
     /// Check-ins flagged for the teacher.
     pub(crate) flags: crate::attendance::flags::Flags,
     /// Server-wide signals to every connection: heartbeats and shutdown.
@@ -164,6 +167,7 @@ pub(crate) struct Parts {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin: AdminToken,
     pub(crate) rules: crate::attendance::rules::ClassRules,
+    pub(crate) proxy: Option<ProxyProtocol>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -176,6 +180,7 @@ impl Engine {
             metrics,
             admin,
             rules,
+            proxy,
             shutdown,
         } = parts;
         let events = broadcast::channel(EVENTS).0;
@@ -186,6 +191,7 @@ impl Engine {
             metrics,
             admin,
             rules,
+            proxy,
             flags: crate::attendance::flags::Flags::default(),
             signals: broadcast::channel(4).0,
             hello: crate::session::hello_line(),
@@ -252,6 +258,11 @@ impl Engine {
     /// The settings fixed at start.
     pub fn startup(&self) -> &Startup {
         &self.startup
+    }
+
+    /// The PROXY protocol as configured, or `None` when it is off (the default).
+    pub fn proxy_protocol(&self) -> Option<&ProxyProtocol> {
+        self.proxy.as_ref()
     }
 
     /// Connections open now.
@@ -382,6 +393,7 @@ pub(crate) async fn for_tests(
         rules: crate::attendance::rules::ClassRules::load(&startup_class, dir.path())
             .expect("class rules"),
         admin: AdminToken::from_secret("secret"),
+        proxy: None,
         shutdown: CancellationToken::new(),
     });
     (Arc::new(engine), dir)

@@ -1,7 +1,9 @@
 //! The web server's accept loop: every HTTP connection takes a permit of the engine's
 //! `max_connections` (a WebSocket keeps it for its whole life), TLS when configured, and a
-//! header read timeout against slow-loris clients. On shutdown, connections are asked to close
-//! gracefully and given [`DRAIN`] to do so.
+//! header read timeout against slow-loris clients. A connection from a trusted load balancer
+//! first gives its PROXY header (before TLS), and its requests carry the client it names as
+//! their `ConnectInfo`. On shutdown, connections are asked to close gracefully and given
+//! [`DRAIN`] to do so.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,8 +104,21 @@ pub async fn serve(
         let tls = tls.clone();
         let cancelled = cancelled.clone();
         let span = debug_span!("web", %peer);
+        // From a trusted balancer, the engine to read its header with. (The metrics listener
+        // is internal, never behind the balancer.)
+        let proxied = (shared_limit
+            && engine.proxy_protocol().is_some_and(|p| p.trusts(peer.ip())))
+        .then(|| Arc::clone(engine));
         tracker.spawn(
             async move {
+                let mut stream = stream;
+                let peer = match proxied {
+                    None => peer,
+                    Some(engine) => match client_behind(&engine, &mut stream, peer).await {
+                        Some(client) => client,
+                        None => return,
+                    },
+                };
                 match tls {
                     None => connection(stream, peer, router, permit, cancelled).await,
                     Some(acceptor) => {
@@ -118,6 +133,19 @@ pub async fn serve(
             .instrument(span),
         );
     }
+}
+
+/// The client a trusted balancer's connection carries, from its PROXY header; `None` if it
+/// must be closed.
+async fn client_behind(
+    engine: &attendance_server::engine::Engine,
+    stream: &mut TcpStream,
+    balancer: SocketAddr,
+) -> Option<SocketAddr> {
+    engine
+        .proxy_protocol()?
+        .client_of(stream, balancer, engine.metrics())
+        .await
 }
 
 /// One HTTP/1.1 connection (and what it upgrades to).

@@ -115,6 +115,8 @@ pub struct Config {
     /// How long a teacher's dashboard sign-in lasts.
     #[serde(with = "humantime_serde")]
     pub web_session_ttl: Duration,
+    /// The PROXY protocol from a load balancer (`[proxy_protocol]`); off by default.
+    pub proxy_protocol: ProxyProtocolConfig,
     /// Per-class viewer tokens for the teacher dashboard (`[[viewer]]` tables); the admin token
     /// sees every class.
     pub viewer: Vec<Viewer>,
@@ -165,6 +167,28 @@ pub struct ClassConfig {
     /// Networks (CIDR) JOIN is accepted from; empty: anywhere.
     #[serde(default)]
     pub subnet: Vec<String>,
+}
+
+/// The `[proxy_protocol]` table: which peers are load balancers whose connections begin with
+/// a PROXY header (v1 or v2) naming the real client, and how long they have to send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProtocolConfig {
+    /// Networks (CIDR, or bare addresses) of the balancers; empty: off. Only these may name a
+    /// client address, and every connection from them must.
+    pub from: Vec<String>,
+    /// Time a connection from a balancer has to send its whole header before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ProxyProtocolConfig {
+    fn default() -> Self {
+        Self {
+            from: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 fn default_length() -> Duration {
@@ -361,6 +385,8 @@ pub struct Startup {
     pub metrics_listen: Option<SocketAddr>,
     /// See [`Config::web_listen`].
     pub web_listen: WebListen,
+    /// See [`Config::proxy_protocol`].
+    pub proxy_protocol: ProxyProtocolConfig,
 }
 
 /// The settings a reload (SIGHUP) applies while students are connected. Each is read where it
@@ -437,6 +463,7 @@ impl Config {
                 tls_key: c.tls_key,
                 metrics_listen: c.metrics_listen,
                 web_listen: c.web_listen,
+                proxy_protocol: c.proxy_protocol,
             },
             Live {
                 class_length: c.class_length,
@@ -512,6 +539,7 @@ impl Default for Config {
             web_allowed_origins: Vec::new(),
             web_ping_interval: Duration::from_secs(30),
             web_session_ttl: Duration::from_secs(12 * 3600),
+            proxy_protocol: ProxyProtocolConfig::default(),
             viewer: Vec::new(),
             class: Vec::new(),
         }
@@ -717,6 +745,18 @@ impl Layers {
     }
 }
 
+/// A setting's value as one TOML value: a table (`[proxy_protocol]`) as an inline table, so
+/// the report stays one line per key.
+fn report_value(item: &toml_edit::Item) -> Option<toml_edit::Value> {
+    match item {
+        toml_edit::Item::Value(v) => Some(v.clone()),
+        toml_edit::Item::Table(t) => {
+            Some(toml_edit::Value::InlineTable(t.clone().into_inline_table()))
+        }
+        _ => None,
+    }
+}
+
 /// The 1-based line of each top-level key (or `[table]` header) in a TOML text.
 fn key_lines(text: &str) -> HashMap<String, usize> {
     let Ok(doc) = toml_edit::ImDocument::parse(text) else {
@@ -763,7 +803,7 @@ impl Config {
                 value: values
                     .as_ref()
                     .and_then(|doc| doc.get(key))
-                    .and_then(toml_edit::Item::as_value)
+                    .and_then(report_value)
                     .map(|v| v.to_string().trim().to_owned()),
                 origin: layers.origin(key),
             })
@@ -876,6 +916,13 @@ impl Config {
                 ));
             }
         }
+        crate::attendance::subnet::Subnets::parse(&self.proxy_protocol.from)
+            .map_err(|e| ("proxy_protocol", format!("proxy_protocol.from: {e}")))?;
+        range(
+            self.proxy_protocol.timeout >= Duration::from_millis(10),
+            "proxy_protocol",
+            "proxy_protocol.timeout must be at least 10ms",
+        )?;
         for viewer in &self.viewer {
             if viewer.token.chars().count() < 16 {
                 let who = if viewer.name.is_empty() {
@@ -1115,6 +1162,52 @@ mod tests {
         assert!(err.to_string().contains("at least 16"), "{err}");
         std::fs::write(&path, "web_allowed_origins = [\"a.example\"]\n").expect("write");
         assert!(Config::load(Some(&path), NoOverrides {}).is_err());
+    }
+
+    #[test]
+    fn the_proxy_protocol_table_loads_is_reported_inline_and_bad_networks_name_its_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.toml");
+        assert!(
+            Config::default().proxy_protocol.from.is_empty(),
+            "off by default"
+        );
+        std::fs::write(
+            &path,
+            "max_line = 100\n\n[proxy_protocol]\nfrom = [\"10.0.0.5/32\", \"127.0.0.1\"]\n\
+             timeout = \"2s\"\n",
+        )
+        .expect("write");
+        let (c, settings) = Config::load_with_origins(Some(&path), NoOverrides {}).expect("load");
+        assert_eq!(c.proxy_protocol.from, ["10.0.0.5/32", "127.0.0.1"]);
+        assert_eq!(c.proxy_protocol.timeout, Duration::from_secs(2));
+        let report = render_report(Some(&path), &settings, &[]);
+        let line = report
+            .lines()
+            .find(|l| l.starts_with("proxy_protocol = "))
+            .unwrap_or_else(|| panic!("no proxy_protocol line in {report}"));
+        assert!(
+            line.contains("from = [\"10.0.0.5/32\", \"127.0.0.1\"]"),
+            "{line}"
+        );
+        assert!(line.contains("timeout = \"2s\""), "{line}");
+        assert!(line.ends_with(", line 3"), "{line}");
+
+        std::fs::write(&path, "[proxy_protocol]\nfrom = [\"10.0.0.0/33\"]\n").expect("write");
+        let err = Config::load(Some(&path), NoOverrides {}).expect_err("bad network");
+        let text = err.to_string();
+        assert!(
+            text.contains("proxy_protocol.from") && text.contains("line 1"),
+            "{text}"
+        );
+        std::fs::write(&path, "[proxy_protocol]\ntimeout = \"1ms\"\n").expect("write");
+        let err = Config::load(Some(&path), NoOverrides {}).expect_err("too short");
+        assert!(err.to_string().contains("at least 10ms"), "{err}");
+        std::fs::write(&path, "[proxy_protocol]\nform = []\n").expect("write");
+        assert!(
+            Config::load(Some(&path), NoOverrides {}).is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

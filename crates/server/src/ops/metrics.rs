@@ -38,6 +38,7 @@ pub struct Metrics {
     errors: Vec<Counter>,
     lags: Counter,
     lagged_lines: Counter,
+    proxy_header_errors: Counter,
     batch_size: Histogram,
     fsync_seconds: Histogram,
     last_fsync_micros: AtomicU64,
@@ -107,6 +108,13 @@ impl Metrics {
             "Announcements skipped by connections that lagged",
             lagged_lines.clone(),
         );
+        let proxy_header_errors = Counter::default();
+        registry.register(
+            "proxy_header_errors",
+            "Connections from a trusted load balancer closed for a bad, incomplete or late PROXY \
+             protocol header",
+            proxy_header_errors.clone(),
+        );
         let batch_size = Histogram::new(exponential_buckets(1.0, 4.0, 7));
         registry.register(
             "writer_batch_size",
@@ -140,6 +148,7 @@ impl Metrics {
             errors,
             lags,
             lagged_lines,
+            proxy_header_errors,
             batch_size,
             fsync_seconds,
             last_fsync_micros: AtomicU64::new(NO_SYNC_YET),
@@ -163,6 +172,11 @@ impl Metrics {
                 counter.inc();
             }
         }
+    }
+
+    /// A connection from a trusted load balancer was closed for its PROXY header.
+    pub fn bad_proxy_header(&self) {
+        self.proxy_header_errors.inc();
     }
 
     /// A connection lagged and `skipped` announcements were dropped for it.
@@ -226,6 +240,7 @@ mod tests {
         m.refused(ErrorCode::Early);
         m.refused(ErrorCode::Early);
         m.lagged(7);
+        m.bad_proxy_header();
         m.batch(3, Some(Duration::from_micros(1500)));
         m.set_gauges(5, 4, 2, 1);
         let text = m.encode();
@@ -240,6 +255,7 @@ mod tests {
             "attendanced_errors_total{code=\"DENIED\"} 0",
             "attendanced_broadcast_lags_total 1",
             "attendanced_broadcast_skipped_total 7",
+            "attendanced_proxy_header_errors_total 1",
             "attendanced_writer_batch_size_count 1",
             "attendanced_fsync_duration_seconds_count 1",
             "# EOF",

@@ -5,7 +5,9 @@
 //! - [`admin_socket`]: the local administrator's Unix socket;
 //! - [`conn`]: the connection driver every byte-stream transport shares (one task per
 //!   connection, the only writer to its socket);
-//! - [`lines`]: line framing without an idle read buffer.
+//! - [`lines`]: line framing without an idle read buffer;
+//! - [`proxy`]: the PROXY protocol header a load balancer sends first (the student port and
+//!   the web port read it).
 //!
 //! The web server's `/ws` (in `crates/web`) is one more transport: it turns frames into
 //! [`lines::Line`]s and runs the same [`conn::serve`].
@@ -13,5 +15,6 @@
 pub(crate) mod admin_socket;
 pub mod conn;
 pub mod lines;
+pub mod proxy;
 pub(crate) mod tcp;
 pub(crate) mod tls;

@@ -1,6 +1,7 @@
 //! The student port: accepts TCP connections (plain or TLS) under the connection limits, and
 //! runs each on the shared connection driver. A client over a limit is told why (`ERR FULL`)
-//! and closed.
+//! and closed. A connection from a trusted load balancer first gives its PROXY header (in its
+//! own task, see [`serve_proxied`]), and is then served as the client it names.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use attendance_protocol::{ErrorCode, ServerLine};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, debug_span, warn};
 
@@ -82,6 +84,20 @@ pub(crate) async fn accept_loop(
             tracker.spawn(refuse(stream, why, refuse_timeout).instrument(span));
             continue;
         };
+        if engine.proxy.as_ref().is_some_and(|p| p.trusts(peer.ip())) {
+            // The header is read in the connection's own task (a slow balancer connection
+            // must not hold up accepts), and the per-address slot is the client's, taken there.
+            let proxied = Proxied {
+                engine: Arc::clone(engine),
+                balancer: peer,
+                conn,
+                permit,
+                per_address: per_address.clone(),
+                tls: tls.cloned(),
+            };
+            tracker.spawn(serve_proxied(proxied, stream).instrument(span));
+            continue;
+        }
         let Some(slot) = per_address.take(peer.ip()) else {
             let why = "too many connections from your address";
             engine.metrics.refused(ErrorCode::Full);
@@ -143,6 +159,56 @@ fn split_early(stream: TcpStream, max_line: usize) -> (Lines<OwnedReadHalf>, Own
     (Lines::with_early(read, max_line, &chunk[..n]), write)
 }
 
+/// What a connection from a trusted load balancer is served with once its header is read.
+struct Proxied {
+    engine: Arc<Engine>,
+    /// The balancer's end of the connection (the socket's peer).
+    balancer: std::net::SocketAddr,
+    conn: u64,
+    permit: OwnedSemaphorePermit,
+    per_address: AddressSlots,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// A connection from a trusted load balancer: its PROXY header first (before TLS, within the
+/// header timeout; a bad or missing one closes it), then the per-address slot of the client it
+/// names, then the protocol as for any other connection, with that client as the peer.
+async fn serve_proxied(p: Proxied, mut stream: TcpStream) {
+    let Some(proxy) = p.engine.proxy.as_ref() else {
+        return;
+    };
+    let Some(peer) = proxy
+        .client_of(&mut stream, p.balancer, &p.engine.metrics)
+        .await
+    else {
+        return;
+    };
+    let span = debug_span!("client", %peer);
+    let Some(slot) = p.per_address.take(peer.ip()) else {
+        let why = "too many connections from your address";
+        p.engine.metrics.refused(ErrorCode::Full);
+        let refuse_timeout = p.engine.live().write_timeout.min(Duration::from_secs(5));
+        refuse(stream, why, refuse_timeout).instrument(span).await;
+        return;
+    };
+    let guards = (p.permit, slot);
+    match p.tls {
+        None => {
+            let (lines, write) = split_early(stream, p.engine.live().max_line);
+            super::conn::serve(p.engine, lines, write, Peer::Tcp(peer), p.conn)
+                .instrument(span)
+                .await;
+            drop(guards);
+        }
+        // Boxed: the TLS handshake's large state must not enlarge every plain proxied task.
+        Some(acceptor) => {
+            Box::pin(serve_tls(p.engine, acceptor, stream, peer, p.conn, guards))
+                .instrument(span)
+                .await;
+        }
+    }
+}
+
 /// Serves one TLS connection: handshake (bounded by `login_timeout`), then the protocol.
 async fn serve_tls<G>(
     engine: Arc<Engine>,
@@ -165,8 +231,8 @@ async fn serve_tls<G>(
     drop(guards);
 }
 
-/// Per-address connection counts, when `max_per_address` is set.
-#[derive(Debug)]
+/// Per-address connection counts, when `max_per_address` is set. A clone shares the counts.
+#[derive(Debug, Clone)]
 struct AddressSlots {
     limit: usize,
     counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
