@@ -39,7 +39,7 @@ pub enum ErrorCode {
     TooLong,
     /// The line was not valid UTF-8.
     Encoding,
-    /// The mark could not be written to disk; nothing was recorded, try again.
+    /// The mark could not be stored (the CSV on disk, or the database); nothing was recorded, try again.
     Storage,
     /// The server has no room for another connection.
     Full,

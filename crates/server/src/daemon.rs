@@ -18,7 +18,7 @@ use crate::engine::{Engine, Parts, Signal};
 use crate::ops::config::Config;
 use crate::ops::metrics::Metrics;
 use crate::ops::reload::ReloadReport;
-use crate::store::{self, CsvSink, Index, StorageError};
+use crate::store::{self, CsvSink, DaemonSink, ExternalSink, Index, StorageError};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,15 @@ pub async fn run_controlled(
     controls: mpsc::Receiver<Control>,
 ) -> Result<(), ServerError> {
     let csv = open(&config).await?;
-    serve(listener, config, csv, shutdown, controls, Vec::new()).await
+    serve(
+        listener,
+        config,
+        csv_sink(csv),
+        shutdown,
+        controls,
+        Vec::new(),
+    )
+    .await
 }
 
 /// [`run_controlled`] with more ways in ([`Frontend`]s, e.g. the web server), as the daemon
@@ -149,8 +157,28 @@ pub async fn run_with_frontends(
     controls: mpsc::Receiver<Control>,
     frontends: Vec<Box<dyn Frontend>>,
 ) -> Result<(), ServerError> {
-    let csv = open(&config).await?;
-    serve(listener, config, csv, shutdown, controls, frontends).await
+    run_with_store(listener, config, shutdown, controls, frontends, None).await
+}
+
+/// [`run_with_frontends`] with the marks in an external store (a database) instead of the
+/// CSV: `store` is its sink and the dedupe index built from its recent marks. `None` opens the
+/// configured CSV.
+///
+/// # Errors
+/// [`ServerError`] if the CSV, the admin token or the admin socket cannot be opened.
+pub async fn run_with_store(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    controls: mpsc::Receiver<Control>,
+    frontends: Vec<Box<dyn Frontend>>,
+    store: Option<(Box<dyn ExternalSink>, Index)>,
+) -> Result<(), ServerError> {
+    let sink = match store {
+        Some((sink, index)) => (DaemonSink::External(sink), index),
+        None => csv_sink(open(&config).await?),
+    };
+    serve(listener, config, sink, shutdown, controls, frontends).await
 }
 
 /// [`run`] on a CSV that is already open, with the dedupe index built from it
@@ -166,7 +194,20 @@ pub async fn run_with_log(
 ) -> Result<(), ServerError> {
     // Nobody sends controls; the sender lives until the server ends.
     let (_keep, controls) = mpsc::channel(1);
-    serve(listener, config, csv, shutdown, controls, Vec::new()).await
+    serve(
+        listener,
+        config,
+        csv_sink(csv),
+        shutdown,
+        controls,
+        Vec::new(),
+    )
+    .await
+}
+
+/// The opened CSV as the daemon's sink.
+fn csv_sink((sink, index): (CsvSink, Index)) -> (DaemonSink, Index) {
+    (DaemonSink::Csv(sink), index)
 }
 
 /// Opens (and locks) the configured CSV, building the dedupe index from its recent rows, and
@@ -189,7 +230,7 @@ async fn open(config: &Config) -> Result<(CsvSink, Index), ServerError> {
 async fn serve(
     listener: TcpListener,
     config: Config,
-    (sink, index): (CsvSink, Index),
+    (sink, index): (DaemonSink, Index),
     shutdown: impl Future<Output = ()>,
     controls: mpsc::Receiver<Control>,
     frontends: Vec<Box<dyn Frontend>>,
@@ -198,7 +239,14 @@ async fn serve(
         warn!("{warning}");
     }
     let (startup, live) = config.split();
-    info!(path = %sink.path().display(), marks_held = index.len(), "attendance csv open");
+    match &sink {
+        DaemonSink::Csv(csv) => {
+            info!(path = %csv.path().display(), marks_held = index.len(), "attendance csv open");
+        }
+        DaemonSink::External(db) => {
+            info!(store = %db.describe(), marks_held = index.len(), "attendance store open");
+        }
+    }
 
     let token_path = startup.admin_token_path();
     let (admin, source) =

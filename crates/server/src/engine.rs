@@ -383,7 +383,11 @@ pub(crate) async fn for_tests(
     .await
     .expect("csv");
     let metrics = Arc::new(Metrics::new());
-    let (store, _task) = crate::store::spawn(wrap(csv), index, Arc::clone(&metrics));
+    let (store, _task) = crate::store::spawn(
+        crate::store::DaemonSink::Csv(wrap(csv)),
+        index,
+        Arc::clone(&metrics),
+    );
     let startup_class = startup.class.clone();
     let engine = Engine::new(Parts {
         startup,

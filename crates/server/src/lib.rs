@@ -32,7 +32,7 @@ pub mod transport;
 
 pub use daemon::{
     Control, Frontend, FrontendContext, ServerError, run, run_controlled, run_with_frontends,
-    run_with_log,
+    run_with_log, run_with_store,
 };
 pub use ops::config::{self, Config, ConfigError, FsyncPolicy};
 pub use ops::{cli, limits, metrics};

@@ -58,6 +58,12 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub csv: Option<PathBuf>,
 
+    /// Keep marks in PostgreSQL instead of the CSV, e.g. postgres://attendanced@db/attendance
+    /// [default: the CSV].
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+
     /// Time a student must stay before PRESENT is accepted, e.g. 1h, 45m, 90s [default: 1h].
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
@@ -163,6 +169,23 @@ pub enum Command {
     Migrate {
         /// The attendance CSV.
         file: std::path::PathBuf,
+        /// The chain key [default: attendanced.key in the state directory, created if missing].
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<std::path::PathBuf>,
+    },
+    /// Write the marks the PostgreSQL store holds for a day as an attendance CSV: the same
+    /// columns and the same keyed row hashes as the daemon's own CSV, so `attendanced verify`
+    /// checks it.
+    Export {
+        /// The day, YYYY-MM-DD (local, in the configured timezone).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        day: String,
+        /// Only this class, COURSE_DIV (e.g. ComputerNetworks_Div1) [default: every class].
+        #[arg(long, value_name = "COURSE_DIV")]
+        class: Option<String>,
+        /// Where to write the CSV [default: standard output].
+        #[arg(long, value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
         /// The chain key [default: attendanced.key in the state directory, created if missing].
         #[arg(long, value_name = "KEYFILE")]
         key: Option<std::path::PathBuf>,

@@ -117,6 +117,9 @@ pub struct Config {
     pub web_session_ttl: Duration,
     /// The PROXY protocol from a load balancer (`[proxy_protocol]`); off by default.
     pub proxy_protocol: ProxyProtocolConfig,
+    /// The system of record for marks instead of the CSV: a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/db`). Unset means the CSV (the default).
+    pub store: Option<String>,
     /// Per-class viewer tokens for the teacher dashboard (`[[viewer]]` tables); the admin token
     /// sees every class.
     pub viewer: Vec<Viewer>,
@@ -387,6 +390,8 @@ pub struct Startup {
     pub web_listen: WebListen,
     /// See [`Config::proxy_protocol`].
     pub proxy_protocol: ProxyProtocolConfig,
+    /// See [`Config::store`].
+    pub store: Option<String>,
 }
 
 /// The settings a reload (SIGHUP) applies while students are connected. Each is read where it
@@ -464,6 +469,7 @@ impl Config {
                 metrics_listen: c.metrics_listen,
                 web_listen: c.web_listen,
                 proxy_protocol: c.proxy_protocol,
+                store: c.store,
             },
             Live {
                 class_length: c.class_length,
@@ -540,6 +546,7 @@ impl Default for Config {
             web_ping_interval: Duration::from_secs(30),
             web_session_ttl: Duration::from_secs(12 * 3600),
             proxy_protocol: ProxyProtocolConfig::default(),
+            store: None,
             viewer: Vec::new(),
             class: Vec::new(),
         }
@@ -915,6 +922,13 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if let Some(url) = &self.store {
+            range(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                "store",
+                "store must be a postgres:// or postgresql:// URL",
+            )?;
         }
         crate::attendance::subnet::Subnets::parse(&self.proxy_protocol.from)
             .map_err(|e| ("proxy_protocol", format!("proxy_protocol.from: {e}")))?;

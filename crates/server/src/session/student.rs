@@ -344,7 +344,7 @@ impl Session {
             }
             Err(StoreError::Storage(e)) => {
                 warn!(peer = %self.peer, error = %e, "mark not stored");
-                self.refuse(out, ErrorCode::Storage, "the mark could not be written to disk; you are NOT marked yet, send PRESENT again")
+                self.refuse(out, ErrorCode::Storage, "the mark could not be stored (disk or database); you are NOT marked yet, send PRESENT again")
             }
             Err(_) => self.refuse(
                 out,

@@ -251,6 +251,26 @@ pub struct Broken {
     pub what: String,
 }
 
+/// A whole attendance CSV of `rows` (each a mark's row without its hash, as
+/// [`super::encode_mark`] makes it and an external store keeps it): the header, then each row
+/// with its hash chained from [`GENESIS`] under `key`, exactly as the daemon appends them, so
+/// [`verify`] accepts the file (`attendanced export`).
+pub fn chained_csv<R: AsRef<str>>(key: &ChainKey, rows: &[R]) -> String {
+    let mut out = super::HEADER.join(",");
+    out.push('\n');
+    let mut head = GENESIS;
+    for row in rows {
+        let row = row.as_ref();
+        let row = row.strip_suffix('\n').unwrap_or(row);
+        head = key.row_hash(&head, row.as_bytes());
+        out.push_str(row);
+        out.push(',');
+        out.push_str(&hex(&head));
+        out.push('\n');
+    }
+    out
+}
+
 /// Checks every row of the CSV at `path` with `key`, and the file against its last checkpoint.
 ///
 /// # Errors

@@ -291,6 +291,10 @@ pub enum StorageError {
         /// What failed.
         reason: String,
     },
+    /// The database did not take the batch (unreachable, timed out, refused); nothing of it
+    /// is kept.
+    #[error("database: {0}")]
+    Database(String),
     /// Reading the rows failed (while building the dedupe index at open).
     #[error("{path}: {source}")]
     Csv {

@@ -10,6 +10,7 @@
 
 pub mod chain;
 mod csv;
+mod external;
 mod index;
 pub mod report;
 mod writer;
@@ -25,6 +26,7 @@ pub use self::csv::{
     CsvSink, HEADER, INLINE_IO_MAX, LogFile, PRESENT, StorageError, V1_HEADER, encode_mark,
     encode_row, neutralise, open_csv,
 };
+pub use self::external::{DaemonSink, ExternalSink};
 pub use self::index::Index;
 use self::writer::{Pending, Request};
 use crate::metrics::Metrics;
@@ -179,9 +181,10 @@ pub type SharedHead = Arc<std::sync::Mutex<Option<([u8; 32], u64)>>>;
 
 /// The handle to the store, cloned into every connection. The writer ends (after a final
 /// sync) when the last handle is dropped. Typed by its sink, so a row goes to the writer as
-/// the sink's own type, without a box of its own (the daemon's store is `Store<CsvSink>`).
+/// the sink's own type, without a box of its own (the daemon's store is `Store<DaemonSink>`:
+/// the CSV, or a database).
 #[derive(Debug)]
-pub struct Store<S: BatchSink = CsvSink> {
+pub struct Store<S: BatchSink = DaemonSink> {
     tx: mpsc::Sender<Request<S::Row>>,
     index: Arc<Index>,
     head: SharedHead,
