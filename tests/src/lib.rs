@@ -11,6 +11,7 @@
 
 pub mod browser;
 pub mod http;
+pub mod postgres;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -31,6 +31,9 @@ fn main() -> ExitCode {
     if let Some(Command::Report { .. }) = &cli.command {
         return report_command(config_file.as_deref(), &cli);
     }
+    if let Some(Command::Export { .. }) = &cli.command {
+        return export_command(config_file.as_deref(), &cli);
+    }
     if let Some(Command::Verify { file, key } | Command::Migrate { file, key }) = &cli.command {
         let migrate = matches!(cli.command, Some(Command::Migrate { .. }));
         return chain_command(config_file.as_deref(), &cli, file, key.as_deref(), migrate);
@@ -79,7 +82,9 @@ fn main() -> ExitCode {
             error!("{}", report(&e));
             let config_error = e
                 .downcast_ref::<attendance_server::ServerError>()
-                .is_some_and(attendance_server::ServerError::is_config);
+                .is_some_and(attendance_server::ServerError::is_config)
+                || e.downcast_ref::<attendance_stores::PgError>()
+                    .is_some_and(attendance_stores::PgError::is_config);
             if config_error {
                 ExitCode::from(EX_CONFIG)
             } else {
@@ -108,7 +113,13 @@ fn report(e: &anyhow::Error) -> String {
 /// naming the key (and file line).
 fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
     match Config::load_with_origins(file, cli) {
-        Ok((config, settings)) => {
+        Ok((config, mut settings)) => {
+            for s in settings.iter_mut().filter(|s| s.key == "store") {
+                s.value = config
+                    .store
+                    .as_deref()
+                    .map(|u| format!("{:?}", attendance_stores::redact(u)));
+            }
             let warnings = config.warnings();
             for warning in &warnings {
                 eprintln!("attendanced: warning: {warning}");
@@ -117,11 +128,141 @@ fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
                 "{}",
                 attendance_server::config::render_report(file, &settings, &warnings)
             );
-            ExitCode::SUCCESS
+            match &config.store {
+                Some(url) => check_store(url),
+                None => ExitCode::SUCCESS,
+            }
         }
         Err(e) => {
             eprintln!("attendanced: {e}");
             ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// check-config's look at the store: reachable, and its schema not newer than the binary's.
+/// Exit 0, 1 unreachable, 78 a schema too new.
+fn check_store(url: &str) -> ExitCode {
+    let Some(runtime) = small_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let checked = runtime.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            attendance_stores::check(url),
+        )
+        .await
+    });
+    let shown = attendance_stores::redact(url);
+    match checked {
+        Ok(Ok(version)) => {
+            println!(
+                "# store {shown}: reachable, schema version {version} (this binary's: {})",
+                attendance_stores::SCHEMA_VERSION
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) if e.is_config() => {
+            eprintln!("attendanced: store {shown}: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+        Ok(Err(e)) => {
+            eprintln!("attendanced: store {shown}: cannot be reached: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("attendanced: store {shown}: no answer within 10s");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A current-thread runtime for a subcommand, or `None` (said on standard error).
+fn small_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("attendanced: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// `attendanced export --day D [--class C] [--file F]`: the store's marks of the day as a
+/// chained attendance CSV. Exit 0, 1 the store or the file failed, 2 a bad class or day, 78 a
+/// bad configuration (or no store configured).
+fn export_command(file: Option<&Path>, cli: &Cli) -> ExitCode {
+    use attendance_server::store::chain;
+    let Some(Command::Export {
+        day,
+        class,
+        file: out,
+        key,
+    }) = &cli.command
+    else {
+        return ExitCode::FAILURE;
+    };
+    let config = match Config::load(file, cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("attendanced: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let Some(url) = config.store.clone() else {
+        eprintln!(
+            "attendanced export: no store is configured (set store or --store); the CSV is the record"
+        );
+        return ExitCode::from(EX_CONFIG);
+    };
+    if jiff::civil::Date::strptime("%Y-%m-%d", day).is_err() {
+        eprintln!("attendanced export: --day {day:?} is not YYYY-MM-DD");
+        return ExitCode::from(2);
+    }
+    let class = match class.as_deref().map(|c| c.split_once('_')) {
+        None => None,
+        Some(Some((course, division))) => Some((course, division)),
+        Some(None) => {
+            eprintln!("attendanced export: --class must be COURSE_DIV");
+            return ExitCode::from(2);
+        }
+    };
+    let key_path = key
+        .clone()
+        .unwrap_or_else(|| config.split().0.state_dir().join("attendanced.key"));
+    let key = match chain::ChainKey::load_or_create(&key_path) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("attendanced export: chain key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = small_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let rows = match runtime.block_on(attendance_stores::export_rows(&url, day, class)) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("attendanced export: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = attendance_server::store::chain::chained_csv(&key, &rows);
+    let written = match out {
+        Some(path) => std::fs::write(path, text.as_bytes()),
+        None => std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()),
+    };
+    match written {
+        Ok(()) => {
+            eprintln!("attendanced export: {} rows of {day}", rows.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("attendanced export: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -293,9 +434,29 @@ async fn serve(
     let (controls, control_rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(on_sighup(reload, controls));
     let frontends: Vec<Box<dyn attendance_server::Frontend>> = vec![Box::new(web)];
-    attendance_server::run_with_frontends(listener, config, shutdown, control_rx, frontends)
+    let store = match &config.store {
+        None => None,
+        Some(url) => {
+            let node = node_name(
+                listener
+                    .local_addr()
+                    .map_or(config.listen.port(), |a| a.port()),
+            );
+            let (sink, index) =
+                attendance_stores::connect(url, config.split().0.time_zone(), node).await?;
+            let sink: Box<dyn attendance_server::store::ExternalSink> = Box::new(sink);
+            Some((sink, index))
+        }
+    };
+    attendance_server::run_with_store(listener, config, shutdown, control_rx, frontends, store)
         .await?;
     Ok(())
+}
+
+/// This daemon's name in the rows it stores: the host and the student port.
+fn node_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{port}", host.trim())
 }
 
 /// A future that completes on SIGINT or SIGTERM. The handlers are installed here, before the

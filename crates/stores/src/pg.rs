@@ -1,0 +1,720 @@
+//! PostgreSQL as the system of record.
+//!
+//! [`connect`] builds a small pool, applies the migrations shipped in the binary (under an
+//! advisory lock, so nodes starting together apply them once) and loads the marks of today and
+//! yesterday into the engine's dedupe index. [`PgSink`] is the writer's sink: one transaction
+//! per batch, `INSERT … ON CONFLICT DO NOTHING RETURNING` for the rows that are new, and a read
+//! of the original time for those another transaction (another node) holds. A key held by a
+//! transaction not yet committed makes the insert wait for it; the read that follows (a fresh
+//! snapshot under READ COMMITTED) then sees the committed row. Keys are taken in sorted order so
+//! two nodes' batches cannot deadlock on each other; a deadlock or serialization failure all the
+//! same is retried, a bounded number of times.
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use attendance_protocol::{StudentId, Timestamp};
+use attendance_server::store::{ExternalSink, Held, Index, StorageError};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::future::BoxFuture;
+use jiff::tz::TimeZone;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tracing::{info, warn};
+
+/// The schema version this binary knows (the number of migrations).
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The migrations, in order; version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_marks.sql")];
+
+/// The advisory lock held while migrating (any constant; "attn" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6174_746e;
+
+/// How long one batch may take, connection included, before the marks get `ERR STORAGE`.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attempts of one batch on a deadlock, a serialization failure or a row read back missing.
+const ATTEMPTS: usize = 5;
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL is not a PostgreSQL connection string.
+    #[error("store URL: {0}")]
+    Url(String),
+    /// The database refused or failed a statement, or the connection broke.
+    #[error("postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// No connection could be had from the pool in time.
+    #[error("postgres pool: {0}")]
+    Pool(String),
+    /// The database holds a schema newer than this binary.
+    #[error(
+        "the database's schema is version {found}, newer than this binary's {known}: upgrade attendanced"
+    )]
+    SchemaTooNew {
+        /// The database's version.
+        found: i32,
+        /// This binary's.
+        known: i32,
+    },
+    /// A row the writer handed over is not a mark row.
+    #[error("not a mark row: {0}")]
+    Row(String),
+    /// A commit took longer than its limit.
+    #[error("no answer from postgres within {0:?}")]
+    Timeout(Duration),
+    /// A row read back was not there (retried; only seen when every attempt missed it).
+    #[error("a held mark could not be read back")]
+    Missing,
+}
+
+impl PgError {
+    /// Whether the batch may succeed if tried again at once.
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Db(e) => e.code().is_some_and(|c| {
+                *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            }),
+            Self::Missing => true,
+            _ => false,
+        }
+    }
+
+    /// Whether it is a problem of the configuration (the URL, the schema), not of the moment.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Url(_) | Self::SchemaTooNew { .. })
+    }
+}
+
+/// The database's state as last seen, for `/healthz` and the metrics.
+#[derive(Debug, Default)]
+pub struct Health {
+    up: AtomicBool,
+    latency_us: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// Whether the last use of the database succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// How long the last successful use took.
+    pub fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
+    }
+
+    /// The last failure, if the database is down.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn ok(&self, took: Duration) {
+        let was_up = self.up.swap(true, Ordering::Relaxed);
+        self.latency_us.store(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if !was_up {
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    fn failed(&self, e: &PgError) -> bool {
+        let was_up = self.up.swap(false, Ordering::Relaxed);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+        was_up
+    }
+}
+
+/// The URL without its password, for logs and `check-config`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((auth, host)) => (Some(auth), host),
+        None => (None, rest),
+    };
+    // key=value parameters may carry one too.
+    let host = host
+        .split('&')
+        .map(|p| match p.find("password=") {
+            Some(at) if at == 0 || p[..at].ends_with('?') => format!("{}password=***", &p[..at]),
+            _ => p.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    match auth.map(|a| a.split_once(':').map_or(a, |(user, _)| user)) {
+        Some(user) if auth.is_some_and(|a| a.contains(':')) => {
+            format!("{scheme}://{user}:***@{host}")
+        }
+        Some(user) => format!("{scheme}://{user}@{host}"),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+/// A pool for `url`: a few connections (the writer commits one batch at a time), with bounded
+/// connect and wait times and TCP keepalive, so a vanished database is noticed.
+fn pool(url: &str) -> Result<Pool, PgError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(PgError::Url(format!(
+            "{} is not a postgres:// or postgresql:// URL",
+            redact(url)
+        )));
+    }
+    let mut config =
+        tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
+    config
+        .application_name("attendanced")
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .tcp_user_timeout(Duration::from_secs(10));
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(4)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| PgError::Pool(e.to_string()))
+}
+
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, PgError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => PgError::Db(e),
+        other => PgError::Pool(other.to_string()),
+    })
+}
+
+/// Applies the migrations this binary has and the database lacks; refuses a newer schema.
+async fn migrate(pool: &Pool) -> Result<i32, PgError> {
+    let mut client = client(pool).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply(&mut client).await;
+    // Released even when a migration failed (a session lock outlives a rolled-back transaction).
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result
+}
+
+async fn apply(client: &mut deadpool_postgres::Object) -> Result<i32, PgError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS attendanced_schema (
+                 version    integer     PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let found: i32 = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM attendanced_schema",
+            &[],
+        )
+        .await?
+        .get(0);
+    if found > SCHEMA_VERSION {
+        return Err(PgError::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO attendanced_schema (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+        tx.commit().await?;
+        info!(version, "applied postgres migration");
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+/// Opens the store at `url`: migrates it, and builds the dedupe index (days in `tz`) from its
+/// marks of today and yesterday. `node` names this daemon in the rows it writes.
+///
+/// # Errors
+/// [`PgError`] if the URL is bad, the database unreachable or its schema too new.
+pub async fn connect(url: &str, tz: TimeZone, node: String) -> Result<(PgSink, Index), PgError> {
+    let pool = pool(url)?;
+    let started = Instant::now();
+    migrate(&pool).await?;
+    let index = Index::new(tz.clone());
+    let yesterday = tz
+        .to_datetime(jiff::Timestamp::now())
+        .date()
+        .yesterday()
+        .map_err(|e| PgError::Row(e.to_string()))?
+        .to_string();
+    let client = client(&pool).await?;
+    let rows = client
+        .query(
+            "SELECT course, division, name, roll, marked_at_text FROM attendance_marks
+             WHERE day >= $1::text::date ORDER BY day, id",
+            &[&yesterday],
+        )
+        .await?;
+    for row in &rows {
+        let (course, division, name, roll, at): (&str, &str, &str, &str, &str) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        match (
+            StudentId::from_parts(course, division, name, roll),
+            Timestamp::from_str(at),
+        ) {
+            (Ok(id), Ok(at)) => {
+                index.insert(&id.class, &id.roll, at);
+            }
+            _ => warn!(
+                course,
+                division, roll, "a row in attendance_marks is not a valid mark; skipped"
+            ),
+        }
+    }
+    drop(client);
+    let health = Arc::new(Health::default());
+    health.ok(started.elapsed());
+    Ok((
+        PgSink {
+            pool,
+            tz,
+            node,
+            describe: redact(url),
+            last_sync: None,
+            health,
+        },
+        index,
+    ))
+}
+
+/// One mark row, split into the table's columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Parsed {
+    course: String,
+    division: String,
+    name: String,
+    roll: String,
+    status: String,
+    marked_at: String,
+    addr: String,
+    late: String,
+    attended: String,
+    day: String,
+    row: String,
+}
+
+/// The cells of one CSV row (the writer's own encoding, so quoting is the only subtlety).
+fn cells(row: &[u8]) -> Result<Vec<String>, PgError> {
+    let bad = |why: &str| PgError::Row(why.to_owned());
+    let mut reader = csv_core::Reader::new();
+    let mut out = Vec::with_capacity(11);
+    let mut field = vec![0u8; row.len() + 1];
+    let mut len = 0;
+    let mut input = row;
+    // Each call consumes input or ends a field; bounded by the row's length plus the fields.
+    for _ in 0..=2 * row.len() + 2 {
+        let (result, read, written) = reader.read_field(input, &mut field[len..]);
+        input = &input[read..];
+        len += written;
+        match result {
+            csv_core::ReadFieldResult::InputEmpty => {}
+            csv_core::ReadFieldResult::OutputFull => return Err(bad("a cell longer than its row")),
+            csv_core::ReadFieldResult::Field { record_end } => {
+                let cell = std::str::from_utf8(&field[..len]).map_err(|_| bad("not UTF-8"))?;
+                out.push(cell.to_owned());
+                len = 0;
+                if record_end {
+                    return Ok(out);
+                }
+            }
+            csv_core::ReadFieldResult::End => return Ok(out),
+        }
+    }
+    Err(bad("unterminated row"))
+}
+
+fn parse(row: &[u8], tz: &TimeZone) -> Result<Parsed, PgError> {
+    let text = std::str::from_utf8(row.strip_suffix(b"\n").unwrap_or(row))
+        .map_err(|_| PgError::Row("not UTF-8".to_owned()))?;
+    let c = cells(text.as_bytes())?;
+    let [
+        course,
+        division,
+        name,
+        roll,
+        status,
+        marked_at,
+        _joined,
+        addr,
+        late,
+        attended,
+        _start,
+    ] = <[String; 11]>::try_from(c)
+        .map_err(|c| PgError::Row(format!("{} cells, not 11", c.len())))?;
+    let at = jiff::Timestamp::from_str(&marked_at).map_err(|e| PgError::Row(e.to_string()))?;
+    let day = tz.to_datetime(at).date().to_string();
+    Ok(Parsed {
+        course,
+        division,
+        name,
+        roll,
+        status,
+        marked_at,
+        addr,
+        late,
+        attended,
+        day,
+        row: text.to_owned(),
+    })
+}
+
+/// The writer's sink into PostgreSQL.
+pub struct PgSink {
+    pool: Pool,
+    tz: TimeZone,
+    node: String,
+    describe: String,
+    last_sync: Option<Duration>,
+    health: Arc<Health>,
+}
+
+impl std::fmt::Debug for PgSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSink")
+            .field("store", &self.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+const INSERT: &str = "INSERT INTO attendance_marks
+      (course, division, day, roll, name, status, marked_at, marked_at_text,
+       minutes_late, minutes_attended, client_addr, row_text, node)
+    SELECT c, d, day::date, r, n, s, m::timestamptz, m, ml::integer, ma::integer,
+           NULLIF(a, ''), rt, $12
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+         AS t(c, d, day, r, n, s, m, ml, ma, a, rt)
+    ON CONFLICT (course, division, day, roll) DO NOTHING
+    RETURNING course, division, day::text, roll";
+
+const HELD: &str = "SELECT m.course, m.division, m.day::text, m.roll, m.marked_at_text
+    FROM attendance_marks m
+    JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(c, d, day, r)
+      ON m.course = k.c AND m.division = k.d AND m.day = k.day::date AND m.roll = k.r";
+
+type Key = (String, String, String, String);
+
+impl PgSink {
+    /// The database's state, shared with whoever reports it.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// A cheap probe (`SELECT 1`) that updates [`PgSink::health`].
+    pub async fn probe(pool_of: &Self) -> bool {
+        let started = Instant::now();
+        let result = async {
+            let c = client(&pool_of.pool).await?;
+            c.execute("SELECT 1", &[]).await?;
+            Ok::<_, PgError>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), result).await {
+            Ok(Ok(())) => {
+                pool_of.health.ok(started.elapsed());
+                true
+            }
+            Ok(Err(e)) => {
+                pool_of.health.failed(&e);
+                false
+            }
+            Err(_) => {
+                pool_of
+                    .health
+                    .failed(&PgError::Timeout(Duration::from_secs(5)));
+                false
+            }
+        }
+    }
+
+    async fn commit_rows(&mut self, rows: &[Vec<u8>]) -> Result<Held, PgError> {
+        let parsed: Vec<Parsed> = rows
+            .iter()
+            .map(|r| parse(r, &self.tz))
+            .collect::<Result<_, _>>()?;
+        // Sorted by key: two batches that share keys lock them in the same order.
+        let mut order: Vec<usize> = (0..parsed.len()).collect();
+        order.sort_by(|&a, &b| key(&parsed[a]).cmp(&key(&parsed[b])));
+        let mut client = client(&self.pool).await?;
+        let mut last = PgError::Missing;
+        for _ in 0..ATTEMPTS {
+            match self.attempt(&mut client, &parsed, &order).await {
+                Ok(held) => return Ok(held),
+                Err(e) if e.retryable() => last = e,
+                Err(e) => {
+                    // The connection may be broken or mid-transaction: never reuse it.
+                    let _ = deadpool_postgres::Object::take(client);
+                    return Err(e);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn attempt(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        parsed: &[Parsed],
+        order: &[usize],
+    ) -> Result<Held, PgError> {
+        let column = |f: fn(&Parsed) -> &str| -> Vec<&str> {
+            order.iter().map(|&i| f(&parsed[i])).collect()
+        };
+        let tx = client.transaction().await?;
+        // Whatever the server's default: an acknowledged mark survives its crash.
+        tx.batch_execute("SET LOCAL synchronous_commit = on")
+            .await?;
+        let insert = tx.prepare_cached(INSERT).await?;
+        let inserted = tx
+            .query(
+                &insert,
+                &[
+                    &column(|p| &p.course),
+                    &column(|p| &p.division),
+                    &column(|p| &p.day),
+                    &column(|p| &p.roll),
+                    &column(|p| &p.name),
+                    &column(|p| &p.status),
+                    &column(|p| &p.marked_at),
+                    &column(|p| &p.late),
+                    &column(|p| &p.attended),
+                    &column(|p| &p.addr),
+                    &column(|p| &p.row),
+                    &self.node,
+                ],
+            )
+            .await?;
+        let mut held = Vec::new();
+        if inserted.len() < parsed.len() {
+            let new: std::collections::HashSet<Key> = inserted
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+            let rest: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| !new.contains(&key(&parsed[i])))
+                .collect();
+            let col = |f: fn(&Parsed) -> &str| -> Vec<&str> {
+                rest.iter().map(|&i| f(&parsed[i])).collect()
+            };
+            let select = tx.prepare_cached(HELD).await?;
+            let found = tx
+                .query(
+                    &select,
+                    &[
+                        &col(|p| &p.course),
+                        &col(|p| &p.division),
+                        &col(|p| &p.day),
+                        &col(|p| &p.roll),
+                    ],
+                )
+                .await?;
+            let times: HashMap<Key, String> = found
+                .iter()
+                .map(|r| ((r.get(0), r.get(1), r.get(2), r.get(3)), r.get(4)))
+                .collect();
+            for i in rest {
+                let at = times.get(&key(&parsed[i])).ok_or(PgError::Missing)?;
+                let at = Timestamp::from_str(at).map_err(|e| PgError::Row(e.to_string()))?;
+                held.push((i, at));
+            }
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+}
+
+fn key(p: &Parsed) -> Key {
+    (
+        p.course.clone(),
+        p.division.clone(),
+        p.day.clone(),
+        p.roll.clone(),
+    )
+}
+
+impl ExternalSink for PgSink {
+    fn commit<'a>(&'a mut self, rows: &'a [Vec<u8>]) -> BoxFuture<'a, Result<Held, StorageError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = match tokio::time::timeout(COMMIT_TIMEOUT, self.commit_rows(rows)).await {
+                Ok(r) => r,
+                Err(_) => Err(PgError::Timeout(COMMIT_TIMEOUT)),
+            };
+            match result {
+                Ok(held) => {
+                    let took = started.elapsed();
+                    self.last_sync = Some(took);
+                    if !self.health.is_up() {
+                        info!(store = %self.describe, "postgres is back; marks are stored again");
+                    }
+                    self.health.ok(took);
+                    Ok(held)
+                }
+                Err(e) => {
+                    self.last_sync = None;
+                    if self.health.failed(&e) {
+                        warn!(store = %self.describe, error = %e, "postgres failed; marks get ERR STORAGE until it is back");
+                    }
+                    Err(StorageError::Database(e.to_string()))
+                }
+            }
+        })
+    }
+
+    fn last_sync(&self) -> Option<Duration> {
+        self.last_sync
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+}
+
+/// The stored rows (each a mark's CSV row without its hash) of `day` (YYYY-MM-DD), of one
+/// class (`COURSE_DIV`) or all, in the order they were stored, for `attendanced export`.
+///
+/// # Errors
+/// [`PgError`] if the database cannot be read.
+pub async fn export_rows(
+    url: &str,
+    day: &str,
+    class: Option<(&str, &str)>,
+) -> Result<Vec<String>, PgError> {
+    let pool = pool(url)?;
+    let client = client(&pool).await?;
+    let rows =
+        match class {
+            Some((course, division)) => {
+                client
+                    .query(
+                        "SELECT row_text FROM attendance_marks WHERE day = $1::text::date
+                     AND course = $2 AND division = $3 ORDER BY id",
+                        &[&day, &course, &division],
+                    )
+                    .await?
+            }
+            None => client
+                .query(
+                    "SELECT row_text FROM attendance_marks WHERE day = $1::text::date ORDER BY id",
+                    &[&day],
+                )
+                .await?,
+        };
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Whether `url` reaches a database, and its schema version (for `check-config`).
+///
+/// # Errors
+/// [`PgError`] if it cannot be reached or its schema is too new.
+pub async fn check(url: &str) -> Result<i32, PgError> {
+    let pool = pool(url)?;
+    let c = client(&pool).await?;
+    let exists: bool = c
+        .query_one("SELECT to_regclass('attendanced_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let found: i32 = c
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM attendanced_schema",
+            &[],
+        )
+        .await?
+        .get(0);
+    if found > SCHEMA_VERSION {
+        return Err(PgError::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_split_into_their_columns() {
+        let row = b"CN,Div1,Jay,18BCP043,Present,2026-12-07T03:12:22.123Z,2026-12-07T02:12:22.000Z,127.0.0.1,0,60,2026-12-07T02:12:22.000Z\n";
+        let p = parse(row, &TimeZone::get("Asia/Kolkata").expect("tz")).expect("row");
+        assert_eq!(p.course, "CN");
+        assert_eq!(p.roll, "18BCP043");
+        assert_eq!(p.day, "2026-12-07");
+        assert_eq!(p.attended, "60");
+        assert!(!p.row.ends_with('\n'));
+        // The local day, not UTC's: 23:30 UTC is the next morning in Kolkata.
+        let late = b"CN,Div1,Jay,1,Present,2026-12-06T23:30:00.000Z,2026-12-06T22:30:00.000Z,,0,60,2026-12-06T22:30:00.000Z\n";
+        assert_eq!(
+            parse(late, &TimeZone::get("Asia/Kolkata").expect("tz"))
+                .expect("row")
+                .day,
+            "2026-12-07"
+        );
+    }
+
+    #[test]
+    fn quoted_cells_are_unquoted() {
+        let c = cells(b"\"a,b\",\"say \"\"hi\"\"\",c\n").expect("cells");
+        assert_eq!(c, ["a,b", "say \"hi\"", "c"]);
+        assert!(parse(b"a,b,c\n", &TimeZone::UTC).is_err());
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://h/db?password=x&sslmode=disable"),
+            "postgres://h/db?password=***&sslmode=disable"
+        );
+    }
+}
