@@ -168,7 +168,15 @@ async fn two_nodes_racing_the_same_rolls_store_each_mark_once_with_one_time() ->
 async fn with_the_database_down_marks_get_err_storage_and_the_node_recovers() -> Result<()> {
     let mut pg = PrivatePostgres::start()?;
     let url = pg.url();
-    let d = node(&url)?;
+    let d = Daemon::start(&[
+        "--class-length",
+        "0s",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--store",
+        &url,
+    ])?;
+    ensure!(postgres_health(&d).await?.0, "postgres down at the start");
     let mut first = join(&d, "DB_Div1_A_R1").await?;
     let t1 = present_time(&first.cmd("PRESENT").await?)?;
 
@@ -179,6 +187,12 @@ async fn with_the_database_down_marks_get_err_storage_and_the_node_recovers() ->
     // The same connection stays open and may try again.
     let r = second.cmd("PRESENT").await?;
     ensure!(r.starts_with("ERR STORAGE"), "still down: {r}");
+    // The load balancer keeps the node (200), and /healthz says what is wrong.
+    let (up, status) = postgres_health(&d).await?;
+    ensure!(
+        !up && status == "degraded",
+        "/healthz with postgres down: up={up} status={status}"
+    );
 
     pg.resume()?;
     // Back: the pool connects afresh; the first try may still meet a connection the server cut.
@@ -192,12 +206,28 @@ async fn with_the_database_down_marks_get_err_storage_and_the_node_recovers() ->
         ensure!(r.starts_with("ERR STORAGE"), "after the restart: {r}");
     }
     let t2 = t2.context("the node did not store again after postgres came back")?;
+    let (up, status) = postgres_health(&d).await?;
+    ensure!(
+        up && status == "ok",
+        "/healthz after the recovery: up={up} status={status}"
+    );
     let rows = stored(&pg)?;
     ensure!(
         rows == vec![("R1".to_owned(), t1), ("R2".to_owned(), t2)],
         "stored: {rows:?}"
     );
     Ok(())
+}
+
+/// `/healthz`: whether it says postgres is up, and its status.
+async fn postgres_health(d: &Daemon) -> Result<(bool, String)> {
+    let r = attendance_tests::http::get(d.web(), "/healthz", &[]).await?;
+    ensure!(r.status == 200, "/healthz: {}", r.head);
+    let v: serde_json::Value = serde_json::from_str(&r.text())?;
+    let up = v["dependencies"]["postgres"]["up"]
+        .as_bool()
+        .context("no postgres in /healthz")?;
+    Ok((up, v["status"].as_str().unwrap_or_default().to_owned()))
 }
 
 #[test]

@@ -239,6 +239,10 @@ async fn serve(
         warn!("{warning}");
     }
     let (startup, live) = config.split();
+    let dependencies: Vec<_> = match &sink {
+        DaemonSink::External(db) => db.health().into_iter().collect(),
+        DaemonSink::Csv(_) => Vec::new(),
+    };
     match &sink {
         DaemonSink::Csv(csv) => {
             info!(path = %csv.path().display(), marks_held = index.len(), "attendance csv open");
@@ -292,6 +296,7 @@ async fn serve(
         rules,
         proxy,
         shutdown: cancel.clone(),
+        dependencies,
     }));
     let heartbeat_task = tokio::spawn(heartbeat_loop(Arc::clone(&engine)));
     // Each scheduled class's sessions close at their end (records for all, EVENT ENDED).

@@ -142,6 +142,8 @@ pub struct Engine {
     pub(crate) admin: AdminToken,
     /// The configured classes' rules.
     pub(crate) rules: crate::attendance::rules::ClassRules,
+    /// Outside services the daemon depends on (the PostgreSQL store).
+    dependencies: Vec<Arc<crate::ops::health::Dependency>>,
     /// The PROXY protocol's trusted balancers, if it is on.
     pub(crate) proxy: Option<ProxyProtocol>,
     /// Check-ins flagged for the teacher.
@@ -169,6 +171,8 @@ pub(crate) struct Parts {
     pub(crate) rules: crate::attendance::rules::ClassRules,
     pub(crate) proxy: Option<ProxyProtocol>,
     pub(crate) shutdown: CancellationToken,
+    /// Outside services the daemon depends on (the PostgreSQL store), for `/healthz`.
+    pub(crate) dependencies: Vec<Arc<crate::ops::health::Dependency>>,
 }
 
 impl Engine {
@@ -182,6 +186,7 @@ impl Engine {
             rules,
             proxy,
             shutdown,
+            dependencies,
         } = parts;
         let events = broadcast::channel(EVENTS).0;
         Self {
@@ -192,6 +197,7 @@ impl Engine {
             admin,
             rules,
             proxy,
+            dependencies,
             flags: crate::attendance::flags::Flags::default(),
             signals: broadcast::channel(4).0,
             hello: crate::session::hello_line(),
@@ -318,9 +324,17 @@ impl Engine {
             .collect()
     }
 
+    /// The outside services the daemon depends on, with their last seen state.
+    pub fn dependencies(&self) -> &[Arc<crate::ops::health::Dependency>] {
+        &self.dependencies
+    }
+
     /// The metrics in the OpenMetrics text format, with the gauges read from the live state
     /// (what `/metrics` serves).
     pub fn metrics_text(&self) -> String {
+        for d in &self.dependencies {
+            self.metrics.set_dependency(d);
+        }
         let snap = self.snapshot();
         self.metrics.set_gauges(
             snap.connections,
@@ -399,6 +413,7 @@ pub(crate) async fn for_tests(
         admin: AdminToken::from_secret("secret"),
         proxy: None,
         shutdown: CancellationToken::new(),
+        dependencies: Vec::new(),
     });
     (Arc::new(engine), dir)
 }

@@ -8,4 +8,4 @@
 
 pub mod pg;
 
-pub use pg::{Health, PgError, PgSink, SCHEMA_VERSION, check, connect, export_rows, redact};
+pub use pg::{PgError, PgSink, SCHEMA_VERSION, check, connect, export_rows, redact};

@@ -12,11 +12,11 @@
 
 use std::collections::HashMap;
 use std::str::FromStr as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use attendance_protocol::{StudentId, Timestamp};
+use attendance_server::ops::health::Dependency;
 use attendance_server::store::{ExternalSink, Held, Index, StorageError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::future::BoxFuture;
@@ -88,57 +88,6 @@ impl PgError {
     /// Whether it is a problem of the configuration (the URL, the schema), not of the moment.
     pub fn is_config(&self) -> bool {
         matches!(self, Self::Url(_) | Self::SchemaTooNew { .. })
-    }
-}
-
-/// The database's state as last seen, for `/healthz` and the metrics.
-#[derive(Debug, Default)]
-pub struct Health {
-    up: AtomicBool,
-    latency_us: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl Health {
-    /// Whether the last use of the database succeeded.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    /// How long the last successful use took.
-    pub fn latency(&self) -> Duration {
-        Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
-    }
-
-    /// The last failure, if the database is down.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn ok(&self, took: Duration) {
-        let was_up = self.up.swap(true, Ordering::Relaxed);
-        self.latency_us.store(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        if !was_up {
-            *self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = None;
-        }
-    }
-
-    fn failed(&self, e: &PgError) -> bool {
-        let was_up = self.up.swap(false, Ordering::Relaxed);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
-        was_up
     }
 }
 
@@ -303,8 +252,15 @@ pub async fn connect(url: &str, tz: TimeZone, node: String) -> Result<(PgSink, I
         }
     }
     drop(client);
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Dependency::new("postgres"));
     health.ok(started.elapsed());
+    let (probe, stop) = tokio::sync::oneshot::channel();
+    tokio::spawn(probe_loop(
+        pool.clone(),
+        Arc::clone(&health),
+        redact(url),
+        stop,
+    ));
     Ok((
         PgSink {
             pool,
@@ -313,6 +269,7 @@ pub async fn connect(url: &str, tz: TimeZone, node: String) -> Result<(PgSink, I
             describe: redact(url),
             last_sync: None,
             health,
+            _probe: probe,
         },
         index,
     ))
@@ -406,7 +363,9 @@ pub struct PgSink {
     node: String,
     describe: String,
     last_sync: Option<Duration>,
-    health: Arc<Health>,
+    health: Arc<Dependency>,
+    /// Dropped with the sink: ends the probe task.
+    _probe: tokio::sync::oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for PgSink {
@@ -436,37 +395,6 @@ const HELD: &str = "SELECT m.course, m.division, m.day::text, m.roll, m.marked_a
 type Key = (String, String, String, String);
 
 impl PgSink {
-    /// The database's state, shared with whoever reports it.
-    pub fn health(&self) -> Arc<Health> {
-        Arc::clone(&self.health)
-    }
-
-    /// A cheap probe (`SELECT 1`) that updates [`PgSink::health`].
-    pub async fn probe(pool_of: &Self) -> bool {
-        let started = Instant::now();
-        let result = async {
-            let c = client(&pool_of.pool).await?;
-            c.execute("SELECT 1", &[]).await?;
-            Ok::<_, PgError>(())
-        };
-        match tokio::time::timeout(Duration::from_secs(5), result).await {
-            Ok(Ok(())) => {
-                pool_of.health.ok(started.elapsed());
-                true
-            }
-            Ok(Err(e)) => {
-                pool_of.health.failed(&e);
-                false
-            }
-            Err(_) => {
-                pool_of
-                    .health
-                    .failed(&PgError::Timeout(Duration::from_secs(5)));
-                false
-            }
-        }
-    }
-
     async fn commit_rows(&mut self, rows: &[Vec<u8>]) -> Result<Held, PgError> {
         let parsed: Vec<Parsed> = rows
             .iter()
@@ -565,6 +493,51 @@ impl PgSink {
     }
 }
 
+/// How often an idle store is probed, so `/healthz` tells of a database that went away before
+/// the next mark finds out.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+/// Probes the database (`SELECT 1`) every [`PROBE_EVERY`] until `stop` is dropped (with the
+/// sink), updating `health` and logging each change once.
+async fn probe_loop(
+    pool: Pool,
+    health: Arc<Dependency>,
+    store: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = every.tick() => {}
+        }
+        let started = Instant::now();
+        let probe = async {
+            let c = client(&pool).await?;
+            c.execute("SELECT 1", &[]).await?;
+            Ok::<_, PgError>(())
+        };
+        let result = match tokio::time::timeout(Duration::from_secs(5), probe).await {
+            Ok(r) => r,
+            Err(_) => Err(PgError::Timeout(Duration::from_secs(5))),
+        };
+        match result {
+            Ok(()) => {
+                if health.ok(started.elapsed()) {
+                    info!(%store, "postgres answers again");
+                }
+            }
+            Err(e) => {
+                if health.failed(e.to_string()) {
+                    warn!(%store, error = %e, "postgres does not answer; marks will get ERR STORAGE");
+                }
+            }
+        }
+    }
+}
+
 fn key(p: &Parsed) -> Key {
     (
         p.course.clone(),
@@ -586,15 +559,14 @@ impl ExternalSink for PgSink {
                 Ok(held) => {
                     let took = started.elapsed();
                     self.last_sync = Some(took);
-                    if !self.health.is_up() {
+                    if self.health.ok(took) {
                         info!(store = %self.describe, "postgres is back; marks are stored again");
                     }
-                    self.health.ok(took);
                     Ok(held)
                 }
                 Err(e) => {
                     self.last_sync = None;
-                    if self.health.failed(&e) {
+                    if self.health.failed(e.to_string()) {
                         warn!(store = %self.describe, error = %e, "postgres failed; marks get ERR STORAGE until it is back");
                     }
                     Err(StorageError::Database(e.to_string()))
@@ -609,6 +581,10 @@ impl ExternalSink for PgSink {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    fn health(&self) -> Option<Arc<Dependency>> {
+        Some(Arc::clone(&self.health))
     }
 }
 

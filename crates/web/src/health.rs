@@ -29,8 +29,25 @@ async fn healthz(State(state): State<WebState>) -> impl IntoResponse {
     let engine = state.engine();
     let snap = engine.snapshot();
     let stopping = engine.shutdown_token().is_cancelled();
+    // A store that is down does not take the node out of the balancer (its students still
+    // check in, chat and are told ERR STORAGE for marks): 200, "degraded".
+    let mut degraded = false;
+    let dependencies: serde_json::Map<String, serde_json::Value> = engine
+        .dependencies()
+        .iter()
+        .map(|d| {
+            degraded |= !d.is_up();
+            let value = serde_json::json!({
+                "up": d.is_up(),
+                "latency_ms": d.latency().as_secs_f64() * 1000.0,
+                "error": d.last_error(),
+            });
+            (d.name().to_owned(), value)
+        })
+        .collect();
     let body = serde_json::json!({
-        "status": if stopping { "stopping" } else { "ok" },
+        "status": if stopping { "stopping" } else if degraded { "degraded" } else { "ok" },
+        "dependencies": dependencies,
         "connections": snap.connections,
         "joined": snap.joined(),
         "classes": snap.classes.len(),

@@ -22,6 +22,9 @@ const NO_SYNC_YET: u64 = u64::MAX;
 
 type CodeLabel = [(&'static str, &'static str); 1];
 
+/// A float gauge (seconds).
+type Seconds = Gauge<f64, AtomicU64>;
+
 /// Every metric of the daemon, registered under the prefix `attendanced_`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -38,6 +41,8 @@ pub struct Metrics {
     errors: Vec<Counter>,
     lags: Counter,
     lagged_lines: Counter,
+    dependency_up: Family<CodeLabel, Gauge>,
+    dependency_latency: Family<CodeLabel, Seconds>,
     proxy_header_errors: Counter,
     batch_size: Histogram,
     fsync_seconds: Histogram,
@@ -115,6 +120,19 @@ impl Metrics {
              protocol header",
             proxy_header_errors.clone(),
         );
+        let dependency_up = Family::<CodeLabel, Gauge>::default();
+        registry.register(
+            "dependency_up",
+            "Whether the last use of an outside service (the PostgreSQL store) succeeded",
+            dependency_up.clone(),
+        );
+        let dependency_latency = Family::<CodeLabel, Seconds>::default();
+        registry.register_with_unit(
+            "dependency_latency",
+            "How long the last successful use of an outside service took",
+            Unit::Seconds,
+            dependency_latency.clone(),
+        );
         let batch_size = Histogram::new(exponential_buckets(1.0, 4.0, 7));
         registry.register(
             "writer_batch_size",
@@ -149,6 +167,8 @@ impl Metrics {
             lags,
             lagged_lines,
             proxy_header_errors,
+            dependency_up,
+            dependency_latency,
             batch_size,
             fsync_seconds,
             last_fsync_micros: AtomicU64::new(NO_SYNC_YET),
@@ -208,6 +228,17 @@ impl Metrics {
     /// Time since the daemon started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Sets the gauges of an outside service from its last seen state, just before a scrape.
+    pub fn set_dependency(&self, d: &crate::ops::health::Dependency) {
+        let label = [("dependency", d.name())];
+        self.dependency_up
+            .get_or_create(&label)
+            .set(i64::from(d.is_up()));
+        self.dependency_latency
+            .get_or_create(&label)
+            .set(d.latency().as_secs_f64());
     }
 
     /// Sets the gauges that mirror the live state, just before a scrape.

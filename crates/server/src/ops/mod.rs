@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -24,6 +24,11 @@ pub trait ExternalSink: Send + 'static {
 
     /// What it is, for logs (`postgres://host:port/db`, without a password).
     fn describe(&self) -> String;
+
+    /// Its state for `/healthz` and the metrics, if it reports one.
+    fn health(&self) -> Option<std::sync::Arc<crate::ops::health::Dependency>> {
+        None
+    }
 }
 
 /// The daemon's sink: the CSV file (the default) or an external sink.
