@@ -276,6 +276,12 @@ pub(crate) struct MarksArgs {
     #[arg(long, default_value_t = 10_000)]
     pub(crate) round: usize,
 
+    /// Marks into PostgreSQL at URL (the daemon's `store`) instead of the CSV; stored marks are
+    /// counted in its `attendance_marks` table (before and after the run). Give a database the
+    /// bench may write to.
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: Option<String>,
+
     #[command(flatten)]
     pub(crate) common: Common,
 }

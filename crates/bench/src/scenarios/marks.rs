@@ -135,6 +135,10 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     // The server's CPU time over the timed marks (prejoined joins first, untimed, inside its
     // run: no CPU figure for that shape, on either server).
     let batches_before = writer_batches(target).await;
+    let store_before = match (&args.store, kind) {
+        (Some(url), TargetKind::Daemon) => Some(store_rows(url).await?),
+        _ => None,
+    };
     let timed_cpu = args.shape != MarksShape::Prejoined;
     let cpu_before = timed_cpu.then(|| target.cpu()).flatten();
     // The load generator's own CPU in the same window: the two share the machine's cores, so
@@ -172,7 +176,18 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         Some(dir) => Some(fsync::probe(dir, PROBE_SYNCS, PROBE_TIME).context("fdatasync probe")?),
         None => None,
     };
-    let stored = stored_count(target, &run_id).await?;
+    let stored = match (&args.store, store_before) {
+        (Some(url), Some(before)) => {
+            if let Some(daemon) = target.daemon_process() {
+                let status = daemon.stop().context("stopping the daemon")?;
+                if !status.success() {
+                    bail!("the daemon exited with {status} on SIGTERM");
+                }
+            }
+            Some(store_rows(url).await?.saturating_sub(before))
+        }
+        _ => stored_count(target, &run_id).await?,
+    };
 
     let mut report = Report::new("marks", kind.name(), target.detail());
     report.info(
@@ -270,6 +285,7 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     report.info(
         "stored",
         match kind {
+            TargetKind::Daemon if args.store.is_some() => "new PostgreSQL rows after SIGTERM",
             TargetKind::Daemon => "CSV rows after SIGTERM",
             TargetKind::Redis => "list length (LLEN)",
         },
@@ -581,6 +597,29 @@ async fn stored_count(target: &mut Target, run_id: &str) -> anyhow::Result<Optio
             }
         }
     }
+}
+
+/// Rows in the PostgreSQL store's `attendance_marks` (0 before the daemon first created it).
+async fn store_rows(url: &str) -> anyhow::Result<usize> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to --store")?;
+    let task = tokio::spawn(connection);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('attendance_marks') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let n: i64 = if exists {
+        client
+            .query_one("SELECT count(*) FROM attendance_marks", &[])
+            .await?
+            .get(0)
+    } else {
+        0
+    };
+    drop(client);
+    let _ = task.await;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Data rows of the CSV (lines after the header; no cell can hold a line break).

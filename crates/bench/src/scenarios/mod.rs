@@ -70,7 +70,13 @@ impl Load {
             Self::Hold(a) => hold::settings(a),
             Self::Storm(_) => storm::settings(),
             Self::Fanout(a) => fanout::settings(a),
-            Self::Marks(_) => marks::settings(),
+            Self::Marks(a) => {
+                let mut s = marks::settings();
+                if let Some(url) = &a.store {
+                    s.set("store", &format!("{url:?}"));
+                }
+                s
+            }
         }
     }
 
