@@ -140,12 +140,7 @@ async fn two_nodes_racing_the_same_rolls_store_each_mark_once_with_one_time() ->
         "export has {} lines",
         text.lines().count()
     );
-    let out = Command::new(bin_path("attendanced"))
-        .arg("verify")
-        .arg(&export)
-        .arg("--key")
-        .arg(&key)
-        .output()?;
+    let out = verify(&export, &key)?;
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(
         out.status.success() && said.starts_with(&format!("OK {ROLLS} rows")),
@@ -153,12 +148,7 @@ async fn two_nodes_racing_the_same_rolls_store_each_mark_once_with_one_time() ->
     );
     // An edited cell is caught, as in the daemon's own CSV.
     std::fs::write(&export, text.replacen("Present", "Presenx", 1))?;
-    let out = Command::new(bin_path("attendanced"))
-        .arg("verify")
-        .arg(&export)
-        .arg("--key")
-        .arg(&key)
-        .output()?;
+    let out = verify(&export, &key)?;
     ensure!(!out.status.success(), "verify accepted an edited export");
     drop(c2);
     Ok(())
@@ -217,6 +207,16 @@ async fn with_the_database_down_marks_get_err_storage_and_the_node_recovers() ->
         "stored: {rows:?}"
     );
     Ok(())
+}
+
+/// `attendanced verify FILE --key KEY`.
+fn verify(file: &std::path::Path, key: &std::path::Path) -> Result<std::process::Output> {
+    Ok(Command::new(bin_path("attendanced"))
+        .arg("verify")
+        .arg(file)
+        .arg("--key")
+        .arg(key)
+        .output()?)
 }
 
 /// `/healthz`: whether it says postgres is up, and its status.

@@ -140,6 +140,14 @@ fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
     }
 }
 
+/// The settings for a subcommand, or the exit code 78 with the error said on standard error.
+fn load_config(file: Option<&Path>, cli: &Cli) -> Result<Config, ExitCode> {
+    Config::load(file, cli).map_err(|e| {
+        eprintln!("attendanced: {e}");
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
 /// check-config's look at the store: reachable, and its schema not newer than the binary's.
 /// Exit 0, 1 unreachable, 78 a schema too new.
 fn check_store(url: &str) -> ExitCode {
@@ -205,12 +213,9 @@ fn export_command(file: Option<&Path>, cli: &Cli) -> ExitCode {
     else {
         return ExitCode::FAILURE;
     };
-    let config = match Config::load(file, cli) {
+    let config = match load_config(file, cli) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("attendanced: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let Some(url) = config.store.clone() else {
         eprintln!(
@@ -357,12 +362,9 @@ fn report_command(file: Option<&Path>, cli: &Cli) -> ExitCode {
     else {
         return ExitCode::FAILURE;
     };
-    let config = match Config::load(file, cli) {
+    let config = match load_config(file, cli) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("attendanced: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -181,19 +181,7 @@ async fn apply(client: &mut deadpool_postgres::Object) -> Result<i32, PgError> {
                  applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-    let found: i32 = client
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM attendanced_schema",
-            &[],
-        )
-        .await?
-        .get(0);
-    if found > SCHEMA_VERSION {
-        return Err(PgError::SchemaTooNew {
-            found,
-            known: SCHEMA_VERSION,
-        });
-    }
+    let found = schema_version(client).await?;
     for (version, sql) in (1..)
         .zip(MIGRATIONS)
         .skip(usize::try_from(found).unwrap_or(0))
@@ -209,6 +197,25 @@ async fn apply(client: &mut deadpool_postgres::Object) -> Result<i32, PgError> {
         info!(version, "applied postgres migration");
     }
     Ok(SCHEMA_VERSION)
+}
+
+/// The schema version the database holds (its `attendanced_schema` table exists); refuses one
+/// newer than this binary's.
+async fn schema_version(client: &deadpool_postgres::Object) -> Result<i32, PgError> {
+    let found: i32 = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM attendanced_schema",
+            &[],
+        )
+        .await?
+        .get(0);
+    if found > SCHEMA_VERSION {
+        return Err(PgError::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
 }
 
 /// Opens the store at `url`: migrates it, and builds the dedupe index (days in `tz`) from its
@@ -635,19 +642,7 @@ pub async fn check(url: &str) -> Result<i32, PgError> {
     if !exists {
         return Ok(0);
     }
-    let found: i32 = c
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM attendanced_schema",
-            &[],
-        )
-        .await?
-        .get(0);
-    if found > SCHEMA_VERSION {
-        return Err(PgError::SchemaTooNew {
-            found,
-            known: SCHEMA_VERSION,
-        });
-    }
+    let found = schema_version(&c).await?;
     Ok(found)
 }
 
