@@ -56,6 +56,10 @@ pub async fn close_sessions(engine: Arc<Engine>, key: ClassKey) {
     }
 }
 
+/// How far short of the required time a student connected at the close may be and still have
+/// served it (clock granularity, not time away).
+const CLOSE_SLACK: Duration = Duration::from_secs(1);
+
 /// Closes the session of `key` that started at `start`, now: see the module's doc.
 pub async fn close_session(engine: &Engine, key: &ClassKey, start: Timestamp) -> Closed {
     let Some(rule) = engine.rules.get(key) else {
@@ -75,13 +79,22 @@ pub async fn close_session(engine: &Engine, key: &ClassKey, start: Timestamp) ->
         let joined_after =
             Duration::try_from(jiff_now(ending.first_join).duration_since(jiff_now(start)))
                 .unwrap_or_default();
+        // Connected at the close: the clocks that measure the JOIN (wall, to the millisecond),
+        // the time served (monotonic) and the close (a timer) differ by milliseconds, which
+        // must not turn a student who stayed to the end into `Left`.
+        let required = rule.timing.required_for(joined_after);
+        let served = if ending.conn.is_some() && ending.served + CLOSE_SLACK >= required {
+            ending.served.max(required)
+        } else {
+            ending.served
+        };
         let decided = rule
             .timing
-            .decide(joined_after, ending.served, true)
+            .decide(joined_after, served, true)
             .unwrap_or(Decided {
                 status: AttendanceStatus::Left,
                 minutes_late: 0,
-                minutes_attended: super::status::whole_minutes(ending.served),
+                minutes_attended: super::status::whole_minutes(served),
             });
         let mark = Mark {
             id: ending.id.clone(),
