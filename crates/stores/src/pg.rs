@@ -131,6 +131,9 @@ fn pool(url: &str) -> Result<Pool, PgError> {
         tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
     config
         .application_name("attendanced")
+        // Every commit waits for its WAL flush, whatever the server's default: an
+        // acknowledged mark survives a crash of the database.
+        .options("-c synchronous_commit=on")
         .connect_timeout(Duration::from_secs(5))
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30))
@@ -435,12 +438,11 @@ impl PgSink {
         let column = |f: fn(&Parsed) -> &str| -> Vec<&str> {
             order.iter().map(|&i| f(&parsed[i])).collect()
         };
-        let tx = client.transaction().await?;
-        // Whatever the server's default: an acknowledged mark survives its crash.
-        tx.batch_execute("SET LOCAL synchronous_commit = on")
-            .await?;
-        let insert = tx.prepare_cached(INSERT).await?;
-        let inserted = tx
+        // One statement, committed on its own (autocommit): one round trip and one WAL flush
+        // per batch, atomic all the same. `synchronous_commit = on` is the session's setting
+        // (see [`pool`]), whatever the server's default.
+        let insert = client.prepare_cached(INSERT).await?;
+        let inserted = client
             .query(
                 &insert,
                 &[
@@ -473,8 +475,10 @@ impl PgSink {
             let col = |f: fn(&Parsed) -> &str| -> Vec<&str> {
                 rest.iter().map(|&i| f(&parsed[i])).collect()
             };
-            let select = tx.prepare_cached(HELD).await?;
-            let found = tx
+            // The rows held by others are committed: our insert waited for any transaction
+            // that held one of the keys, and this statement's snapshot is newer.
+            let select = client.prepare_cached(HELD).await?;
+            let found = client
                 .query(
                     &select,
                     &[
@@ -495,7 +499,6 @@ impl PgSink {
                 held.push((i, at));
             }
         }
-        tx.commit().await?;
         Ok(held)
     }
 }
