@@ -435,9 +435,7 @@ impl PgSink {
         parsed: &[Parsed],
         order: &[usize],
     ) -> Result<Held, PgError> {
-        let column = |f: fn(&Parsed) -> &str| -> Vec<&str> {
-            order.iter().map(|&i| f(&parsed[i])).collect()
-        };
+        let column = |f: fn(&Parsed) -> &str| columns(parsed, order, f);
         // One statement, committed on its own (autocommit): one round trip and one WAL flush
         // per batch, atomic all the same. `synchronous_commit = on` is the session's setting
         // (see [`pool`]), whatever the server's default.
@@ -472,9 +470,7 @@ impl PgSink {
                 .copied()
                 .filter(|&i| !new.contains(&key(&parsed[i])))
                 .collect();
-            let col = |f: fn(&Parsed) -> &str| -> Vec<&str> {
-                rest.iter().map(|&i| f(&parsed[i])).collect()
-            };
+            let col = |f: fn(&Parsed) -> &str| columns(parsed, &rest, f);
             // The rows held by others are committed: our insert waited for any transaction
             // that held one of the keys, and this statement's snapshot is newer.
             let select = client.prepare_cached(HELD).await?;
@@ -546,6 +542,11 @@ async fn probe_loop(
             }
         }
     }
+}
+
+/// One column of the rows at `order`, as the text array a statement takes.
+fn columns<'a>(parsed: &'a [Parsed], order: &[usize], f: fn(&Parsed) -> &str) -> Vec<&'a str> {
+    order.iter().map(|&i| f(&parsed[i])).collect()
 }
 
 fn key(p: &Parsed) -> Key {
