@@ -436,6 +436,7 @@ impl PgSink {
         order: &[usize],
     ) -> Result<Held, PgError> {
         let column = |f: fn(&Parsed) -> &str| columns(parsed, order, f);
+        let keys = key_columns(parsed, order);
         // One statement, committed on its own (autocommit): one round trip and one WAL flush
         // per batch, atomic all the same. `synchronous_commit = on` is the session's setting
         // (see [`pool`]), whatever the server's default.
@@ -444,10 +445,10 @@ impl PgSink {
             .query(
                 &insert,
                 &[
-                    &column(|p| &p.course),
-                    &column(|p| &p.division),
-                    &column(|p| &p.day),
-                    &column(|p| &p.roll),
+                    &keys[0],
+                    &keys[1],
+                    &keys[2],
+                    &keys[3],
                     &column(|p| &p.name),
                     &column(|p| &p.status),
                     &column(|p| &p.marked_at),
@@ -470,20 +471,12 @@ impl PgSink {
                 .copied()
                 .filter(|&i| !new.contains(&key(&parsed[i])))
                 .collect();
-            let col = |f: fn(&Parsed) -> &str| columns(parsed, &rest, f);
+            let keys = key_columns(parsed, &rest);
             // The rows held by others are committed: our insert waited for any transaction
             // that held one of the keys, and this statement's snapshot is newer.
             let select = client.prepare_cached(HELD).await?;
             let found = client
-                .query(
-                    &select,
-                    &[
-                        &col(|p| &p.course),
-                        &col(|p| &p.division),
-                        &col(|p| &p.day),
-                        &col(|p| &p.roll),
-                    ],
-                )
+                .query(&select, &[&keys[0], &keys[1], &keys[2], &keys[3]])
                 .await?;
             let times: HashMap<Key, String> = found
                 .iter()
@@ -547,6 +540,17 @@ async fn probe_loop(
 /// One column of the rows at `order`, as the text array a statement takes.
 fn columns<'a>(parsed: &'a [Parsed], order: &[usize], f: fn(&Parsed) -> &str) -> Vec<&'a str> {
     order.iter().map(|&i| f(&parsed[i])).collect()
+}
+
+/// The key's columns (course, division, day, roll) of the rows at `order`, in the order the
+/// statements take them.
+fn key_columns<'a>(parsed: &'a [Parsed], order: &[usize]) -> [Vec<&'a str>; 4] {
+    [
+        columns(parsed, order, |p| &p.course),
+        columns(parsed, order, |p| &p.division),
+        columns(parsed, order, |p| &p.day),
+        columns(parsed, order, |p| &p.roll),
+    ]
 }
 
 fn key(p: &Parsed) -> Key {
