@@ -167,6 +167,8 @@ pub fn describe_event(event: &Event) -> Option<String> {
         } => format!(
             "* the class ended: you are recorded {status} ({minutes_attended} min attended)"
         ),
+        Event::Degraded { dependency, text } => format!("* {dependency} is down: {text}"),
+        Event::Recovered { dependency, text } => format!("* {dependency} is back: {text}"),
         Event::Shutdown => return None,
     })
 }

@@ -262,6 +262,21 @@ pub enum Event {
         /// Whole minutes served.
         minutes_attended: u32,
     },
+    /// `EVENT DEGRADED <dependency> <text>` (admin socket only): a service the node depends on
+    /// is unreachable and the node works on alone, as `text` says.
+    Degraded {
+        /// The service (`redis`).
+        dependency: Token,
+        /// What it means for the node.
+        text: Text,
+    },
+    /// `EVENT RECOVERED <dependency> <text>` (admin socket only): the service is back.
+    Recovered {
+        /// The service (`redis`).
+        dependency: Token,
+        /// What was done on its return.
+        text: Text,
+    },
 }
 
 /// The kind of announcement a [`Event::Burst`] sums up.
@@ -496,6 +511,8 @@ impl fmt::Display for Event {
                 status,
                 minutes_attended,
             } => write!(f, "ENDED {status} {minutes_attended}"),
+            Self::Degraded { dependency, text } => write!(f, "DEGRADED {dependency} {text}"),
+            Self::Recovered { dependency, text } => write!(f, "RECOVERED {dependency} {text}"),
         }
     }
 }
@@ -709,6 +726,14 @@ fn parse_event(mut w: Words<'_>) -> Result<Event, ParseLineError> {
             status: w.parse("status")?,
             minutes_attended: w.parse("minutes attended")?,
         },
+        "DEGRADED" => Event::Degraded {
+            dependency: w.parse("dependency")?,
+            text: w.text("text")?,
+        },
+        "RECOVERED" => Event::Recovered {
+            dependency: w.parse("dependency")?,
+            text: w.text("text")?,
+        },
         _ => return Err(ParseLineError::Word("event kind")),
     };
     w.end(event)
@@ -745,6 +770,10 @@ mod tests {
             ServerLine::Ok(Reply::Pong(None)),
             ServerLine::early(42),
             ServerLine::Event(Event::Lagged(7)),
+            ServerLine::Event(Event::Degraded {
+                dependency: Token::new("redis").expect("valid"),
+                text: Text::lossy("down: connection refused"),
+            }),
         ];
         let mut gathered = bytes::BytesMut::from(&b"HELLO x\n"[..]);
         let mut expected = String::from("HELLO x\n");

@@ -338,6 +338,8 @@ fn event() -> impl Strategy<Value = Event> {
                 minutes_attended,
             }
         }),
+        (token(), text()).prop_map(|(dependency, text)| Event::Degraded { dependency, text }),
+        (token(), text()).prop_map(|(dependency, text)| Event::Recovered { dependency, text }),
     ]
 }
 
@@ -655,6 +657,8 @@ fn event_variant(e: &Event) -> usize {
         Event::Burst { .. } => 8,
         Event::Replaced => 10,
         Event::Ended { .. } => 11,
+        Event::Degraded { .. } => 12,
+        Event::Recovered { .. } => 13,
     }
 }
 
@@ -691,7 +695,7 @@ fn the_generators_cover_every_message_variant() {
         seen.iter().all(|&n| n > 0),
         "replies seen per variant: {seen:?}"
     );
-    let seen = variants_seen(event(), 600, 12, event_variant);
+    let seen = variants_seen(event(), 700, 14, event_variant);
     assert!(
         seen.iter().all(|&n| n > 0),
         "events seen per variant: {seen:?}"
