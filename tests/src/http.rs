@@ -264,3 +264,18 @@ fn parse(block: &str) -> Option<Sse> {
         data: data.join("\n"),
     })
 }
+
+/// What `/healthz` of the web server at `web` says of `dependency` (`postgres`, `redis`): whether
+/// it is up, and the overall status (`ok`, `degraded`); `/healthz` itself must answer 200.
+///
+/// # Errors
+/// If `/healthz` does not answer 200 with JSON naming the dependency.
+pub async fn dependency_health(web: SocketAddr, dependency: &str) -> Result<(bool, String)> {
+    let r = get(web, "/healthz", &[]).await?;
+    anyhow::ensure!(r.status == 200, "/healthz: {}", r.head);
+    let v: serde_json::Value = serde_json::from_str(&r.text())?;
+    let up = v["dependencies"][dependency]["up"]
+        .as_bool()
+        .with_context(|| format!("no {dependency} in /healthz: {v}"))?;
+    Ok((up, v["status"].as_str().unwrap_or_default().to_owned()))
+}

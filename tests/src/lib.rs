@@ -13,6 +13,7 @@ pub mod browser;
 pub mod http;
 pub mod postgres;
 pub mod proxy;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

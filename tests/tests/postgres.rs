@@ -221,13 +221,7 @@ fn verify(file: &std::path::Path, key: &std::path::Path) -> Result<std::process:
 
 /// `/healthz`: whether it says postgres is up, and its status.
 async fn postgres_health(d: &Daemon) -> Result<(bool, String)> {
-    let r = attendance_tests::http::get(d.web(), "/healthz", &[]).await?;
-    ensure!(r.status == 200, "/healthz: {}", r.head);
-    let v: serde_json::Value = serde_json::from_str(&r.text())?;
-    let up = v["dependencies"]["postgres"]["up"]
-        .as_bool()
-        .context("no postgres in /healthz")?;
-    Ok((up, v["status"].as_str().unwrap_or_default().to_owned()))
+    attendance_tests::http::dependency_health(d.web(), "postgres").await
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! `crates/server` picks them up.
 //!
 //! `cargo xtask test [ARGS…]` is the README's one test command: it installs what the browser
-//! tests need and is missing — Debian's `chromium` (`apt-get`, through `sudo -n` when not
-//! root) and `tests/browser/node_modules` (`npm ci`, when missing or older than its
+//! and service-backed tests need and is missing — Debian's `chromium`, `redis-server`,
+//! `redis-tools`, `postgresql` and `postgresql-client` (`apt-get`, through `sudo -n` when not
+//! root; the tests start private servers of their own) and `tests/browser/node_modules` (`npm ci`, when missing or older than its
 //! `package-lock.json`) — then runs `cargo test --workspace --locked ARGS…` and exits as it did.
 
 use std::io::Write as _;
@@ -25,7 +26,8 @@ const USAGE: &str = "usage: cargo xtask dist-assets [--out DIR]
 
   dist-assets   render man pages and shell completions of attendanced and attend into
                 DIR/man and DIR/completions (default DIR: <target dir>/assets)
-  test          install chromium and tests/browser/node_modules if missing, then run
+  test          install chromium, redis-server, postgresql and tests/browser/node_modules
+                if missing, then run
                 cargo test --workspace --locked CARGO TEST ARGS...";
 
 /// The browser the browser tests drive (`tests/src/browser.rs`).
@@ -62,6 +64,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
 /// Installs what the browser tests need, then runs the workspace's tests with `args`.
 fn test(args: &[&str]) -> Result<ExitCode> {
     ensure_chromium()?;
+    ensure_services()?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask has no parent directory")?;
@@ -103,7 +106,28 @@ fn test(args: &[&str]) -> Result<ExitCode> {
 /// (never a password prompt). The package lists are updated only if the first try fails (a
 /// fresh machine or container has none).
 fn ensure_chromium() -> Result<()> {
-    if Path::new(CHROMIUM).is_file() {
+    ensure_package(CHROMIUM, "chromium", "the browser tests")
+}
+
+/// The servers the service-backed tests start privately (on free loopback ports) and the
+/// clients they check them with: Redis (the cluster tests) and PostgreSQL (the store tests).
+fn ensure_services() -> Result<()> {
+    ensure_package("/usr/bin/redis-server", "redis-server", "the cluster tests")?;
+    ensure_package("/usr/bin/redis-cli", "redis-tools", "the cluster tests")?;
+    ensure_package("/usr/bin/psql", "postgresql-client", "the store tests")?;
+    let has_initdb = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .any(|e| e.path().join("bin/initdb").is_file())
+    });
+    if has_initdb {
+        return Ok(());
+    }
+    ensure_package("/usr/lib/postgresql", "postgresql", "the store tests")
+}
+
+/// `apt-get install -y package` unless `path` exists (see [`ensure_chromium`]).
+fn ensure_package(path: &str, package: &str, for_what: &str) -> Result<()> {
+    if Path::new(path).exists() {
         return Ok(());
     }
     let root = Command::new("id")
@@ -128,9 +152,9 @@ fn ensure_chromium() -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    eprintln!("xtask: {CHROMIUM} is missing; the browser tests need Debian's chromium");
-    let installed = apt(&["install", "-y", "--no-install-recommends", "chromium"])
-        || (apt(&["update"]) && apt(&["install", "-y", "--no-install-recommends", "chromium"]));
+    eprintln!("xtask: {path} is missing; {for_what} need Debian's {package}");
+    let install = ["install", "-y", "--no-install-recommends", package];
+    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
     if !installed {
         let why = if root {
             "apt-get failed"
@@ -138,12 +162,12 @@ fn ensure_chromium() -> Result<()> {
             "it needs root or password-less sudo"
         };
         bail!(
-            "could not install chromium ({why}): install Debian's chromium (apt-get install \
-             chromium) so that {CHROMIUM} exists, then run `cargo xtask test` again"
+            "could not install {package} ({why}): install Debian's {package} (apt-get install \
+             {package}) so that {path} exists, then run `cargo xtask test` again"
         );
     }
-    if !Path::new(CHROMIUM).is_file() {
-        bail!("apt-get installed chromium, but {CHROMIUM} is still missing");
+    if !Path::new(path).exists() {
+        bail!("apt-get installed {package}, but {path} is still missing");
     }
     Ok(())
 }

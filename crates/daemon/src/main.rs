@@ -120,6 +120,13 @@ fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
                     .as_deref()
                     .map(|u| format!("{:?}", attendance_stores::redact(u)));
             }
+            if let Some(url) = &config.cluster.redis {
+                for s in settings.iter_mut().filter(|s| s.key == "cluster") {
+                    if let Some(v) = &mut s.value {
+                        *v = v.replace(url.as_str(), &attendance_cluster::redact(url));
+                    }
+                }
+            }
             let warnings = config.warnings();
             for warning in &warnings {
                 eprintln!("attendanced: warning: {warning}");
@@ -128,9 +135,18 @@ fn check_config(file: Option<&Path>, cli: &Cli) -> ExitCode {
                 "{}",
                 attendance_server::config::render_report(file, &settings, &warnings)
             );
-            match &config.store {
+            let store = match &config.store {
                 Some(url) => check_store(url),
                 None => ExitCode::SUCCESS,
+            };
+            let cluster = match &config.cluster.redis {
+                Some(url) => check_cluster(url),
+                None => ExitCode::SUCCESS,
+            };
+            if store == ExitCode::SUCCESS {
+                cluster
+            } else {
+                store
             }
         }
         Err(e) => {
@@ -180,6 +196,24 @@ fn check_store(url: &str) -> ExitCode {
         }
         Err(_) => {
             eprintln!("attendanced: store {shown}: no answer within 10s");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// check-config's look at the cluster's Redis: it answers (exit 0) or not (1).
+fn check_cluster(url: &str) -> ExitCode {
+    let Some(runtime) = small_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let shown = attendance_cluster::redact(url);
+    match runtime.block_on(attendance_cluster::check(url)) {
+        Ok(version) => {
+            println!("# cluster.redis {shown}: reachable, Redis {version}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("attendanced: cluster.redis {shown}: cannot be reached: {e}");
             ExitCode::FAILURE
         }
     }
@@ -443,8 +477,28 @@ async fn serve(
             Some((sink, index))
         }
     };
-    attendance_server::run_with_store(listener, config, shutdown, control_rx, frontends, store)
-        .await?;
+    let cluster = match &config.cluster.redis {
+        None => None,
+        Some(url) => {
+            let node = node_name(
+                listener
+                    .local_addr()
+                    .map_or(config.listen.port(), |a| a.port()),
+            );
+            let options = attendance_cluster::Options {
+                url: url.clone(),
+                node,
+                lease: config.cluster.lease,
+            };
+            let link: std::sync::Arc<dyn attendance_server::cluster::ClusterLink> =
+                std::sync::Arc::new(attendance_cluster::connect(options).await?);
+            Some(link)
+        }
+    };
+    attendance_server::run_with_services(
+        listener, config, shutdown, control_rx, frontends, store, cluster,
+    )
+    .await?;
     Ok(())
 }
 

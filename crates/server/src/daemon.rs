@@ -141,6 +141,7 @@ pub async fn run_controlled(
         shutdown,
         controls,
         Vec::new(),
+        None,
     )
     .await
 }
@@ -174,11 +175,31 @@ pub async fn run_with_store(
     frontends: Vec<Box<dyn Frontend>>,
     store: Option<(Box<dyn ExternalSink>, Index)>,
 ) -> Result<(), ServerError> {
+    run_with_services(listener, config, shutdown, controls, frontends, store, None).await
+}
+
+/// [`run_with_store`] as one node of several: `cluster` links it to the others (the Redis bus
+/// and presence of `attendance-cluster`). `None` is a node on its own.
+///
+/// # Errors
+/// As [`run_with_store`].
+pub async fn run_with_services(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    controls: mpsc::Receiver<Control>,
+    frontends: Vec<Box<dyn Frontend>>,
+    store: Option<(Box<dyn ExternalSink>, Index)>,
+    cluster: Option<Arc<dyn crate::cluster::ClusterLink>>,
+) -> Result<(), ServerError> {
     let sink = match store {
         Some((sink, index)) => (DaemonSink::External(sink), index),
         None => csv_sink(open(&config).await?),
     };
-    serve(listener, config, sink, shutdown, controls, frontends).await
+    serve(
+        listener, config, sink, shutdown, controls, frontends, cluster,
+    )
+    .await
 }
 
 /// [`run`] on a CSV that is already open, with the dedupe index built from it
@@ -201,6 +222,7 @@ pub async fn run_with_log(
         shutdown,
         controls,
         Vec::new(),
+        None,
     )
     .await
 }
@@ -234,6 +256,7 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
     controls: mpsc::Receiver<Control>,
     frontends: Vec<Box<dyn Frontend>>,
+    cluster: Option<Arc<dyn crate::cluster::ClusterLink>>,
 ) -> Result<(), ServerError> {
     for warning in config.warnings() {
         warn!("{warning}");
@@ -297,7 +320,12 @@ async fn serve(
         proxy,
         shutdown: cancel.clone(),
         dependencies,
+        cluster: cluster.map(crate::engine::Cluster),
     }));
+    let cluster_task = engine.cluster.as_ref().map(|c| {
+        info!(cluster = %c.0.describe(), "one node of a cluster");
+        tokio::spawn(c.0.run(crate::cluster::ClusterHost::new(&engine)))
+    });
     let heartbeat_task = tokio::spawn(heartbeat_loop(Arc::clone(&engine)));
     // Each scheduled class's sessions close at their end (records for all, EVENT ENDED).
     let closer_tasks: Vec<_> = engine
@@ -357,6 +385,9 @@ async fn serve(
     tracker.close();
     tracker.wait().await;
     let _ = heartbeat_task.await;
+    if let Some(task) = cluster_task {
+        let _ = task.await;
+    }
     // A close under way finishes its records before the store's last commit.
     for task in closer_tasks {
         let _ = task.await;

@@ -31,6 +31,18 @@ pub(crate) enum Signal {
     Heartbeat(Bytes),
     /// The server is shutting down.
     Shutdown,
+    /// A line for the admin socket's connections only (`EVENT DEGRADED`).
+    Admin(Bytes),
+}
+
+/// The cluster link, if this node is one of several.
+#[derive(Clone)]
+pub(crate) struct Cluster(pub(crate) Arc<dyn crate::cluster::ClusterLink>);
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cluster").field(&self.0.describe()).finish()
+    }
 }
 
 /// Something that happened in a class, for observers (the one event stream).
@@ -146,6 +158,8 @@ pub struct Engine {
     dependencies: Vec<Arc<crate::ops::health::Dependency>>,
     /// The PROXY protocol's trusted balancers, if it is on.
     pub(crate) proxy: Option<ProxyProtocol>,
+    /// The other nodes, through Redis, if this node is one of several.
+    pub(crate) cluster: Option<Cluster>,
     /// Check-ins flagged for the teacher.
     pub(crate) flags: crate::attendance::flags::Flags,
     /// Server-wide signals to every connection: heartbeats and shutdown.
@@ -173,6 +187,8 @@ pub(crate) struct Parts {
     pub(crate) shutdown: CancellationToken,
     /// Outside services the daemon depends on (the PostgreSQL store), for `/healthz`.
     pub(crate) dependencies: Vec<Arc<crate::ops::health::Dependency>>,
+    /// The cluster link, if any.
+    pub(crate) cluster: Option<Cluster>,
 }
 
 impl Engine {
@@ -186,12 +202,19 @@ impl Engine {
             rules,
             proxy,
             shutdown,
-            dependencies,
+            mut dependencies,
+            cluster,
         } = parts;
         let events = broadcast::channel(EVENTS).0;
+        let hub = Classes::new(live.outbound_queue, events.clone());
+        if let Some(Cluster(link)) = &cluster {
+            dependencies.push(link.health());
+            hub.set_relay(crate::cluster::as_relay(Arc::clone(link)));
+        }
         Self {
             connections: Arc::new(Semaphore::new(startup.max_connections)),
-            hub: Classes::new(live.outbound_queue, events.clone()),
+            hub,
+            cluster,
             store,
             metrics,
             admin,
@@ -414,6 +437,7 @@ pub(crate) async fn for_tests(
         proxy: None,
         shutdown: CancellationToken::new(),
         dependencies: Vec::new(),
+        cluster: None,
     });
     (Arc::new(engine), dir)
 }

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod attendance;
+pub mod cluster;
 pub mod daemon;
 pub mod engine;
 mod hashing;
@@ -32,7 +33,7 @@ pub mod transport;
 
 pub use daemon::{
     Control, Frontend, FrontendContext, ServerError, run, run_controlled, run_with_frontends,
-    run_with_log, run_with_store,
+    run_with_log, run_with_services, run_with_store,
 };
 pub use ops::config::{self, Config, ConfigError, FsyncPolicy};
 pub use ops::{cli, limits, metrics};

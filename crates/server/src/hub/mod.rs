@@ -24,6 +24,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::cluster::Relay;
 use crate::engine::ClassEvent;
 // Keys are client-chosen strings: a hasher seeded from the OS (crate::hashing).
 use crate::hashing::Map;
@@ -213,6 +214,18 @@ struct ClassShared {
     /// The hub, through which a [`Membership`] gives its seat back (weak: the hub owns the
     /// class). Here rather than in every membership, which sits in every joined connection.
     hub: std::sync::Weak<HubInner>,
+    /// The cluster link every line is relayed to, if this node is one of several.
+    relay: RelaySlot,
+}
+
+/// The cluster's [`Relay`], if any (a slot so the structs holding it stay `Debug`).
+#[derive(Clone, Default)]
+struct RelaySlot(Option<Arc<dyn Relay>>);
+
+impl std::fmt::Debug for RelaySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Relay" } else { "NoRelay" })
+    }
 }
 
 /// Announcements of each [`BurstKind`] in the current window.
@@ -233,9 +246,10 @@ fn kind_index(kind: BurstKind) -> usize {
 }
 
 impl ClassShared {
-    fn new(key: ClassKey, hub: std::sync::Weak<HubInner>) -> Self {
+    fn new(key: ClassKey, hub: std::sync::Weak<HubInner>, relay: RelaySlot) -> Self {
         Self {
             hub,
+            relay,
             key,
             lone: broadcast::channel(LONE_RING).0,
             full: OnceLock::new(),
@@ -259,17 +273,30 @@ impl ClassShared {
         self.tx().receiver_count() > usize::from(from != 0)
     }
 
+    /// Whether anyone but `from` may hear an announcement: a member here, or (with a cluster)
+    /// members on other nodes.
+    fn audience(&self, from: ConnId) -> bool {
+        self.relay.0.is_some() || self.has_listeners(from)
+    }
+
     fn send(&self, from: ConnId, event: Event) {
         // A member alone in its class (or a class with nobody left) has no one to tell: skip
         // the formatting.
-        if !self.has_listeners(from) {
+        let local = self.has_listeners(from);
+        if !local && self.relay.0.is_none() {
             return;
         }
-        let _ = self.tx().send(Arc::new(AnnouncementLine {
-            from,
-            line: ServerLine::Event(event).encode(),
-            control: None,
-        }));
+        let line = ServerLine::Event(event).encode();
+        if let Some(relay) = &self.relay.0 {
+            relay.sent(&self.key, &line);
+        }
+        if local {
+            let _ = self.tx().send(Arc::new(AnnouncementLine {
+                from,
+                line,
+                control: None,
+            }));
+        }
     }
 
     /// Sends `event` now, or counts it into the window's summary if the window already carried
@@ -281,7 +308,7 @@ impl ClassShared {
             FlushAt(Instant),
         }
         // Nobody to tell, nothing to count: a later member is not told of joins before its own.
-        if !self.has_listeners(from) {
+        if !self.audience(from) {
             return;
         }
         let i = kind_index(kind);
@@ -379,6 +406,8 @@ struct State {
     /// `HISTORY`; a roll that never dropped has none (its seat tells its one join), so a hall
     /// that sits still costs nothing here. Bounded like `served`.
     timelines: Map<(ClassKey, Field), (Date, Vec<HistoryEntry>)>,
+    /// The cluster link, told of every seat given back and class emptied.
+    relay: RelaySlot,
 }
 
 /// Time a roll served today in a seat it gave back before it was served.
@@ -407,8 +436,14 @@ impl State {
         let member = class.members.remove(roll)?;
         if class.members.is_empty() {
             self.classes.remove(key);
+            if let Some(relay) = &self.relay.0 {
+                relay.closed(key);
+            }
         }
         self.tokens.remove(&member.token);
+        if let Some(relay) = &self.relay.0 {
+            relay.released(key, roll, member.token);
+        }
         Some(member)
     }
 
@@ -534,7 +569,7 @@ impl HubInner {
 
     /// Tells the class (but `from`) and the observers that `id` left.
     fn tell_left(&self, id: &StudentId, class: &Arc<ClassShared>, from: ConnId) {
-        if class.has_listeners(from) {
+        if class.audience(from) {
             class.send_counted(
                 from,
                 BurstKind::Leaves,
@@ -627,7 +662,7 @@ impl Membership {
     /// [`Membership::announce`] of the event `make` builds, built only if anyone else would
     /// hear it (most marks are made alone in a class or a kiosk's: no clones for nobody).
     pub fn announce_with(&self, make: impl FnOnce() -> Event) {
-        if self.class.has_listeners(self.conn) {
+        if self.class.audience(self.conn) {
             self.announce(make());
         }
     }
@@ -875,7 +910,7 @@ fn new_token() -> u128 {
 /// The token of a seat served from `clock`: none (0) for a seat with nothing to serve (a
 /// kiosk with no class length, a roll already marked), which no drop can cost anything, and
 /// which spares the kiosk's hot path a system call per JOIN.
-fn token_for(clock: SeatClock) -> u128 {
+pub fn token_for(clock: SeatClock) -> u128 {
     if clock.length.is_zero() {
         0
     } else {
@@ -947,6 +982,23 @@ impl Classes {
         transport: Transport,
         day: Option<Date>,
     ) -> Result<Taken, AlreadyJoined> {
+        self.join_with(id, conn, clock, transport, day, None)
+    }
+
+    /// [`Classes::join_at`] under `token` if given (one the cluster knows the seat by), else a
+    /// fresh one.
+    ///
+    /// # Errors
+    /// [`AlreadyJoined`] if the roll is held by another connection, or parked for a resume.
+    pub fn join_with(
+        &self,
+        id: &StudentId,
+        conn: ConnId,
+        clock: SeatClock,
+        transport: Transport,
+        day: Option<Date>,
+        token: Option<u128>,
+    ) -> Result<Taken, AlreadyJoined> {
         let mut state = self.lock();
         if state
             .classes
@@ -956,24 +1008,33 @@ impl Classes {
             return Err(AlreadyJoined);
         }
         let clock = carried(clock, state.take_served(&id.class, &id.roll, day));
-        let token = token_for(clock);
+        let token = token.unwrap_or_else(|| token_for(clock));
         if token != 0 {
             state
                 .tokens
                 .insert(token, (id.class.clone(), id.roll.clone()));
         }
-        let class = state
-            .classes
-            .entry(id.class.clone())
-            .or_insert_with(|| Class {
+        let relay = state.relay.clone();
+        let mut formed = false;
+        let class = state.classes.entry(id.class.clone()).or_insert_with(|| {
+            formed = true;
+            Class {
                 shared: Arc::new(ClassShared::new(
                     id.class.clone(),
                     Arc::downgrade(&self.inner),
+                    relay.clone(),
                 )),
                 members: Map::default(),
-            });
-        // A second member: from now on there is someone to tell.
-        if !class.members.is_empty() && class.shared.full.get().is_none() {
+            }
+        });
+        if formed {
+            if let Some(relay) = &relay.0 {
+                relay.opened(&id.class);
+            }
+        }
+        // A second member: from now on there is someone to tell. With a cluster, other nodes'
+        // members may be there from the first.
+        if (!class.members.is_empty() || relay.0.is_some()) && class.shared.full.get().is_none() {
             class.move_to_full_ring(self.inner.backlog.load(Ordering::Relaxed));
         }
         class.seat(id, conn, clock, transport, token, day);
@@ -1008,9 +1069,24 @@ impl Classes {
         clock: SeatClock,
         day: Option<Date>,
     ) -> Result<(u128, SeatClock), AlreadyJoined> {
+        self.rejoin_with(membership, id, clock, day, None)
+    }
+
+    /// [`Classes::rejoin`] under `token` if given, else a fresh one.
+    ///
+    /// # Errors
+    /// As [`Classes::rejoin`].
+    pub fn rejoin_with(
+        &self,
+        membership: &mut Membership,
+        id: &StudentId,
+        clock: SeatClock,
+        day: Option<Date>,
+        token: Option<u128>,
+    ) -> Result<(u128, SeatClock), AlreadyJoined> {
         let (conn, transport) = (membership.conn, membership.transport);
         if id.class != membership.id.class {
-            let new = self.join_at(id, conn, clock, transport, day)?;
+            let new = self.join_with(id, conn, clock, transport, day, token)?;
             // The old seat is given back as it drops.
             drop(std::mem::replace(membership, new.membership));
             return Ok((new.token, new.clock));
@@ -1026,15 +1102,18 @@ impl Classes {
                 return Err(AlreadyJoined);
             }
             let clock = carried(clock, state.take_served(&id.class, &id.roll, day));
-            let token = token_for(clock);
+            let token = token.unwrap_or_else(|| token_for(clock));
             let State {
-                classes, tokens, ..
+                classes,
+                tokens,
+                relay,
+                ..
             } = &mut *state;
             let Some(class) = classes.get_mut(&id.class) else {
                 // Unreachable while `membership` lives (a member keeps its class); but if it
                 // were so, joining afresh is the right answer.
                 drop(state);
-                let new = self.join_at(id, conn, clock, transport, day)?;
+                let new = self.join_with(id, conn, clock, transport, day, Some(token))?;
                 *membership = new.membership;
                 return Ok((new.token, new.clock));
             };
@@ -1042,6 +1121,9 @@ impl Classes {
             if let Some(old) = class.members.remove(&membership.id.roll) {
                 if old.conn == conn {
                     tokens.remove(&old.token);
+                    if let Some(relay) = &relay.0 {
+                        relay.released(&id.class, &membership.id.roll, old.token);
+                    }
                 } else {
                     class.members.insert(membership.id.roll.clone(), old);
                 }
@@ -1157,13 +1239,16 @@ impl Classes {
             }
         }
         // Class kept (with its ring) until the lines are told; members forgotten now.
-        let tokens: Vec<u128> = state
+        let tokens: Vec<(Field, u128)> = state
             .classes
             .get_mut(key)
-            .map(|c| c.members.drain().map(|(_, m)| m.token).collect())
+            .map(|c| c.members.drain().map(|(roll, m)| (roll, m.token)).collect())
             .unwrap_or_default();
-        for t in tokens {
+        for (roll, t) in tokens {
             state.tokens.remove(&t);
+            if let Some(relay) = &state.relay.0 {
+                relay.released(key, &roll, t);
+            }
         }
         let gone: Vec<(ClassKey, Field)> = state
             .served
@@ -1217,6 +1302,9 @@ impl Classes {
         }
         if class.members.is_empty() {
             state.classes.remove(key);
+            if let Some(relay) = &state.relay.0 {
+                relay.closed(key);
+            }
         }
     }
 
@@ -1239,6 +1327,88 @@ impl Classes {
     /// as dropping `membership`.
     pub fn leave(&self, membership: Membership) {
         drop(membership);
+    }
+
+    /// Relays every line and seat change to the cluster from now on (set once, before any
+    /// member joins).
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) {
+        self.lock().relay = RelaySlot(Some(relay));
+    }
+
+    /// Gives `class`'s members here `line`, which came from another node (nothing if the class
+    /// has no member here).
+    pub fn deliver(&self, class: &ClassKey, line: Bytes) {
+        let shared = {
+            let state = self.lock();
+            let Some(c) = state.classes.get(class) else {
+                return;
+            };
+            Arc::clone(&c.shared)
+        };
+        if shared.has_listeners(PARKED) {
+            let _ = shared.tx().send(Arc::new(AnnouncementLine {
+                from: PARKED,
+                line,
+                control: None,
+            }));
+        }
+    }
+
+    /// Gives up the seat of `roll` in `class` (if `token` is 0 or the seat's) without a word to
+    /// the class: another node holds it now. Its connection, if one holds it, is told
+    /// `EVENT REPLACED` and closes. Whether there was such a seat.
+    pub fn evict(&self, class: &ClassKey, roll: &Field, token: u128) -> bool {
+        let (shared, member) = {
+            let mut state = self.lock();
+            let Some(shared) = state.classes.get(class).map(|c| Arc::clone(&c.shared)) else {
+                return false;
+            };
+            let Some(member) = state.remove(class, roll, |m| token == 0 || m.token == token) else {
+                return false;
+            };
+            (shared, member)
+        };
+        if member.conn != PARKED {
+            let _ = shared.tx().send(Arc::new(AnnouncementLine {
+                from: PARKED,
+                line: Bytes::new(),
+                control: Some(Box::new(Control::Replaced(member.conn))),
+            }));
+        }
+        debug!(class = %class, roll = %roll, "seat lost to another node");
+        true
+    }
+
+    /// Every seat held here (only `id`'s, if given), live or parked, as the cluster's lease
+    /// renewal sends it (its grace left for the caller: the hub does not know the rules).
+    pub fn lease_seats(&self, id: Option<&StudentId>) -> Vec<crate::cluster::LeaseSeat> {
+        let now = Instant::now();
+        let state = self.lock();
+        state
+            .classes
+            .iter()
+            .filter(|(key, _)| id.is_none_or(|id| id.class == **key))
+            .flat_map(|(key, c)| {
+                c.members
+                    .iter()
+                    .filter(move |(roll, _)| id.is_none_or(|id| id.roll == **roll))
+                    .map(move |(roll, m)| {
+                        let until = m.parked_at.unwrap_or(now);
+                        crate::cluster::LeaseSeat {
+                            id: StudentId {
+                                class: key.clone(),
+                                name: m.name.clone(),
+                                roll: roll.clone(),
+                            },
+                            token: m.token,
+                            served: until.saturating_duration_since(m.since()).min(m.length()),
+                            length: m.length(),
+                            parked: m.parked_at.is_some(),
+                            grace: Duration::ZERO,
+                        }
+                    })
+            })
+            .collect()
     }
 
     /// (class, members) for every class, for status reports.

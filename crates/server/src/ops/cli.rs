@@ -64,6 +64,16 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
 
+    /// Run as one node of several, on this Redis (`cluster.redis`), e.g. redis://127.0.0.1:6379
+    /// [default: on its own].
+    #[arg(long = "cluster-redis", value_name = "URL")]
+    #[serde(
+        rename = "cluster",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "cluster_redis"
+    )]
+    pub cluster_redis: Option<String>,
+
     /// Time a student must stay before PRESENT is accepted, e.g. 1h, 45m, 90s [default: 1h].
     #[arg(long, value_parser = humantime::parse_duration)]
     #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde")]
@@ -241,6 +251,14 @@ fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
         "never" => Ok(FsyncPolicy::Never),
         _ => Err(format!("expected always or never, got {s:?}")),
     }
+}
+
+/// `--cluster-redis URL` as the settings' `cluster.redis`.
+fn cluster_redis<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(1))?;
+    map.serialize_entry("redis", url)?;
+    map.end()
 }
 
 #[cfg(test)]

@@ -120,6 +120,9 @@ pub struct Config {
     /// The system of record for marks instead of the CSV: a PostgreSQL URL
     /// (`postgres://user:password@host:5432/db`). Unset means the CSV (the default).
     pub store: Option<String>,
+    /// Several nodes as one service (`[cluster]`): the Redis that carries their announcements
+    /// and presence. Unset: this node is on its own (the default).
+    pub cluster: ClusterConfig,
     /// Per-class viewer tokens for the teacher dashboard (`[[viewer]]` tables); the admin token
     /// sees every class.
     pub viewer: Vec<Viewer>,
@@ -183,6 +186,27 @@ pub struct ProxyProtocolConfig {
     /// Time a connection from a balancer has to send its whole header before it is closed.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The Redis URL (`redis://host:6379`, `redis://:password@host/0`); unset: no cluster.
+    pub redis: Option<String>,
+    /// How long a seat stays held without its node renewing it (renewed every third of it):
+    /// the bound on how long a dead node's seats stay taken.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis: None,
+            lease: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ProxyProtocolConfig {
@@ -392,6 +416,8 @@ pub struct Startup {
     pub proxy_protocol: ProxyProtocolConfig,
     /// See [`Config::store`].
     pub store: Option<String>,
+    /// See [`Config::cluster`].
+    pub cluster: ClusterConfig,
 }
 
 /// The settings a reload (SIGHUP) applies while students are connected. Each is read where it
@@ -470,6 +496,7 @@ impl Config {
                 web_listen: c.web_listen,
                 proxy_protocol: c.proxy_protocol,
                 store: c.store,
+                cluster: c.cluster,
             },
             Live {
                 class_length: c.class_length,
@@ -547,6 +574,7 @@ impl Default for Config {
             web_session_ttl: Duration::from_secs(12 * 3600),
             proxy_protocol: ProxyProtocolConfig::default(),
             store: None,
+            cluster: ClusterConfig::default(),
             viewer: Vec::new(),
             class: Vec::new(),
         }
@@ -930,6 +958,21 @@ impl Config {
                 "store must be a postgres:// or postgresql:// URL",
             )?;
         }
+        if let Some(url) = &self.cluster.redis {
+            range(
+                url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+unix://")
+                    || url.starts_with("unix://"),
+                "cluster",
+                "cluster.redis must be a redis:// (or rediss://, unix://) URL",
+            )?;
+        }
+        range(
+            self.cluster.lease >= Duration::from_millis(300),
+            "cluster",
+            "cluster.lease must be at least 300ms",
+        )?;
         crate::attendance::subnet::Subnets::parse(&self.proxy_protocol.from)
             .map_err(|e| ("proxy_protocol", format!("proxy_protocol.from: {e}")))?;
         range(

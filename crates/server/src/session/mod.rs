@@ -178,12 +178,7 @@ impl Session {
         let Some(seat) = self.seat.take() else {
             return;
         };
-        let grace = self
-            .engine
-            .rules
-            .get(&seat.membership.id.class)
-            .and_then(|r| r.grace)
-            .unwrap_or(self.engine.live().resume_grace);
+        let grace = self.grace_for(&seat.membership.id.class);
         let today = Timestamp::now();
         let keep = !self.quit
             && !grace.is_zero()
@@ -194,6 +189,15 @@ impl Session {
             let day = self.engine.store.local_date(today);
             seat.membership.park(grace, day);
         }
+    }
+
+    /// How long a dropped seat of `class` waits for a resume.
+    fn grace_for(&self, class: &attendance_protocol::ClassKey) -> std::time::Duration {
+        self.engine
+            .rules
+            .get(class)
+            .and_then(|r| r.grace)
+            .unwrap_or(self.engine.live().resume_grace)
     }
 
     /// Handles what the transport read: a line (whose first byte arrived at `arrived`) or a
@@ -270,8 +274,8 @@ impl Session {
             Err(e) => return self.refuse(out, e.code(), &e),
         };
         match command {
-            Command::Join(id, code) => self.join(id, code.as_ref(), arrived, out).0,
-            Command::Resume(token) => self.resume(&token, out),
+            Command::Join(id, code) => self.join(id, code.as_ref(), arrived, out).await.0,
+            Command::Resume(token) => self.resume(&token, out).await,
             Command::History | Command::Present | Command::Say(_) if !self.still_holds(out) => {
                 Flow::Close
             }
@@ -284,7 +288,11 @@ impl Session {
                 self.reply(out, Reply::Elapsed(secs))
             }
             Command::Clients => {
-                let n = self.engine.open_connections() as u64;
+                let mut n = self.engine.open_connections() as u64;
+                if let Some(cluster) = self.engine.cluster.clone() {
+                    // Unreachable: this node's own count.
+                    n = cluster.0.clients(n).await.unwrap_or(n);
+                }
                 self.reply(out, Reply::Clients(n))
             }
             Command::Ping(t) => self.reply(out, Reply::Pong(t)),

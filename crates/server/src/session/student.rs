@@ -10,7 +10,10 @@ use tracing::{debug, info, warn};
 use super::{Flow, Outbox, Session};
 use crate::attendance::{Seat, seconds_left};
 use crate::engine::ClassEvent;
-use crate::hub::{SeatClock, UnknownToken, format_token, parse_token};
+use std::time::Duration;
+
+use crate::cluster::{Claim, SeatClaim};
+use crate::hub::{Resumed, SeatClock, UnknownToken, format_token, parse_token};
 use crate::store::{Mark, Recorded, StoreError};
 
 /// Whether a JOIN left the connection seated as the student it named.
@@ -37,7 +40,7 @@ impl Session {
     }
 
     /// `JOIN id`, timed from `arrived` (the arrival of the line's first byte).
-    pub(super) fn join(
+    pub(super) async fn join(
         &mut self,
         id: StudentId,
         code: Option<&Token>,
@@ -86,18 +89,25 @@ impl Session {
             length: admission.length,
         };
         let day = Some(self.engine.store.local_date(today));
+        let token = match self.claim_in_cluster(&id, clock).await {
+            Ok(token) => token,
+            Err(()) => {
+                let flow = self.refuse(out, ErrorCode::Already, format!("roll {} is already checked in to {} on another node of this service; RESUME <token> takes the seat over", id.roll, id.class));
+                return (flow, Seated::No);
+            }
+        };
         let taken = match &mut self.seat {
             // Marked: the connection is free for the next student (a lab kiosk).
             Some(seat) => self
                 .engine
                 .hub
-                .rejoin(&mut seat.membership, &id, clock, day)
+                .rejoin_with(&mut seat.membership, &id, clock, day, token)
                 .map(|(token, clock)| (None, token, clock)),
             None => {
                 let transport = self.peer.transport().unwrap_or_default();
                 self.engine
                     .hub
-                    .join_at(&id, self.conn, clock, transport, day)
+                    .join_with(&id, self.conn, clock, transport, day, token)
                     .map(|t| (Some(t.membership), t.token, t.clock))
             }
         };
@@ -169,6 +179,28 @@ impl Session {
         (flow, Seated::Yes)
     }
 
+    /// With a cluster, claims `id`'s seat (served from `clock`) for this node under a fresh
+    /// token, which the local seat is then to have: `Err` if another node holds the roll.
+    /// Without a cluster (`Ok(None)`) the hub alone decides; with one that cannot be reached,
+    /// too (the link logs it and tells admins, and reconciles the seat when it returns).
+    async fn claim_in_cluster(&self, id: &StudentId, clock: SeatClock) -> Result<Option<u128>, ()> {
+        let Some(cluster) = self.engine.cluster.clone() else {
+            return Ok(None);
+        };
+        let token = crate::hub::token_for(clock);
+        let claim = SeatClaim {
+            id: id.clone(),
+            token,
+            served: Duration::ZERO,
+            length: clock.length,
+            grace: self.grace_for(&id.class),
+        };
+        match cluster.0.claim(&claim).await {
+            Ok(Claim::Granted) | Err(_) => Ok(Some(token)),
+            Ok(Claim::Taken) => Err(()),
+        }
+    }
+
     /// `ERR ALREADY` for `id`, saying whether the seat waits for a resume after a drop.
     fn refuse_already(&mut self, out: &mut Outbox, id: &StudentId) -> Flow {
         let grace = self.engine.live().resume_grace;
@@ -190,7 +222,7 @@ impl Session {
 
     /// `RESUME token`: the seat the token belongs to, with the time already served; on another
     /// connection still holding it, that one is told `EVENT REPLACED` and closed.
-    pub(super) fn resume(&mut self, token: &Token, out: &mut Outbox) -> Flow {
+    pub(super) async fn resume(&mut self, token: &Token, out: &mut Outbox) -> Flow {
         let Some(peer) = self.peer.addr() else {
             return self.refuse(
                 out,
@@ -211,7 +243,10 @@ impl Session {
         let transport = self.peer.transport().unwrap_or_default();
         let resumed = match self.engine.hub.resume(token, self.conn, transport) {
             Ok(r) => r,
-            Err(UnknownToken) => return self.bad_token(out),
+            Err(UnknownToken) => match self.resume_from_cluster(token).await {
+                Some(r) => r,
+                None => return self.bad_token(out),
+            },
         };
         // A marked seat this connection held (a kiosk) is given back first.
         self.seat = None;
@@ -239,6 +274,37 @@ impl Session {
             ),
             None => self.bad_token(out),
         }
+    }
+
+    /// The seat of `token` held (or left after a drop) on another node, taken over here: its
+    /// served time continues.
+    async fn resume_from_cluster(&self, token: u128) -> Option<Resumed> {
+        let cluster = self.engine.cluster.clone()?;
+        let remote = match cluster.0.resume(token).await {
+            Ok(r) => r?,
+            Err(e) => {
+                warn!(error = %e, "a resume could not ask the other nodes");
+                return None;
+            }
+        };
+        let now = Instant::now();
+        let clock = SeatClock {
+            since: now.checked_sub(remote.served).unwrap_or(now),
+            length: remote.length,
+        };
+        let day = Some(self.engine.store.local_date(Timestamp::now()));
+        let transport = self.peer.transport().unwrap_or_default();
+        let taken = self
+            .engine
+            .hub
+            .join_with(&remote.id, self.conn, clock, transport, day, Some(token))
+            .ok()?;
+        info!(student = %remote.id, served = ?remote.served, "resumed a seat from another node");
+        Some(Resumed {
+            membership: taken.membership,
+            clock: taken.clock,
+            took_over: true,
+        })
     }
 
     fn bad_token(&mut self, out: &mut Outbox) -> Flow {
@@ -271,7 +337,7 @@ impl Session {
     ) -> Flow {
         let seated_as_id = self.seat.as_ref().is_some_and(|s| s.membership.id == id);
         if !seated_as_id {
-            match self.join(id, None, arrived, out) {
+            match self.join(id, None, arrived, out).await {
                 (Flow::Continue, Seated::Yes) => {}
                 (flow, _) => return flow,
             }
@@ -297,6 +363,22 @@ impl Session {
             }
             self.send(out, &ServerLine::early(seconds_left(seat.due(), now)));
             return Flow::Continue;
+        }
+        // Fenced: a node whose lease ran out (paused, cut off) may have lost the seat to
+        // another node; it does not mark for a seat it no longer holds.
+        if let Some(cluster) = self.engine.cluster.clone() {
+            let seats = crate::cluster::lease_seats(&self.engine, Some(id));
+            let lost = match seats.first() {
+                Some(seat) => matches!(cluster.0.confirm(seat).await, Ok(false)),
+                // Given up already (an eviction raced this PRESENT).
+                None => true,
+            };
+            if lost {
+                warn!(student = %id, "seat lost to another node; not marking here");
+                self.engine.hub.evict(&id.class, &id.roll, 0);
+                self.send(out, &ServerLine::Event(Event::Replaced));
+                return Flow::Close;
+            }
         }
         let marked_at = Timestamp::now();
         let mut mark = Mark::present(

@@ -119,8 +119,12 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                         Box::pin(self.send_within(line, Some(FAREWELL_TIMEOUT))).await?;
                         return Ok(Flow::Close);
                     }
-                    if let Ok(Signal::Heartbeat(line)) = signal {
-                        Box::pin(self.send(line)).await?;
+                    match signal {
+                        Ok(Signal::Heartbeat(line)) => Box::pin(self.send(line)).await?,
+                        Ok(Signal::Admin(line)) if self.session.peer() == Peer::Admin => {
+                            Box::pin(self.send(line)).await?;
+                        }
+                        _ => {}
                     }
                 }
                 item = reader.next_line() => {
