@@ -400,9 +400,8 @@ fn token_arg(token: u128) -> String {
 
 impl Relay for RedisCluster {
     fn sent(&self, class: &ClassKey, line: &Bytes) {
-        if self.inner.is_down() {
-            return;
-        }
+        // Queued even while Redis is down: the publisher spends the line's number without
+        // sending it, so the other nodes' members learn of the gap when it is back.
         self.inner.enqueue(Out::Line {
             class: class.clone(),
             line: line.clone(),
@@ -472,5 +471,33 @@ impl ClusterLink for RedisCluster {
 
     fn health(&self) -> Arc<Dependency> {
         Arc::clone(&self.inner.health)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_url_is_never_shown() {
+        assert_eq!(redact("redis://:hunter2@db:6379/0"), "redis://:***@db:6379/0");
+        assert_eq!(redact("redis://app:hunter2@db"), "redis://app:***@db");
+        assert_eq!(redact("redis://hunter2@db"), "redis://***@db");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn tokens_and_keys_are_spelled_as_the_scripts_expect() {
+        assert_eq!(token_arg(0), "0");
+        assert_eq!(token_arg(255), format!("{:032x}", 255));
+        let class = ClassKey {
+            course: Field::new(FieldKind::Course, "Net").expect("course"),
+            division: Field::new(FieldKind::Division, "Div1").expect("division"),
+        };
+        let roll = Field::new(FieldKind::Roll, "R1").expect("roll");
+        // The resume script builds the seat key from its prefix and the token's fields.
+        assert_eq!(keys::seat(&class, &roll), format!("{}Net:Div1:R1", keys::SEAT));
+        assert_eq!(keys::class_channel(&class), "attendanced:class:Net:Div1");
     }
 }
