@@ -155,6 +155,21 @@ async fn three_nodes_behave_as_one_service() -> Result<()> {
     let mut bob_again = a.connect().await?;
     let r = bob_again.cmd("JOIN Net_Div1_Bob_R2").await?;
     ensure!(r.starts_with("OK JOIN"), "{r}");
+    // Quit and back at once on the same node: the late release of the old seat must not take
+    // the new one from Redis, so its token still resumes on another node.
+    ensure!(bob_again.cmd("QUIT").await? == "OK BYE");
+    let mut bob_third = join(&a, "Net_Div1_Bob_R2").await?;
+    let token = bob_third.token.clone().context("Bob's new token")?;
+    let mut on_c = c.connect().await?;
+    let r = on_c.cmd(&format!("RESUME {token}")).await?;
+    ensure!(r.starts_with("OK RESUME Net Div1 Bob R2 "), "{r}");
+    ensure!(
+        bob_third
+            .closed()
+            .await?
+            .iter()
+            .any(|l| l == "EVENT REPLACED")
+    );
     Ok(())
 }
 

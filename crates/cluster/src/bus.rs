@@ -159,7 +159,8 @@ impl Publisher<'_> {
             let mut call = inner.scripts.release.prepare_invoke();
             call.key(keys::seat(&class, &roll))
                 .key(keys::token(&token))
-                .arg(&inner.owner);
+                .arg(&inner.owner)
+                .arg(&token);
             if inner
                 .within(call.invoke_async::<i64>(&mut c))
                 .await

@@ -480,7 +480,10 @@ mod tests {
 
     #[test]
     fn a_password_in_the_url_is_never_shown() {
-        assert_eq!(redact("redis://:hunter2@db:6379/0"), "redis://:***@db:6379/0");
+        assert_eq!(
+            redact("redis://:hunter2@db:6379/0"),
+            "redis://:***@db:6379/0"
+        );
         assert_eq!(redact("redis://app:hunter2@db"), "redis://app:***@db");
         assert_eq!(redact("redis://hunter2@db"), "redis://***@db");
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
@@ -497,7 +500,10 @@ mod tests {
         };
         let roll = Field::new(FieldKind::Roll, "R1").expect("roll");
         // The resume script builds the seat key from its prefix and the token's fields.
-        assert_eq!(keys::seat(&class, &roll), format!("{}Net:Div1:R1", keys::SEAT));
+        assert_eq!(
+            keys::seat(&class, &roll),
+            format!("{}Net:Div1:R1", keys::SEAT)
+        );
         assert_eq!(keys::class_channel(&class), "attendanced:class:Net:Div1");
     }
 }

@@ -11,15 +11,14 @@ use redis::Script;
 
 /// KEYS: seat, token. ARGV: owner, token, lease_ms, ttl_ms, course, division, name, roll,
 /// served_ms, length_ms. Returns 2 (taken now), 1 (already this owner's: the node's own hub
-/// decides) or 0 (another owner's).
+/// decides; the key now names the new token, and the next renewal names the token the hub
+/// kept) or 0 (another owner's).
 pub(crate) fn claim() -> Script {
     Script::new(
         r"
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  if string.match(cur, '^(%S+)') == ARGV[1] then return 1 end
-  return 0
-end
+local mine = cur and string.match(cur, '^(%S+)') == ARGV[1]
+if cur and not mine then return 0 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
 if ARGV[2] ~= '0' then
   redis.call('HSET', KEYS[2], 'course', ARGV[5], 'division', ARGV[6], 'name', ARGV[7],
@@ -27,6 +26,7 @@ if ARGV[2] ~= '0' then
     'ttl_ms', ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
+if mine then return 1 end
 return 2
 ",
     )
@@ -68,12 +68,13 @@ return out
     )
 }
 
-/// KEYS: seat, token. ARGV: owner. Deletes the seat and its token if this owner holds them.
+/// KEYS: seat, token. ARGV: owner, token. Deletes the seat if this owner holds it under that
+/// token (not a newer seat of the same roll taken here since), and the token if it is this
+/// owner's.
 pub(crate) fn release() -> Script {
     Script::new(
         r"
-local cur = redis.call('GET', KEYS[1])
-if cur and string.match(cur, '^(%S+)') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] .. ' ' .. ARGV[2] then redis.call('DEL', KEYS[1]) end
 if redis.call('HGET', KEYS[2], 'owner') == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 ",
