@@ -248,6 +248,13 @@ pub(crate) struct FanoutArgs {
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     pub(crate) transport: Transport,
 
+    /// Daemons the class is spread over (clients round-robin, the speaker on the first), as
+    /// one service on a private `redis-server` the bench starts (`cluster.redis`). Above 1,
+    /// each round also runs the same fan-out on one node, and prints the ratios N nodes / one
+    /// node (not with `--compare`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub(crate) nodes: u8,
+
     #[command(flatten)]
     pub(crate) common: Common,
 }

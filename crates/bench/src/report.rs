@@ -104,6 +104,8 @@ pub(crate) struct Report {
     target: &'static str,
     /// How the daemon's clients connected, where the scenario lets one choose.
     transport: Option<Transport>,
+    /// Daemons the clients were spread over.
+    nodes: usize,
     detail: String,
     metrics: Vec<Metric>,
     problems: Vec<String>,
@@ -116,6 +118,7 @@ impl Report {
             scenario,
             target,
             transport: None,
+            nodes: 1,
             detail,
             metrics: Vec::new(),
             problems: Vec::new(),
@@ -126,6 +129,11 @@ impl Report {
     /// columns and the JSON line).
     pub(crate) fn transport(&mut self, transport: Transport) {
         self.transport = Some(transport);
+    }
+
+    /// The run spread its clients over `nodes` daemons (shown in its name when above 1).
+    pub(crate) fn nodes(&mut self, nodes: usize) {
+        self.nodes = nodes;
     }
 
     /// Adds a figure that describes the run (sizes, counts) and is not compared.
@@ -175,9 +183,14 @@ impl Report {
     /// What the run was against (`attendanced`, `redis`), with the transport if one was chosen
     /// (`attendanced ws`).
     pub(crate) fn target(&self) -> String {
-        match self.transport {
+        let name = match self.transport {
             Some(t) => format!("{} {}", self.target, t.name()),
             None => self.target.to_owned(),
+        };
+        if self.nodes > 1 {
+            format!("{name} ×{}", self.nodes)
+        } else {
+            name
         }
     }
 
@@ -209,6 +222,9 @@ impl Report {
         );
         if let Some(t) = self.transport {
             let _ = write!(out, ",\"transport\":{}", text(t.name()));
+        }
+        if self.nodes > 1 {
+            let _ = write!(out, ",\"nodes\":{}", self.nodes);
         }
         let _ = write!(out, ",\"ok\":{}", self.ok());
         for m in &self.metrics {

@@ -22,6 +22,9 @@ pub(crate) struct Target {
     /// Where a daemon serves `/ws`, if its web port is on (or, with `--addr`, `--web-addr`).
     web: Option<SocketAddr>,
     server: Server,
+    /// The other nodes of a cluster (`fanout --nodes`), and the Redis they share.
+    peers: Vec<DaemonProcess>,
+    bus: Option<RedisProcess>,
 }
 
 #[derive(Debug)]
@@ -48,6 +51,8 @@ impl Target {
                 addr,
                 web: common.web_addr,
                 server: Server::External,
+                peers: Vec::new(),
+                bus: None,
             });
         }
         settings.apply_overrides(&common.settings)?;
@@ -66,6 +71,56 @@ impl Target {
             addr: process.addr(),
             web: process.web_addr(),
             server: Server::Daemon(process),
+            peers: Vec::new(),
+            bus: None,
+        })
+    }
+
+    /// `nodes` daemons started with `settings` (plus the user's `--set`) as one service on a
+    /// private `redis-server` (no persistence) the bench starts for them.
+    ///
+    /// # Errors
+    /// With `--addr`, if Redis or a daemon does not start.
+    pub(crate) fn cluster(
+        common: &Common,
+        mut settings: Settings,
+        nodes: usize,
+    ) -> anyhow::Result<Self> {
+        if common.addr.is_some() {
+            anyhow::bail!("--nodes starts its own daemons; it does not take --addr");
+        }
+        let bus = RedisProcess::start(
+            &common.redis_bin,
+            Persistence::None,
+            common.tmp_dir.as_deref(),
+        )
+        .context("starting redis-server for the cluster (--nodes)")?;
+        settings.apply_overrides(&common.settings)?;
+        settings.set(
+            "cluster",
+            &format!("{{ redis = \"redis://{}\" }}", bus.addr()),
+        );
+        let bin = common
+            .daemon_bin
+            .clone()
+            .unwrap_or_else(daemon::default_binary);
+        let mut started = Vec::with_capacity(nodes);
+        for _ in 0..nodes {
+            started.push(DaemonProcess::start(
+                &bin,
+                &settings,
+                common.tmp_dir.as_deref(),
+                &common.daemon_log,
+            )?);
+        }
+        let first = started.remove(0);
+        Ok(Self {
+            kind: TargetKind::Daemon,
+            addr: first.addr(),
+            web: first.web_addr(),
+            server: Server::Daemon(first),
+            peers: started,
+            bus: Some(bus),
         })
     }
 
@@ -82,6 +137,8 @@ impl Target {
             addr: process.addr(),
             web: None,
             server: Server::Redis(process),
+            peers: Vec::new(),
+            bus: None,
         })
     }
 
@@ -102,6 +159,23 @@ impl Target {
                 Ok(Endpoint { transport, addr })
             }
         }
+    }
+
+    /// Where clients connect over `transport`, one per node: the first node's
+    /// ([`Target::endpoint`]), then the other nodes' of a cluster.
+    ///
+    /// # Errors
+    /// As [`Target::endpoint`].
+    pub(crate) fn endpoints(&self, transport: Transport) -> anyhow::Result<Vec<Endpoint>> {
+        let mut all = vec![self.endpoint(transport)?];
+        for peer in &self.peers {
+            let addr = match transport {
+                Transport::Tcp => peer.addr(),
+                Transport::Ws => peer.web_addr().context("a node without its web port")?,
+            };
+            all.push(Endpoint { transport, addr });
+        }
+        Ok(all)
     }
 
     /// Its resident memory in bytes, when the bench started it and it runs.
@@ -150,6 +224,15 @@ impl Target {
     /// The title line's details: address and pid.
     pub(crate) fn detail(&self) -> String {
         match &self.server {
+            Server::Daemon(d) if !self.peers.is_empty() => format!(
+                "{} nodes from {}, pid {}, redis {}",
+                self.peers.len() + 1,
+                self.addr,
+                d.pid(),
+                self.bus
+                    .as_ref()
+                    .map_or_else(String::new, |b| b.addr().to_string())
+            ),
             Server::Daemon(d) => match self.web {
                 Some(web) => format!("{}, web {web}, pid {}", self.addr, d.pid()),
                 None => format!("{}, pid {}", self.addr, d.pid()),

@@ -202,6 +202,35 @@ fn fanout_loses_no_message() -> Result<()> {
 }
 
 #[test]
+fn fanout_over_three_nodes_loses_no_message_and_runs_its_one_node_reference() -> Result<()> {
+    // redis-server is installed by the README's test command (cargo xtask test).
+    let lines = bench(&[
+        "fanout",
+        "--nodes",
+        "3",
+        "--clients",
+        "30",
+        "--messages",
+        "20",
+        "--rate",
+        "200",
+    ])?;
+    ensure!(lines.len() == 2, "expected two JSON lines, got {lines:?}");
+    assert_eq!(lines[0]["nodes"], 3);
+    assert!(lines[1].get("nodes").is_none(), "{}", lines[1]);
+    for r in &lines {
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["receivers"], 29, "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["closed"], 0, "{r}");
+        if r["lagging"] == 0 {
+            assert_eq!(r["deliveries"], 29 * 20, "{r}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn fanout_over_websocket_loses_no_message_and_runs_its_tcp_reference() -> Result<()> {
     let lines = bench(&[
         "fanout",

@@ -168,7 +168,10 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
     }
     net::ensure_fits(args.clients)?;
     let kind = target.kind;
-    let to = target.endpoint(args.transport)?;
+    // One endpoint per node: the speaker on the first, receivers round-robin over all.
+    let nodes = target.endpoints(args.transport)?;
+    let to = nodes[0];
+    let nodes_n = nodes.len();
     let run_id = super::run_id();
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
@@ -218,6 +221,7 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
             open_many(receivers, args.common.connect_concurrency, args.common.timeout, move |i| {
             let (shared, stop, class, channel) =
                 (shared.clone(), stop.clone(), class.clone(), channel.clone());
+            let to = nodes[(i + 1) % nodes.len()];
             async move { open_receiver(kind, to, i + 1, &class, &channel, shared, stop).await }
         })
         .await
@@ -228,6 +232,7 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
     let mut report = Report::new("fanout", kind.name(), target.detail());
     if kind == TargetKind::Daemon {
         report.transport(to.transport);
+        report.nodes(nodes_n);
     }
     if opened.failed > 0 {
         report.problem(format!(

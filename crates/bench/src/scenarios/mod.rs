@@ -35,6 +35,8 @@ enum Reference {
     /// `fanout --transport ws`: the same fan-out over TCP, on a daemon of its own with the same
     /// settings.
     Tcp,
+    /// `fanout --nodes N`: the same fan-out on one node.
+    OneNode,
 }
 
 /// A load scenario (the ones that run against a server).
@@ -86,6 +88,17 @@ impl Load {
     /// For `fanout --transport ws` with `--compare` (its reference is TCP), and `--rounds`
     /// without a reference.
     fn reference(&self) -> anyhow::Result<Option<Reference>> {
+        if let Self::Fanout(a) = self {
+            if a.nodes > 1 {
+                if self.common().compare.is_some() || a.transport == Transport::Ws {
+                    bail!(
+                        "fanout --nodes is compared with the same fan-out on one node over TCP; \
+                         --compare and --transport ws do not apply to it (run them apart)"
+                    );
+                }
+                return Ok(Some(Reference::OneNode));
+            }
+        }
         let ws_fanout = matches!(self, Self::Fanout(a) if a.transport == Transport::Ws);
         let reference = match (ws_fanout, self.common().compare) {
             (true, Some(_)) => bail!(
@@ -100,6 +113,23 @@ impl Load {
             bail!("--rounds needs a reference: --compare redis, or fanout --transport ws");
         }
         Ok(reference)
+    }
+
+    /// The same load on one node.
+    fn one_node(&self) -> Self {
+        let mut load = self.clone();
+        if let Self::Fanout(a) = &mut load {
+            a.nodes = 1;
+        }
+        load
+    }
+
+    /// Daemons the load runs on.
+    fn nodes(&self) -> usize {
+        match self {
+            Self::Fanout(a) => usize::from(a.nodes),
+            Self::Hold(_) | Self::Storm(_) | Self::Marks(_) => 1,
+        }
     }
 
     /// The same load with the daemon's clients on the student port.
@@ -176,6 +206,9 @@ pub(crate) async fn run(scenario: Scenario) -> anyhow::Result<bool> {
             }
             // The same settings (web port included), so only the clients' transport differs.
             Some(Reference::Tcp) => run_daemon(&load.over_tcp(), &common, settings.clone()).await?,
+            Some(Reference::OneNode) => {
+                run_daemon(&load.one_node(), &common, settings.clone()).await?
+            }
         };
         print(&other);
         println!("{}", comparison(&report, &other));
@@ -194,7 +227,10 @@ pub(crate) async fn run(scenario: Scenario) -> anyhow::Result<bool> {
 
 /// One run against a daemon of its own started with `settings` (or the one at `--addr`).
 async fn run_daemon(load: &Load, common: &Common, settings: Settings) -> anyhow::Result<Report> {
-    let mut daemon = Target::daemon(common, settings)?;
+    let mut daemon = match load.nodes() {
+        1 => Target::daemon(common, settings)?,
+        n => Target::cluster(common, settings, n)?,
+    };
     match load.run(&mut daemon).await {
         Ok(report) => Ok(report),
         Err(e) => {
