@@ -90,9 +90,9 @@ pub(crate) struct Common {
     pub(crate) connect_concurrency: usize,
 
     /// With `--compare` (or `fanout --transport ws`, whose reference is the same fan-out over
-    /// TCP): run the daemon and the reference alternately this many times each, and end with
-    /// the median, lowest and highest ratio of every figure (one round can be off by ±15 % on a
-    /// shared machine).
+    /// TCP, or `fanout --nodes N`, whose reference is one node): run the daemon and the
+    /// references alternately this many times each, and end with the median, lowest and highest
+    /// ratio of every figure (one round can be off by ±15 % on a shared machine).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub(crate) rounds: u32,
 
@@ -249,9 +249,10 @@ pub(crate) struct FanoutArgs {
     pub(crate) transport: Transport,
 
     /// Daemons the class is spread over (clients round-robin, the speaker on the first), as
-    /// one service on a private `redis-server` the bench starts (`cluster.redis`). Above 1,
-    /// each round also runs the same fan-out on one node, and prints the ratios N nodes / one
-    /// node (not with `--compare`).
+    /// one service on a private `redis-server` the bench starts on a free loopback port
+    /// (`cluster.redis`). Above 1, each round also runs the same fan-out on one node and prints
+    /// the ratios N nodes / one node; with `--compare redis`, then Redis too, and the ratios
+    /// one node / Redis (not with `--transport ws`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub(crate) nodes: u8,
 

@@ -6,6 +6,7 @@
 //! attendance-bench hold   --clients 19000 --settle 600s --rss-every 10s --max-rss-growth 5
 //! attendance-bench storm  --clients 1000 [--compare redis]
 //! attendance-bench fanout --clients 2000 --messages 100 [--rate 50] [--compare redis]
+//! attendance-bench fanout --clients 2000 --messages 100 --nodes 3 [--compare redis]
 //! attendance-bench marks  --clients 256 --marks 20000 [--compare redis]
 //! attendance-bench fsync  [--count 2000] [--tmp-dir DIR]
 //! attendance-bench startup [--rows 1000000] [--days 365]

@@ -250,8 +250,13 @@ impl Report {
 pub(crate) fn comparison(a: &Report, b: &Report) -> String {
     let width = a.label_width().max(6);
     let (ta, tb) = (a.target(), b.target());
+    // Columns as wide as the longer name (`attendanced tcp ×3`), at least 16.
+    let col = [&ta, &tb]
+        .iter()
+        .map(|t| t.chars().count())
+        .fold(16, usize::max);
     let mut out = format!(
-        "{} — {ta} / {tb}\n  {:width$}  {:>16}  {:>16}  {:>8}\n",
+        "{} — {ta} / {tb}\n  {:width$}  {:>col$}  {:>col$}  {:>8}\n",
         a.scenario, "figure", ta, tb, "ratio"
     );
     for m in a.metrics.iter().filter(|m| m.compared) {
@@ -264,7 +269,7 @@ pub(crate) fn comparison(a: &Report, b: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:width$}  {:>16}  {:>16}  {:>8}",
+            "  {:width$}  {:>col$}  {:>col$}  {:>8}",
             m.label,
             m.value.to_string(),
             other.value.to_string(),
@@ -315,8 +320,9 @@ pub(crate) fn ratio_summary(
         "highest"
     );
     let mut json = format!(
-        "{{\"scenario\":{},\"summary\":\"ratios\",\"rounds\":{}",
+        "{{\"scenario\":{},\"summary\":\"ratios\",\"of\":{},\"rounds\":{}",
         serde_json::Value::from(scenario),
+        serde_json::Value::from(format!("{} / {}", targets.0, targets.1)),
         rounds.len()
     );
     for (key, label) in keys {
@@ -390,6 +396,7 @@ mod tests {
             "{row}"
         );
         assert!(text.contains("\"rate_per_s_ratio_median\":1.0"), "{text}");
+        assert!(text.contains("\"of\":\"attendanced / redis\""), "{text}");
         assert_eq!(median(&[1.0, 2.0, 3.0, 4.0]), 2.5);
     }
 

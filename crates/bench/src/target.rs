@@ -1,5 +1,8 @@
 //! The server under load in one run — a daemon the bench started, a daemon already running
-//! (`--addr`), or Redis — with what can be measured about it (RSS, its directory, its CSV).
+//! (`--addr`), several daemons the bench started as one service on a private Redis
+//! (`fanout --nodes`), or Redis — with what can be measured about it (RSS, its directory, its
+//! CSV; of a service, its first node's). Everything the bench started is killed when the
+//! target is dropped: the nodes first, then their Redis.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -77,10 +80,12 @@ impl Target {
     }
 
     /// `nodes` daemons started with `settings` (plus the user's `--set`) as one service on a
-    /// private `redis-server` (no persistence) the bench starts for them.
+    /// private `redis-server` (no persistence, a free loopback port — never the machine's
+    /// Redis) the bench starts for them. If anything fails to start, what did start is killed.
     ///
     /// # Errors
-    /// With `--addr`, if Redis or a daemon does not start.
+    /// With `--addr` or no node, if a `--set` is malformed, or if Redis or a daemon does not
+    /// start.
     pub(crate) fn cluster(
         common: &Common,
         mut settings: Settings,
@@ -89,37 +94,44 @@ impl Target {
         if common.addr.is_some() {
             anyhow::bail!("--nodes starts its own daemons; it does not take --addr");
         }
+        if nodes == 0 {
+            anyhow::bail!("a service needs at least one node");
+        }
+        settings.apply_overrides(&common.settings)?;
         let bus = RedisProcess::start(
             &common.redis_bin,
             Persistence::None,
             common.tmp_dir.as_deref(),
         )
-        .context("starting redis-server for the cluster (--nodes)")?;
-        settings.apply_overrides(&common.settings)?;
-        settings.set(
-            "cluster",
-            &format!("{{ redis = \"redis://{}\" }}", bus.addr()),
-        );
+        .context("starting redis-server for the nodes (--nodes)")?;
+        // A dotted key, so `--set cluster.lease=…` can sit beside it; set last, so no `--set`
+        // can point the nodes at another Redis.
+        settings.set("cluster.redis", &format!("\"redis://{}\"", bus.addr()));
         let bin = common
             .daemon_bin
             .clone()
             .unwrap_or_else(daemon::default_binary);
         let mut started = Vec::with_capacity(nodes);
-        for _ in 0..nodes {
-            started.push(DaemonProcess::start(
+        for n in 1..=nodes {
+            let node = DaemonProcess::start(
                 &bin,
                 &settings,
                 common.tmp_dir.as_deref(),
                 &common.daemon_log,
-            )?);
+            )
+            .with_context(|| format!("starting node {n} of {nodes}"))?;
+            started.push(node);
         }
-        let first = started.remove(0);
+        let mut started = started.into_iter();
+        let Some(first) = started.next() else {
+            anyhow::bail!("no node started");
+        };
         Ok(Self {
             kind: TargetKind::Daemon,
             addr: first.addr(),
             web: first.web_addr(),
             server: Server::Daemon(first),
-            peers: started,
+            peers: started.collect(),
             bus: Some(bus),
         })
     }
@@ -224,15 +236,21 @@ impl Target {
     /// The title line's details: address and pid.
     pub(crate) fn detail(&self) -> String {
         match &self.server {
-            Server::Daemon(d) if !self.peers.is_empty() => format!(
-                "{} nodes from {}, pid {}, redis {}",
-                self.peers.len() + 1,
-                self.addr,
-                d.pid(),
-                self.bus
-                    .as_ref()
-                    .map_or_else(String::new, |b| b.addr().to_string())
-            ),
+            Server::Daemon(d) if !self.peers.is_empty() => {
+                let mut nodes = format!("{} pid {}", self.addr, d.pid());
+                for peer in &self.peers {
+                    nodes.push_str(&format!(", {} pid {}", peer.addr(), peer.pid()));
+                }
+                match &self.bus {
+                    Some(bus) => format!(
+                        "{} nodes: {nodes}; redis {} pid {}",
+                        self.peers.len() + 1,
+                        bus.addr(),
+                        bus.pid()
+                    ),
+                    None => format!("{} nodes: {nodes}", self.peers.len() + 1),
+                }
+            }
             Server::Daemon(d) => match self.web {
                 Some(web) => format!("{}, web {web}, pid {}", self.addr, d.pid()),
                 None => format!("{}, pid {}", self.addr, d.pid()),
@@ -248,6 +266,18 @@ impl Target {
     /// The end of the daemon's log, for error messages.
     pub(crate) fn log_tail(&self) -> Option<String> {
         match &self.server {
+            Server::Daemon(d) if !self.peers.is_empty() => {
+                let mut out = format!("--- node 1 ({})\n{}", self.addr, d.log_tail());
+                for (i, peer) in self.peers.iter().enumerate() {
+                    out.push_str(&format!(
+                        "\n--- node {} ({})\n{}",
+                        i + 2,
+                        peer.addr(),
+                        peer.log_tail()
+                    ));
+                }
+                Some(out)
+            }
             Server::Daemon(d) => Some(d.log_tail()),
             Server::Redis(_) | Server::External => None,
         }

@@ -12,6 +12,11 @@
 //!
 //! `--transport ws`: the speaker and every receiver connect over `/ws` on the web port; each
 //! round then also runs over TCP on a daemon of its own (see [`super::run`]) for the ratio.
+//!
+//! `--nodes N`: N daemons share a private Redis as one service ([`Target::cluster`]); the
+//! speaker is on the first, receiver `i` on node `i mod N`, so most receivers hear the speaker
+//! through Redis. Each round then also runs on one node (and, with `--compare redis`, on Redis)
+//! for the ratios.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -170,7 +175,7 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
     let kind = target.kind;
     // One endpoint per node: the speaker on the first, receivers round-robin over all.
     let nodes = target.endpoints(args.transport)?;
-    let to = nodes[0];
+    let to = *nodes.first().context("no node to connect to")?;
     let nodes_n = nodes.len();
     let run_id = super::run_id();
     let stop = CancellationToken::new();

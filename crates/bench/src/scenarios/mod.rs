@@ -1,6 +1,7 @@
 //! The scenarios, and what they share: running one against the daemon and then against its
-//! reference (with `--compare redis`, Redis; for `fanout --transport ws`, the same fan-out over
-//! TCP on a daemon of its own), the daemon settings every run starts from, run identities, and
+//! references (with `--compare redis`, Redis; for `fanout --transport ws`, the same fan-out over
+//! TCP on a daemon of its own; for `fanout --nodes N`, the same fan-out on one node, before
+//! Redis if both are asked for), the daemon settings every run starts from, run identities, and
 //! opening many connections with bounded concurrency.
 
 pub(crate) mod fanout;
@@ -27,7 +28,7 @@ use crate::report::{Report, comparison, ratio_summary, ratios};
 use crate::target::Target;
 use crate::workers;
 
-/// What each round's daemon run is compared with.
+/// What a round's daemon run is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reference {
     /// `--compare redis`: the same shape against Redis.
@@ -82,37 +83,41 @@ impl Load {
         }
     }
 
-    /// What each round is compared with, if anything.
+    /// What each round's measured run is compared with, in order: each reference's run is
+    /// compared with the run before it (`fanout --nodes N --compare redis`: N nodes / one node,
+    /// then one node / Redis).
     ///
     /// # Errors
-    /// For `fanout --transport ws` with `--compare` (its reference is TCP), and `--rounds`
-    /// without a reference.
-    fn reference(&self) -> anyhow::Result<Option<Reference>> {
-        if let Self::Fanout(a) = self {
-            if a.nodes > 1 {
-                if self.common().compare.is_some() || a.transport == Transport::Ws {
-                    bail!(
-                        "fanout --nodes is compared with the same fan-out on one node over TCP; \
-                         --compare and --transport ws do not apply to it (run them apart)"
-                    );
-                }
-                return Ok(Some(Reference::OneNode));
-            }
-        }
-        let ws_fanout = matches!(self, Self::Fanout(a) if a.transport == Transport::Ws);
-        let reference = match (ws_fanout, self.common().compare) {
-            (true, Some(_)) => bail!(
-                "fanout --transport ws is compared with the same fan-out over TCP; \
-                 --compare does not apply to it"
-            ),
-            (true, None) => Some(Reference::Tcp),
-            (false, Some(CompareWith::Redis)) => Some(Reference::Redis),
-            (false, None) => None,
+    /// For `fanout --transport ws` with `--compare` or `--nodes` (its reference is TCP), and
+    /// `--rounds` without a reference.
+    fn references(&self) -> anyhow::Result<Vec<Reference>> {
+        let (ws_fanout, nodes) = match self {
+            Self::Fanout(a) => (a.transport == Transport::Ws, a.nodes > 1),
+            Self::Hold(_) | Self::Storm(_) | Self::Marks(_) => (false, false),
         };
-        if reference.is_none() && self.common().rounds > 1 {
-            bail!("--rounds needs a reference: --compare redis, or fanout --transport ws");
+        let mut references = Vec::new();
+        if ws_fanout {
+            if self.common().compare.is_some() || nodes {
+                bail!(
+                    "fanout --transport ws is compared with the same fan-out over TCP; \
+                     --compare and --nodes do not apply to it"
+                );
+            }
+            references.push(Reference::Tcp);
         }
-        Ok(reference)
+        if nodes {
+            references.push(Reference::OneNode);
+        }
+        if self.common().compare == Some(CompareWith::Redis) {
+            references.push(Reference::Redis);
+        }
+        if references.is_empty() && self.common().rounds > 1 {
+            bail!(
+                "--rounds needs a reference: --compare redis, fanout --nodes N, or fanout \
+                 --transport ws"
+            );
+        }
+        Ok(references)
     }
 
     /// The same load on one node.
@@ -187,40 +192,47 @@ pub(crate) async fn run(scenario: Scenario) -> anyhow::Result<bool> {
         }
     };
     let common = load.common().clone();
-    let reference = load.reference()?;
+    let references = load.references()?;
     let settings = load.daemon_settings();
     let mut ok = true;
-    let mut rounds = Vec::new();
-    let mut names = (String::new(), String::new());
+    // Per compared pair (measured / first reference, then each reference / the next): the
+    // targets' names and every round's ratios.
+    let mut pairs: Vec<((String, String), Vec<_>)> = Vec::new();
     for _ in 0..common.rounds {
-        let report = run_daemon(&load, &common, settings.clone()).await?;
-        print(&report);
-        ok &= report.ok();
-        let other = match reference {
-            None => continue,
-            Some(Reference::Redis) => {
-                let mut redis = Target::redis(&common, load.persistence())?;
-                let other = load.run(&mut redis).await?;
-                drop(redis);
-                other
+        let mut previous = run_daemon(&load, &common, settings.clone()).await?;
+        print(&previous);
+        ok &= previous.ok();
+        for (i, reference) in references.iter().enumerate() {
+            let other = match reference {
+                Reference::Redis => {
+                    let mut redis = Target::redis(&common, load.persistence())?;
+                    let other = load.run(&mut redis).await?;
+                    drop(redis);
+                    other
+                }
+                // The same settings (web port included), so only the clients' transport
+                // differs.
+                Reference::Tcp => run_daemon(&load.over_tcp(), &common, settings.clone()).await?,
+                Reference::OneNode => {
+                    run_daemon(&load.one_node(), &common, settings.clone()).await?
+                }
+            };
+            print(&other);
+            println!("{}", comparison(&previous, &other));
+            ok &= other.ok();
+            if pairs.len() <= i {
+                pairs.push(((previous.target(), other.target()), Vec::new()));
             }
-            // The same settings (web port included), so only the clients' transport differs.
-            Some(Reference::Tcp) => run_daemon(&load.over_tcp(), &common, settings.clone()).await?,
-            Some(Reference::OneNode) => {
-                run_daemon(&load.one_node(), &common, settings.clone()).await?
+            if let Some((_, rounds)) = pairs.get_mut(i) {
+                rounds.push(ratios(&previous, &other));
             }
-        };
-        print(&other);
-        println!("{}", comparison(&report, &other));
-        ok &= other.ok();
-        rounds.push(ratios(&report, &other));
-        names = (report.target(), other.target());
+            previous = other;
+        }
     }
-    if rounds.len() > 1 {
-        println!(
-            "{}",
-            ratio_summary(load.name(), (&names.0, &names.1), &rounds)
-        );
+    if common.rounds > 1 {
+        for ((a, b), rounds) in &pairs {
+            println!("{}", ratio_summary(load.name(), (a, b), rounds));
+        }
     }
     Ok(ok)
 }
@@ -364,7 +376,7 @@ mod tests {
     #[test]
     fn a_websocket_fanout_is_compared_with_tcp_and_nothing_else() {
         let ws = load(&["fanout", "--transport", "ws", "--rounds", "3"]);
-        assert_eq!(ws.reference().ok(), Some(Some(Reference::Tcp)));
+        assert_eq!(ws.references().ok(), Some(vec![Reference::Tcp]));
         let Load::Fanout(tcp) = ws.over_tcp() else {
             panic!("fanout");
         };
@@ -374,22 +386,47 @@ mod tests {
         assert!(!load(&["fanout"]).daemon_settings().has("web_listen"));
         assert!(
             load(&["fanout", "--transport", "ws", "--compare", "redis"])
-                .reference()
+                .references()
                 .is_err()
         );
+        assert!(
+            load(&["fanout", "--transport", "ws", "--nodes", "2"])
+                .references()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_fanout_over_nodes_is_compared_with_one_node_then_one_node_with_redis() {
+        let three = load(&["fanout", "--nodes", "3", "--compare", "redis"]);
+        assert_eq!(three.nodes(), 3);
+        assert_eq!(
+            three.references().ok(),
+            Some(vec![Reference::OneNode, Reference::Redis])
+        );
+        assert_eq!(three.one_node().nodes(), 1);
+        assert_eq!(
+            load(&["fanout", "--nodes", "2", "--rounds", "3"])
+                .references()
+                .ok(),
+            Some(vec![Reference::OneNode])
+        );
+        assert_eq!(load(&["fanout"]).nodes(), 1);
+        let cli = Cli::try_parse_from(["attendance-bench", "fanout", "--nodes", "0"]);
+        assert!(cli.is_err());
     }
 
     #[test]
     fn redis_is_the_reference_of_compare_and_rounds_need_one() {
         assert_eq!(
             load(&["hold", "--transport", "ws", "--compare", "redis"])
-                .reference()
+                .references()
                 .ok(),
-            Some(Some(Reference::Redis))
+            Some(vec![Reference::Redis])
         );
-        assert_eq!(load(&["hold"]).reference().ok(), Some(None));
-        assert!(load(&["hold", "--rounds", "2"]).reference().is_err());
-        assert!(load(&["fanout", "--rounds", "2"]).reference().is_err());
+        assert_eq!(load(&["hold"]).references().ok(), Some(vec![]));
+        assert!(load(&["hold", "--rounds", "2"]).references().is_err());
+        assert!(load(&["fanout", "--rounds", "2"]).references().is_err());
         assert!(
             load(&["hold", "--transport", "ws"])
                 .daemon_settings()
