@@ -162,3 +162,33 @@ impl Drop for PrivatePostgres {
         }
     }
 }
+
+/// What psql prints for `sql` against `pg`, unaligned, fields split by a space.
+///
+/// # Errors
+/// If psql fails.
+pub fn psql(pg: &PrivatePostgres, sql: &str) -> Result<String> {
+    let out = Command::new("psql")
+        .args([&pg.url(), "-AtqX", "-F", " ", "-c", sql])
+        .output()
+        .context("psql")?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The rows of `attendance_marks` as (roll, marked_at_text), in the order `order_by` gives.
+///
+/// # Errors
+/// If psql fails.
+pub fn stored_marks(pg: &PrivatePostgres, order_by: &str) -> Result<Vec<(String, String)>> {
+    Ok(psql(
+        pg,
+        &format!("SELECT roll, marked_at_text FROM attendance_marks ORDER BY {order_by}"),
+    )?
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect())
+}

@@ -6,11 +6,10 @@
 //! The student reconnects to the other node directly, as a TCP balancer would send it there
 //! once the killed node fails its health check (HAProxy is not part of the test set-up).
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use attendance_tests::postgres::PrivatePostgres;
+use attendance_tests::postgres::{PrivatePostgres, stored_marks};
 use attendance_tests::redis::PrivateRedis;
 use attendance_tests::{Client, Daemon};
 
@@ -50,21 +49,7 @@ async fn present(c: &mut Client) -> Result<String> {
 }
 
 fn stored(pg: &PrivatePostgres) -> Result<Vec<(String, String)>> {
-    let out = Command::new("psql")
-        .args([&pg.url(), "-AtqX", "-F", " ", "-c"])
-        .arg("SELECT roll, marked_at_text FROM attendance_marks ORDER BY roll, id")
-        .output()
-        .context("psql")?;
-    ensure!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .collect())
+    stored_marks(pg, "roll, id")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,33 +12,12 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use anyhow::{Context as _, Result, ensure};
-use attendance_tests::postgres::PrivatePostgres;
+use attendance_tests::postgres::{PrivatePostgres, psql, stored_marks};
 use attendance_tests::{Client, Daemon, bin_path};
-
-/// What psql prints for `sql`, unaligned, fields split by a space.
-fn psql(pg: &PrivatePostgres, sql: &str) -> Result<String> {
-    let out = Command::new("psql")
-        .args([&pg.url(), "-AtqX", "-F", " ", "-c", sql])
-        .output()
-        .context("psql")?;
-    ensure!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 /// Rows of `attendance_marks` in the order stored: (roll, marked_at_text).
 fn stored(pg: &PrivatePostgres) -> Result<Vec<(String, String)>> {
-    Ok(psql(
-        pg,
-        "SELECT roll, marked_at_text FROM attendance_marks ORDER BY id",
-    )?
-    .lines()
-    .filter_map(|l| l.split_once(' '))
-    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-    .collect())
+    stored_marks(pg, "id")
 }
 
 fn node(url: &str) -> Result<Daemon> {

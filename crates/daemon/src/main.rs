@@ -463,16 +463,17 @@ async fn serve(
     let (controls, control_rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(on_sighup(reload, controls));
     let frontends: Vec<Box<dyn attendance_server::Frontend>> = vec![Box::new(web)];
+    // This node's name in stored rows and in the cluster: the host and the student port.
+    let node = node_name(
+        listener
+            .local_addr()
+            .map_or(config.listen.port(), |a| a.port()),
+    );
     let store = match &config.store {
         None => None,
         Some(url) => {
-            let node = node_name(
-                listener
-                    .local_addr()
-                    .map_or(config.listen.port(), |a| a.port()),
-            );
             let (sink, index) =
-                attendance_stores::connect(url, config.split().0.time_zone(), node).await?;
+                attendance_stores::connect(url, config.split().0.time_zone(), node.clone()).await?;
             let sink: Box<dyn attendance_server::store::ExternalSink> = Box::new(sink);
             Some((sink, index))
         }
@@ -480,11 +481,6 @@ async fn serve(
     let cluster = match &config.cluster.redis {
         None => None,
         Some(url) => {
-            let node = node_name(
-                listener
-                    .local_addr()
-                    .map_or(config.listen.port(), |a| a.port()),
-            );
             let options = attendance_cluster::Options {
                 url: url.clone(),
                 node,
