@@ -5,12 +5,13 @@
 //! is an enum: the CSV path stays a direct call, an external sink one boxed future per batch
 //! (a database round trip costs far more than the box).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 use super::chain::CheckpointReason;
-use super::{BatchSink, CsvSink, Held, Mark, StorageError, encode_mark};
+use super::{BatchSink, CsvSink, Held, Mark, Pipeline, StorageError, encode_mark};
 
 /// A sink the writer commits batches to through a trait object: every row is the mark's CSV
 /// row without its hash ([`encode_mark`]), so an external sink keeps the very bytes a CSV would
@@ -27,6 +28,11 @@ pub trait ExternalSink: Send + 'static {
 
     /// Its state for `/healthz` and the metrics, if it reports one.
     fn health(&self) -> Option<std::sync::Arc<crate::ops::health::Dependency>> {
+        None
+    }
+
+    /// How to commit several batches at once, if it can ([`BatchSink::pipeline`]).
+    fn pipeline(&self) -> Option<Arc<dyn Pipeline<Vec<u8>>>> {
         None
     }
 }
@@ -104,6 +110,13 @@ impl BatchSink for DaemonSink {
         match self {
             Self::Csv(c) => BatchSink::head(c),
             Self::External(_) => None,
+        }
+    }
+
+    fn pipeline(&self) -> Option<Arc<dyn Pipeline<Vec<u8>>>> {
+        match self {
+            Self::Csv(_) => None,
+            Self::External(e) => e.pipeline(),
         }
     }
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attendance_protocol::{AttendanceStatus, ClassKey, Field, StudentId, Timestamp};
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::csv::{
@@ -27,6 +28,7 @@ pub use self::csv::{
     encode_row, neutralise, open_csv,
 };
 pub use self::external::{DaemonSink, ExternalSink};
+
 pub use self::index::Index;
 use self::writer::{Pending, Request};
 use crate::metrics::Metrics;
@@ -174,6 +176,33 @@ pub trait BatchSink: Send + 'static {
     fn head(&self) -> Option<([u8; 32], u64)> {
         None
     }
+
+    /// How to commit several batches at once, for a sink that can (a database over a pool of
+    /// connections); `None`, the default, commits one batch at a time through
+    /// [`BatchSink::commit`] (a file: one `fdatasync` covers everything written before it).
+    fn pipeline(&self) -> Option<Arc<dyn Pipeline<Self::Row>>> {
+        None
+    }
+}
+
+/// What a [`Pipeline`] commit came back with.
+#[derive(Debug)]
+pub struct Committed {
+    /// As [`BatchSink::commit`]'s.
+    pub result: Result<Held, StorageError>,
+    /// How long the commit took, if it committed (for metrics).
+    pub took: Option<Duration>,
+}
+
+/// A sink's way to commit several batches at once, each commit borrowing nothing of the sink,
+/// so the writer can send the next batch while earlier ones are still on their way (a
+/// database commits them on separate connections and flushes its log for all of them at once).
+pub trait Pipeline<R>: Send + Sync + 'static {
+    /// Most batches in flight at once.
+    fn depth(&self) -> usize;
+
+    /// Makes `rows` durable, all or none, as [`BatchSink::commit`] does.
+    fn commit(&self, rows: Vec<R>) -> BoxFuture<'static, Committed>;
 }
 
 /// The chain's head as the writer last saw it (shown on the teacher's page).

@@ -20,23 +20,21 @@ struct Log {
 
 /// An in-memory sink whose commits wait for a permit, so a test can queue marks while the
 /// writer is held up in a commit, and then let a whole batch through at once.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Memory {
     log: Arc<Mutex<Log>>,
     gate: Arc<Semaphore>,
     /// Told each time a commit begins.
     entered: tokio::sync::mpsc::UnboundedSender<()>,
+    /// Batches it commits at once (above 1: through [`Pipeline`]).
+    depth: usize,
 }
 
-impl BatchSink for Memory {
-    /// (roll, marked_at).
-    type Row = (String, Timestamp);
+/// (roll, marked_at).
+type Row = (String, Timestamp);
 
-    fn encode(mark: &Mark) -> Self::Row {
-        (mark.id.roll.to_string(), mark.marked_at)
-    }
-
-    async fn commit(&mut self, rows: &[Self::Row]) -> Result<Held, StorageError> {
+impl Memory {
+    async fn commit_rows(&self, rows: &[Row]) -> Result<Held, StorageError> {
         let _ = self.entered.send(());
         if let Ok(permit) = self.gate.acquire().await {
             permit.forget();
@@ -58,6 +56,38 @@ impl BatchSink for Memory {
         }
         log.batches.push(kept);
         Ok(held)
+    }
+}
+
+impl Pipeline<Row> for Memory {
+    fn depth(&self) -> usize {
+        self.depth
+    }
+
+    fn commit(&self, rows: Vec<Row>) -> BoxFuture<'static, Committed> {
+        let sink = self.clone();
+        Box::pin(async move {
+            Committed {
+                result: sink.commit_rows(&rows).await,
+                took: None,
+            }
+        })
+    }
+}
+
+impl BatchSink for Memory {
+    type Row = Row;
+
+    fn encode(mark: &Mark) -> Self::Row {
+        (mark.id.roll.to_string(), mark.marked_at)
+    }
+
+    async fn commit(&mut self, rows: &[Self::Row]) -> Result<Held, StorageError> {
+        self.commit_rows(rows).await
+    }
+
+    fn pipeline(&self) -> Option<Arc<dyn Pipeline<Row>>> {
+        (self.depth > 1).then(|| Arc::new(self.clone()) as Arc<dyn Pipeline<Row>>)
     }
 
     async fn reopen(&mut self) -> Result<(), StorageError> {
@@ -100,6 +130,10 @@ struct Fixture {
 }
 
 fn start() -> Fixture {
+    start_with_depth(1)
+}
+
+fn start_with_depth(depth: usize) -> Fixture {
     let log = Arc::new(Mutex::new(Log::default()));
     let gate = Arc::new(Semaphore::new(0));
     let (tell, entered) = tokio::sync::mpsc::unbounded_channel();
@@ -107,6 +141,7 @@ fn start() -> Fixture {
         log: Arc::clone(&log),
         gate: Arc::clone(&gate),
         entered: tell,
+        depth,
     };
     let (store, task) = spawn(
         sink,
@@ -129,10 +164,32 @@ impl Fixture {
 
     /// Waits until the writer is in a commit (held there until the gate opens).
     async fn in_commit(&mut self) {
-        self.entered
-            .recv()
+        tokio::time::timeout(Duration::from_secs(10), self.entered.recv())
             .await
+            .expect("a commit began within 10 s")
             .expect("the writer entered a commit");
+    }
+
+    /// Records `roll` at `at` in a task of its own.
+    fn record(
+        &self,
+        roll: &str,
+        at: &str,
+    ) -> tokio::task::JoinHandle<Result<Recorded, StoreError>> {
+        let store = self.store.clone();
+        let m = mark(roll, at);
+        tokio::spawn(async move { store.record(m).await })
+    }
+
+    /// Waits (bounded) until `n` requests wait for the writer.
+    async fn queued(&self, n: usize) {
+        for _ in 0..10_000 {
+            if self.store.queued() == n {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(self.store.queued(), n);
     }
 
     async fn stop(self) {
@@ -280,6 +337,53 @@ async fn a_closed_store_says_so() {
         f.store.record(mark("1", "2026-11-23T08:00:00.000Z")).await,
         Err(StoreError::Closed)
     );
+}
+
+#[tokio::test]
+async fn a_pipelined_sink_commits_the_next_batch_while_earlier_ones_are_in_flight() {
+    let mut f = start_with_depth(2);
+    let first = f.record("1", "2026-11-23T08:00:00.000Z");
+    f.in_commit().await;
+    // A second batch goes out while the first is still held in its commit.
+    let second = f.record("2", "2026-11-23T08:00:01.000Z");
+    f.in_commit().await;
+    // Both slots busy: the next marks wait in the queue, to go out together.
+    let rest: Vec<_> = ["3", "4", "5"]
+        .iter()
+        .map(|r| f.record(r, "2026-11-23T08:00:02.000Z"))
+        .collect();
+    f.queued(3).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "not durable yet"
+    );
+    // The first commit lands: its mark is answered, and the waiting three go as one batch.
+    f.gate.add_permits(1);
+    assert_eq!(
+        first.await.expect("task"),
+        Ok(Recorded::New(ts("2026-11-23T08:00:00.000Z")))
+    );
+    f.in_commit().await;
+    assert!(!second.is_finished(), "its commit is still held");
+    // A ping waits for every commit in flight.
+    let ping = tokio::spawn({
+        let store = f.store.clone();
+        async move { store.ping().await }
+    });
+    for _ in 0..1_000 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!ping.is_finished(), "commits are still in flight");
+    f.gate.add_permits(2);
+    assert!(matches!(second.await.expect("task"), Ok(Recorded::New(_))));
+    for r in rest {
+        assert!(matches!(r.await.expect("task"), Ok(Recorded::New(_))));
+    }
+    ping.await.expect("task").expect("ping");
+    let sizes: Vec<usize> = f.log().batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [1, 1, 3]);
+    assert_eq!(f.store.marks_today(ts("2026-11-23T12:00:00.000Z")), 5);
+    f.stop().await;
 }
 
 #[test]

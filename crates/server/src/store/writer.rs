@@ -21,7 +21,9 @@ use jiff::civil::Date;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
-use super::{BatchSink, Index, Mark, Recorded, StoreError};
+use tokio::task::JoinSet;
+
+use super::{BatchSink, Index, Mark, Pipeline, Recorded, StoreError};
 use crate::hashing::Map;
 use crate::metrics::Metrics;
 
@@ -136,6 +138,9 @@ pub(super) async fn run<S: BatchSink>(
     metrics: Arc<Metrics>,
     head: super::SharedHead,
 ) {
+    if let Some(pipe) = sink.pipeline().filter(|p| p.depth() > 1) {
+        return run_pipelined(sink, pipe, index, rx, metrics).await;
+    }
     // Grown on demand: a quiet daemon does not hold room for a 4096-mark batch.
     let mut queue: Vec<Request<S::Row>> = Vec::new();
     let mut batch = Batch::<S::Row>::new();
@@ -152,25 +157,11 @@ pub(super) async fn run<S: BatchSink>(
                 }
                 Request::Checkpoint(reason, done) => {
                     commit(&mut sink, &mut batch, &index, &metrics).await;
-                    let result = sink.checkpoint(reason).await.map_err(|e| {
-                        error!(error = %e, "checkpoint not written");
-                        StoreError::Storage(e.to_string())
-                    });
-                    let _ = done.send(result);
+                    checkpoint(&mut sink, reason, done).await;
                 }
                 Request::Reopen(done) => {
                     commit(&mut sink, &mut batch, &index, &metrics).await;
-                    if let Err(e) = sink
-                        .checkpoint(super::chain::CheckpointReason::Rotate)
-                        .await
-                    {
-                        error!(error = %e, "checkpoint before the reopen not written");
-                    }
-                    let reopened = sink.reopen().await.map_err(|e| {
-                        error!(error = %e, "cannot reopen the csv; still writing the old file");
-                        e.to_string()
-                    });
-                    let _ = done.send(reopened);
+                    reopen(&mut sink, done).await;
                 }
             }
         }
@@ -181,6 +172,11 @@ pub(super) async fn run<S: BatchSink>(
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(h);
         }
     }
+    finish(&mut sink).await;
+}
+
+/// The writer's last steps, after the last sender is gone: a final sync and checkpoint.
+async fn finish<S: BatchSink>(sink: &mut S) {
     if let Err(e) = sink.sync().await {
         error!(error = %e, "final sync of the store failed");
     } else if let Err(e) = sink
@@ -190,6 +186,141 @@ pub(super) async fn run<S: BatchSink>(
         error!(error = %e, "final checkpoint not written");
     }
     debug!("writer finished");
+}
+
+/// Checkpoints, then reopens the sink (SIGHUP), answering `done`.
+async fn reopen<S: BatchSink>(sink: &mut S, done: oneshot::Sender<Result<(), String>>) {
+    if let Err(e) = sink
+        .checkpoint(super::chain::CheckpointReason::Rotate)
+        .await
+    {
+        error!(error = %e, "checkpoint before the reopen not written");
+    }
+    let reopened = sink.reopen().await.map_err(|e| {
+        error!(error = %e, "cannot reopen the csv; still writing the old file");
+        e.to_string()
+    });
+    let _ = done.send(reopened);
+}
+
+/// Writes a checkpoint of `reason`, answering `done`.
+async fn checkpoint<S: BatchSink>(
+    sink: &mut S,
+    reason: super::chain::CheckpointReason,
+    done: oneshot::Sender<Result<(), StoreError>>,
+) {
+    let result = sink.checkpoint(reason).await.map_err(|e| {
+        error!(error = %e, "checkpoint not written");
+        StoreError::Storage(e.to_string())
+    });
+    let _ = done.send(result);
+}
+
+/// The writer for a sink that commits several batches at once ([`Pipeline`], a database over
+/// a pool): a batch goes out as soon as a commit slot is free, each commit in a task of its own
+/// that answers its marks when it lands; while every slot is busy, what arrives gathers in the
+/// queue for the next batch. A control request waits for every commit in flight first, so a
+/// `Ping` still proves that commits land. Marks of the same student in two batches in flight
+/// are settled by the sink's unique key (the second gets the first's time).
+async fn run_pipelined<S: BatchSink>(
+    mut sink: S,
+    pipe: Arc<dyn Pipeline<S::Row>>,
+    index: Arc<Index>,
+    mut rx: mpsc::Receiver<Request<S::Row>>,
+    metrics: Arc<Metrics>,
+) {
+    let depth = pipe.depth();
+    let mut flying: JoinSet<()> = JoinSet::new();
+    let mut queue: Vec<Request<S::Row>> = Vec::new();
+    let mut batch = Batch::<S::Row>::new();
+    loop {
+        if flying.len() >= depth {
+            landed(flying.join_next().await);
+            continue;
+        }
+        tokio::select! {
+            biased;
+            Some(done) = flying.join_next() => {
+                landed(Some(done));
+                continue;
+            }
+            n = rx.recv_many(&mut queue, MAX_BATCH) => if n == 0 {
+                break;
+            },
+        }
+        if sink.commit_delay() {
+            gather_more(&mut rx, &mut queue).await;
+        }
+        for request in queue.drain(..) {
+            match request {
+                Request::Mark(p) => batch.add(p, &index),
+                Request::Ping(done) => {
+                    dispatch(&mut batch, &pipe, &index, &metrics, &mut flying);
+                    land_all(&mut flying).await;
+                    let _ = done.send(());
+                }
+                Request::Checkpoint(reason, done) => {
+                    dispatch(&mut batch, &pipe, &index, &metrics, &mut flying);
+                    land_all(&mut flying).await;
+                    checkpoint(&mut sink, reason, done).await;
+                }
+                Request::Reopen(done) => {
+                    dispatch(&mut batch, &pipe, &index, &metrics, &mut flying);
+                    land_all(&mut flying).await;
+                    reopen(&mut sink, done).await;
+                }
+            }
+        }
+        dispatch(&mut batch, &pipe, &index, &metrics, &mut flying);
+    }
+    land_all(&mut flying).await;
+    finish(&mut sink).await;
+}
+
+/// Sends the batch's rows to the pipeline in a task of their own, which answers its marks once
+/// the commit lands.
+fn dispatch<R: Send + 'static>(
+    batch: &mut Batch<R>,
+    pipe: &Arc<dyn Pipeline<R>>,
+    index: &Arc<Index>,
+    metrics: &Arc<Metrics>,
+    flying: &mut JoinSet<()>,
+) {
+    if batch.news.is_empty() && batch.repeats.is_empty() {
+        return;
+    }
+    let rows = std::mem::take(&mut batch.rows);
+    let mut news = std::mem::take(&mut batch.news);
+    let mut repeats = std::mem::take(&mut batch.repeats);
+    batch.keys.clear();
+    let pipe = Arc::clone(pipe);
+    let index = Arc::clone(index);
+    let metrics = Arc::clone(metrics);
+    flying.spawn(async move {
+        let result = if rows.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let n = rows.len();
+            let committed = pipe.commit(rows).await;
+            metrics.batch(n, committed.result.as_ref().ok().and(committed.took));
+            committed.result
+        };
+        answer(&mut news, &mut repeats, result, &index, &metrics);
+    });
+}
+
+/// Logs a commit task that failed (its marks' callers see the store as closed).
+fn landed(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = done {
+        error!(error = %e, "a commit task failed; its marks were not acknowledged");
+    }
+}
+
+/// Waits for every commit in flight.
+async fn land_all(flying: &mut JoinSet<()>) {
+    while let Some(done) = flying.join_next().await {
+        landed(Some(done));
+    }
 }
 
 /// Commit delay (PostgreSQL's `commit_delay`): before paying for a sync, let the connections
@@ -232,31 +363,40 @@ async fn commit<S: BatchSink>(
     };
     batch.rows.clear();
     batch.keys.clear();
+    answer(&mut batch.news, &mut batch.repeats, result, index, metrics);
+}
+
+/// Answers the marks of a batch whose commit ended with `result`: on success, adds them to the
+/// index first (so a mark answered `New` is found by the next lookup).
+fn answer(
+    news: &mut Vec<New>,
+    repeats: &mut Vec<Repeat>,
+    result: Result<super::Held, super::StorageError>,
+    index: &Index,
+    metrics: &Metrics,
+) {
     match result {
         Ok(held) => {
-            debug!(batch = batch.news.len(), held = held.len(), "batch durable");
-            let mut answers: Vec<Recorded> =
-                batch.news.iter().map(|n| Recorded::New(n.at)).collect();
+            debug!(batch = news.len(), held = held.len(), "batch durable");
+            let mut answers: Vec<Recorded> = news.iter().map(|n| Recorded::New(n.at)).collect();
             for (i, at) in held {
                 if let Some(a) = answers.get_mut(i) {
                     *a = Recorded::Existing(at);
                 }
             }
             index.insert_all(
-                batch
-                    .news
-                    .iter()
+                news.iter()
                     .zip(&answers)
                     .map(|(n, a)| (&n.id.class, &n.id.roll, n.date, a.marked_at())),
             );
-            for (n, answer) in batch.news.drain(..).zip(answers) {
+            for (n, answer) in news.drain(..).zip(answers) {
                 if matches!(answer, Recorded::New(_)) {
                     metrics.marked();
                 }
                 // The caller may have gone; its mark is durable all the same.
                 let _ = n.ack.send(Ok(answer));
             }
-            for r in batch.repeats.drain(..) {
+            for r in repeats.drain(..) {
                 // The first mark's day is `r.date`: what the index holds for it now stands.
                 let at = index
                     .classify(&r.id.class, &r.id.roll, r.first)
@@ -266,12 +406,12 @@ async fn commit<S: BatchSink>(
             }
         }
         Err(e) => {
-            error!(error = %e, batch = batch.news.len(), "could not write marks; none acknowledged");
+            error!(error = %e, batch = news.len(), "could not write marks; none acknowledged");
             let e = StoreError::Storage(e.to_string());
-            for n in batch.news.drain(..) {
+            for n in news.drain(..) {
                 let _ = n.ack.send(Err(e.clone()));
             }
-            for r in batch.repeats.drain(..) {
+            for r in repeats.drain(..) {
                 let _ = r.ack.send(Err(e.clone()));
             }
         }
