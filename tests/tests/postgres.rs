@@ -231,3 +231,46 @@ fn check_config_reports_the_store_without_its_password() -> Result<()> {
     ensure!(String::from_utf8_lossy(&out.stderr).contains("cannot be reached"));
     Ok(())
 }
+
+/// The bench's `marks --nodes 3 --store`: three nodes on a private Redis mark into one database
+/// beside a one-node run; counts only (the figures are the bench's, never a test's).
+#[test]
+fn the_bench_spreads_marks_over_three_nodes_and_each_is_stored_once() -> Result<()> {
+    const MARKS: u64 = 90;
+    let pg = PrivatePostgres::start()?;
+    let bench = attendance_testkit::cargo_binary("attendance-bench", &["attendance-bench"])?;
+    let out = Command::new(bench)
+        .args(["marks", "--nodes", "3", "--clients", "12", "--marks", "90"])
+        .args(["--store", &pg.url(), "--timeout", "60s", "--daemon-bin"])
+        .arg(bin_path("attendanced"))
+        .output()
+        .context("running attendance-bench")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "the bench exited with {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(lines.len() == 2, "three nodes, then one node: {lines:?}");
+    assert_eq!(lines[0]["nodes"], 3, "{}", lines[0]);
+    assert!(lines[1].get("nodes").is_none(), "{}", lines[1]);
+    for r in &lines {
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["acked"], MARKS, "{r}");
+        assert_eq!(r["failed"], 0, "{r}");
+        assert_eq!(r["stored"], MARKS, "{r}");
+        assert!(r["writer_batches"].as_u64().is_some_and(|b| b >= 1), "{r}");
+    }
+    let distinct = psql(
+        &pg,
+        "SELECT count(*), count(DISTINCT (course, division, day, roll)) FROM attendance_marks",
+    )?;
+    assert_eq!(distinct.trim(), format!("{} {}", 2 * MARKS, 2 * MARKS));
+    Ok(())
+}

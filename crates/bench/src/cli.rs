@@ -290,6 +290,13 @@ pub(crate) struct MarksArgs {
     #[arg(long, value_name = "URL")]
     pub(crate) store: Option<String>,
 
+    /// Daemons the marks are spread over (clients round-robin), as one service on a private
+    /// `redis-server` and the `--store` database (needed above 1: a node's CSV is its own).
+    /// Above 1, each round also runs the same marks on one node and prints the ratios N nodes
+    /// / one node; with `--compare redis`, then Redis too.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub(crate) nodes: u8,
+
     #[command(flatten)]
     pub(crate) common: Common,
 }

@@ -1,6 +1,6 @@
 //! The server under load in one run — a daemon the bench started, a daemon already running
 //! (`--addr`), several daemons the bench started as one service on a private Redis
-//! (`fanout --nodes`), or Redis — with what can be measured about it (RSS, its directory, its
+//! (`fanout --nodes`, `marks --nodes`), or Redis — with what can be measured about it (RSS, its directory, its
 //! CSV; of a service, its first node's). Everything the bench started is killed when the
 //! target is dropped: the nodes first, then their Redis.
 
@@ -199,13 +199,50 @@ impl Target {
         }
     }
 
-    /// The CPU time it has used so far, when the bench started it and it runs.
+    /// The CPU time it has used so far, when the bench started it and it runs; of a service,
+    /// all its nodes' together.
     pub(crate) fn cpu(&self) -> Option<crate::process::CpuTime> {
-        match &self.server {
+        let first = match &self.server {
             Server::Daemon(d) => d.cpu(),
             Server::Redis(r) => r.cpu(),
             Server::External => None,
+        }?;
+        self.peers.iter().try_fold(first, |sum, peer| {
+            let cpu = peer.cpu()?;
+            Some(crate::process::CpuTime {
+                user: sum.user + cpu.user,
+                system: sum.system + cpu.system,
+            })
+        })
+    }
+
+    /// Where each node the bench started serves `/metrics` (the first node's first), for the
+    /// nodes that serve it.
+    pub(crate) fn all_metrics_addrs(&self) -> Vec<SocketAddr> {
+        self.metrics_addr()
+            .into_iter()
+            .chain(self.peers.iter().filter_map(DaemonProcess::metrics_addr))
+            .collect()
+    }
+
+    /// Stops every node the bench started with SIGTERM (each drains and syncs), the first
+    /// last.
+    ///
+    /// # Errors
+    /// If a node could not be stopped or did not exit cleanly.
+    pub(crate) fn stop_nodes(&mut self) -> anyhow::Result<()> {
+        for peer in &mut self.peers {
+            let status = peer.stop().context("stopping a node")?;
+            anyhow::ensure!(status.success(), "a node exited with {status} on SIGTERM");
         }
+        if let Server::Daemon(d) = &mut self.server {
+            let status = d.stop().context("stopping the daemon")?;
+            anyhow::ensure!(
+                status.success(),
+                "the daemon exited with {status} on SIGTERM"
+            );
+        }
+        Ok(())
     }
 
     /// Its data directory, when the bench started it.

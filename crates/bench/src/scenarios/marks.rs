@@ -63,8 +63,17 @@ pub(crate) fn settings() -> Settings {
 const WRITER_BATCHES: &str = "attendanced_writer_batch_size_count";
 
 /// The writer's batch count now, if `target` is a daemon the bench started with metrics.
+/// Of a service, its nodes' together; `None` if a node's could not be read.
 async fn writer_batches(target: &Target) -> Option<f64> {
-    crate::scrape::sample(target.metrics_addr()?, WRITER_BATCHES).await
+    let addrs = target.all_metrics_addrs();
+    if addrs.is_empty() {
+        return None;
+    }
+    let mut sum = 0.0;
+    for addr in addrs {
+        sum += crate::scrape::sample(addr, WRITER_BATCHES).await?;
+    }
+    Some(sum)
 }
 
 /// What one client did.
@@ -129,7 +138,13 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
         bail!("marks needs at least 1 client and 1 mark");
     }
     net::ensure_fits(args.clients)?;
-    let (kind, addr) = (target.kind, target.addr);
+    let kind = target.kind;
+    // One per node (the first node's first); client `i` uses node `i mod N`.
+    let addrs: Arc<[SocketAddr]> = target
+        .endpoints(crate::cli::Transport::Tcp)?
+        .iter()
+        .map(|e| e.addr)
+        .collect();
     let run_id = super::run_id();
     let deadline = Instant::now() + args.common.timeout;
     // The server's CPU time over the timed marks (prejoined joins first, untimed, inside its
@@ -151,10 +166,10 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     let machine_before = crate::process::machine_cpu();
     let (mut tally, elapsed) = match (kind, args.shape) {
         (TargetKind::Daemon, MarksShape::Prejoined) => {
-            prejoined(args, addr, &run_id, deadline).await
+            prejoined(args, &addrs, &run_id, deadline).await
         }
         (TargetKind::Daemon, MarksShape::Fresh | MarksShape::Kiosk) | (TargetKind::Redis, _) => {
-            concurrently(args, kind, addr, &run_id, deadline).await
+            concurrently(args, kind, &addrs, &run_id, deadline).await
         }
     };
     let cpu = cpu_before.zip(target.cpu()).map(|(b, a)| b.until(a));
@@ -178,18 +193,16 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
     };
     let stored = match (&args.store, store_before) {
         (Some(url), Some(before)) => {
-            if let Some(daemon) = target.daemon_process() {
-                let status = daemon.stop().context("stopping the daemon")?;
-                if !status.success() {
-                    bail!("the daemon exited with {status} on SIGTERM");
-                }
-            }
+            target.stop_nodes()?;
             Some(store_rows(url).await?.saturating_sub(before))
         }
         _ => stored_count(target, &run_id).await?,
     };
 
     let mut report = Report::new("marks", kind.name(), target.detail());
+    if kind == TargetKind::Daemon {
+        report.nodes(addrs.len());
+    }
     report.info(
         "clients",
         "concurrent clients",
@@ -325,7 +338,7 @@ pub(crate) async fn run(args: &MarksArgs, target: &mut Target) -> anyhow::Result
 async fn concurrently(
     args: &MarksArgs,
     kind: TargetKind,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     run_id: &str,
     deadline: Instant,
 ) -> (Tally, Duration) {
@@ -336,6 +349,7 @@ async fn concurrently(
     let mut tasks = JoinSet::new();
     for worker in 0..args.clients {
         let (next, run_id, total) = (next.clone(), run_id.to_owned(), args.marks);
+        let addr = addrs[worker % addrs.len()];
         tasks.spawn(async move {
             match (kind, shape) {
                 (TargetKind::Daemon, MarksShape::Kiosk) => {
@@ -365,7 +379,7 @@ async fn concurrently(
 /// clients sending PRESENT on them (timed). Returns the tally and the timed total.
 async fn prejoined(
     args: &MarksArgs,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     run_id: &str,
     deadline: Instant,
 ) -> (Tally, Duration) {
@@ -380,6 +394,7 @@ async fn prejoined(
         let left = deadline.saturating_duration_since(Instant::now());
         let opened = open_many(size, args.common.connect_concurrency, left, |k| {
             let (i, run_id) = (first + k, run_id.to_owned());
+            let addr = addrs[i % addrs.len()];
             async move {
                 let id = format!("Marks{run_id}_C{i}_S{i}_R{i}");
                 LineConn::connect_and_join(i, addr, &id, pipelined)

@@ -93,7 +93,16 @@ impl Load {
     fn references(&self) -> anyhow::Result<Vec<Reference>> {
         let (ws_fanout, nodes) = match self {
             Self::Fanout(a) => (a.transport == Transport::Ws, a.nodes > 1),
-            Self::Hold(_) | Self::Storm(_) | Self::Marks(_) => (false, false),
+            Self::Marks(a) => {
+                if a.nodes > 1 && a.store.is_none() {
+                    bail!(
+                        "marks --nodes needs --store: the nodes of a service share one \
+                         database (a node's CSV is its own)"
+                    );
+                }
+                (false, a.nodes > 1)
+            }
+            Self::Hold(_) | Self::Storm(_) => (false, false),
         };
         let mut references = Vec::new();
         if ws_fanout {
@@ -113,8 +122,8 @@ impl Load {
         }
         if references.is_empty() && self.common().rounds > 1 {
             bail!(
-                "--rounds needs a reference: --compare redis, fanout --nodes N, or fanout \
-                 --transport ws"
+                "--rounds needs a reference: --compare redis, fanout or marks --nodes N, or \
+                 fanout --transport ws"
             );
         }
         Ok(references)
@@ -123,8 +132,10 @@ impl Load {
     /// The same load on one node.
     fn one_node(&self) -> Self {
         let mut load = self.clone();
-        if let Self::Fanout(a) = &mut load {
-            a.nodes = 1;
+        match &mut load {
+            Self::Fanout(a) => a.nodes = 1,
+            Self::Marks(a) => a.nodes = 1,
+            Self::Hold(_) | Self::Storm(_) => {}
         }
         load
     }
@@ -133,7 +144,8 @@ impl Load {
     fn nodes(&self) -> usize {
         match self {
             Self::Fanout(a) => usize::from(a.nodes),
-            Self::Hold(_) | Self::Storm(_) | Self::Marks(_) => 1,
+            Self::Marks(a) => usize::from(a.nodes),
+            Self::Hold(_) | Self::Storm(_) => 1,
         }
     }
 
