@@ -271,7 +271,8 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
     }
     let ok_before = replies.ok.load(Ordering::Relaxed);
 
-    // The measured messages.
+    // The measured messages, and the server's CPU (of a service, all its nodes') over them.
+    let cpu_before = target.cpu();
     let first_send_ns = nanos_since(shared.base);
     let period = Duration::from_secs_f64(1.0 / args.rate).max(Duration::from_micros(1));
     let mut tick = tokio::time::interval(period);
@@ -325,6 +326,7 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
         }
         tokio::time::sleep(POLL).await;
     };
+    let cpu = cpu_before.zip(target.cpu()).map(|(b, a)| b.until(a));
     // Give the speaker's last replies a moment, then stop everyone.
     let reply_deadline = Instant::now() + Duration::from_secs(5);
     while replies.ok.load(Ordering::Relaxed) + replies.refused.load(Ordering::Relaxed)
@@ -384,6 +386,14 @@ pub(crate) async fn run(args: &FanoutArgs, target: &mut Target) -> anyhow::Resul
         "deliveries_per_s",
         "deliveries per second",
         Value::Rate(rate(deliveries, span)),
+    );
+    report.figure(
+        "cpu_us_per_delivery",
+        "server CPU per delivery",
+        match (cpu, u32::try_from(deliveries).ok().filter(|&n| n > 0)) {
+            (Some(c), Some(n)) => Value::Micros((c.user + c.system) / n),
+            _ => Value::Missing,
+        },
     );
     report.info(
         "lost",
