@@ -10,6 +10,7 @@
 //! that profile by the cargo that runs the tests.
 
 pub mod browser;
+pub mod haproxy;
 pub mod http;
 pub mod postgres;
 pub mod proxy;

@@ -1,14 +1,15 @@
 //! SIGKILL of one node mid-class, with Redis for presence and PostgreSQL as the record (both
-//! private servers this test starts): the killed node's student resumes on another node within
-//! the grace, its served time carried over, and every acknowledged mark is in the database
-//! exactly once with the time its student was told.
-//!
-//! The student reconnects to the other node directly, as a TCP balancer would send it there
-//! once the killed node fails its health check (HAProxy is not part of the test set-up).
+//! private servers this test starts) and the students connecting through HAProxy with the
+//! shipped `config/haproxy.cfg` (PROXY protocol v2, health checks on `/healthz`): the killed
+//! node's student reconnects through the balancer, lands on the other node and resumes within
+//! the grace, its served time carried over; the killed node's seats are freed within its
+//! lease; every acknowledged mark is in the database exactly once with the time its student
+//! was told.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use attendance_tests::haproxy::{Balancer, Node};
 use attendance_tests::postgres::{PrivatePostgres, stored_marks};
 use attendance_tests::redis::PrivateRedis;
 use attendance_tests::{Client, Daemon};
@@ -18,7 +19,13 @@ const POLLS: usize = 100;
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
 fn node(redis: &PrivateRedis, pg: &PrivatePostgres) -> Result<Daemon> {
-    let toml = format!("[cluster]\nredis = \"{}\"\nlease = \"2s\"\n", redis.url());
+    // Only the balancer's address is trusted to send PROXY headers, as the shipped config
+    // says.
+    let toml = format!(
+        "[cluster]\nredis = \"{}\"\nlease = \"2s\"\n\n\
+         [proxy_protocol]\nfrom = [\"127.0.0.1/32\"]\ntimeout = \"5s\"\n",
+        redis.url()
+    );
     Daemon::start_with_config(
         &toml,
         &[
@@ -26,12 +33,18 @@ fn node(redis: &PrivateRedis, pg: &PrivatePostgres) -> Result<Daemon> {
             "2s",
             "--resume-grace",
             "1m",
-            "--web-listen",
-            "off",
             "--store",
             &pg.url(),
         ],
     )
+}
+
+fn behind(d: &Daemon, enabled: bool) -> Node {
+    Node {
+        student: d.addr,
+        web: d.web(),
+        enabled,
+    }
 }
 
 /// PRESENT until the class length is served: the time of `OK PRESENT`.
@@ -58,16 +71,18 @@ async fn a_killed_nodes_students_resume_on_another_and_no_mark_is_lost_or_double
     let pg = PrivatePostgres::start()?;
     let a = node(&redis, &pg)?;
     let b = node(&redis, &pg)?;
+    // B in maintenance at first, so both students land on A.
+    let lb = Balancer::start(&[behind(&a, true), behind(&b, false)])?;
 
     // On A: one student marked (acknowledged), one halfway through the class.
-    let mut marked = a.connect().await?;
+    let mut marked = Client::connect(lb.students()).await?;
     ensure!(
         marked
             .cmd("JOIN Os_Div1_Ada_R1")
             .await?
             .starts_with("OK JOIN")
     );
-    let mut staying = a.connect().await?;
+    let mut staying = Client::connect(lb.students()).await?;
     ensure!(
         staying
             .cmd("JOIN Os_Div1_Ben_R2")
@@ -76,37 +91,41 @@ async fn a_killed_nodes_students_resume_on_another_and_no_mark_is_lost_or_double
     );
     let token = staying.token.clone().context("Ben's resume token")?;
     let ada_time = present(&mut marked).await?;
+    // B in service: HAProxy's checks (GET /healthz behind a PROXY header) find it up.
+    lb.enable("student_nodes", "node2").await?;
 
     a.sigkill()?;
+    let killed = std::time::Instant::now();
     ensure!(!marked.closed().await?.iter().any(|l| l.starts_with("OK")));
     let _ = staying.closed().await?;
 
-    // Ben resumes on B: the seat comes from Redis, served time carried (not a fresh 2 s).
-    let mut ben = b.connect().await?;
+    // Ben reconnects through the balancer before its checks have noticed A is gone: a
+    // refused connection to A is retried and dispatched to B. He resumes there: the seat comes
+    // from Redis, served time carried (not a fresh 2 s).
+    let mut ben = Client::connect(lb.students()).await?;
     let r = ben.cmd(&format!("RESUME {token}")).await?;
     ensure!(r.starts_with("OK RESUME Os Div1 Ben R2 "), "{r}");
     let ben_time = present(&mut ben).await?;
-    // Ada checks in again on B: her seat on A is held until A's lease runs out (2 s after
-    // its last renewal), then her mark is the one A stored, not a second one.
-    let killed = std::time::Instant::now();
-    let mut joined = None;
+    // A's seats expire with its lease (2 s after its last renewal), bounded.
+    let seat = "attendanced:seat:Os:Div1:R1";
+    let mut freed = false;
     for _ in 0..POLLS {
-        // A fresh connection each time: refusals in a row would close one.
-        let mut c = b.connect().await?;
-        let r = c.cmd("JOIN Os_Div1_Ada_R1").await?;
-        if r.starts_with("OK JOIN") {
-            joined = Some(c);
+        if redis.cli(&["EXISTS", seat])? == "0" {
+            freed = true;
             break;
         }
-        ensure!(r.starts_with("ERR ALREADY"), "JOIN on B: {r}");
         tokio::time::sleep(POLL_EVERY).await;
     }
-    let mut ada = joined.context("Ada's seat on the killed node was never freed")?;
+    ensure!(freed, "Ada's seat on the killed node was never freed");
     ensure!(
         killed.elapsed() < Duration::from_secs(4),
         "freed after {:?}, lease 2s",
         killed.elapsed()
     );
+    // Ada checks in again through the balancer: her mark is the one A stored, not a second.
+    let mut ada = Client::connect(lb.students()).await?;
+    let r = ada.cmd("JOIN Os_Div1_Ada_R1").await?;
+    ensure!(r.starts_with("OK JOIN"), "JOIN through the balancer: {r}");
     let again = present(&mut ada).await?;
     ensure!(
         again == ada_time,

@@ -7,7 +7,7 @@
 //!
 //! `cargo xtask test [ARGS…]` is the README's one test command: it installs what the browser
 //! and service-backed tests need and is missing — Debian's `chromium`, `redis-server`,
-//! `redis-tools`, `postgresql` and `postgresql-client` (`apt-get`, through `sudo -n` when not
+//! `redis-tools`, `postgresql`, `postgresql-client` and `haproxy` (`apt-get`, through `sudo -n` when not
 //! root; the tests start private servers of their own) and `tests/browser/node_modules` (`npm ci`, when missing or older than its
 //! `package-lock.json`) — then runs `cargo test --workspace --locked ARGS…` and exits as it did.
 
@@ -26,7 +26,7 @@ const USAGE: &str = "usage: cargo xtask dist-assets [--out DIR]
 
   dist-assets   render man pages and shell completions of attendanced and attend into
                 DIR/man and DIR/completions (default DIR: <target dir>/assets)
-  test          install chromium, redis-server, postgresql and tests/browser/node_modules
+  test          install chromium, redis-server, postgresql, haproxy and tests/browser/node_modules
                 if missing, then run
                 cargo test --workspace --locked CARGO TEST ARGS...";
 
@@ -110,8 +110,10 @@ fn ensure_chromium() -> Result<()> {
 }
 
 /// The servers the service-backed tests start privately (on free loopback ports) and the
-/// clients they check them with: Redis (the cluster tests) and PostgreSQL (the store tests).
+/// clients they check them with: Redis (the cluster tests), PostgreSQL (the store tests) and
+/// HAProxy (the node-crash test runs the shipped `config/haproxy.cfg`).
 fn ensure_services() -> Result<()> {
+    ensure_package("/usr/sbin/haproxy", "haproxy", "the load-balancer test")?;
     ensure_package("/usr/bin/redis-server", "redis-server", "the cluster tests")?;
     ensure_package("/usr/bin/redis-cli", "redis-tools", "the cluster tests")?;
     ensure_package("/usr/bin/psql", "postgresql-client", "the store tests")?;
