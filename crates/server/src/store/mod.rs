@@ -30,7 +30,7 @@ pub use self::csv::{
 pub use self::external::{DaemonSink, ExternalSink};
 
 pub use self::index::Index;
-use self::writer::{Pending, Request};
+use self::writer::{Control, Pending, Request};
 use crate::metrics::Metrics;
 
 /// A student to mark present.
@@ -277,7 +277,7 @@ impl<S: BatchSink> Store<S> {
     pub async fn reopen(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Request::Reopen(tx))
+            .send(Request::Control(Control::Reopen(tx)))
             .await
             .map_err(|_| "the writer has stopped".to_owned())?;
         rx.await.map_err(|_| "the writer has stopped".to_owned())?
@@ -291,7 +291,7 @@ impl<S: BatchSink> Store<S> {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Request::Ping(tx))
+            .send(Request::Control(Control::Ping(tx)))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)
@@ -305,7 +305,7 @@ impl<S: BatchSink> Store<S> {
     pub async fn checkpoint(&self, reason: chain::CheckpointReason) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Request::Checkpoint(reason, tx))
+            .send(Request::Control(Control::Checkpoint(reason, tx)))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

@@ -47,6 +47,12 @@ pub(super) struct Pending<R> {
 /// What the writer task is asked to do, in queue order.
 pub(super) enum Request<R> {
     Mark(Pending<R>),
+    /// Done once every mark queued before it is committed.
+    Control(Control),
+}
+
+/// A request besides a mark: handled after everything before it is committed.
+pub(super) enum Control {
     Reopen(oneshot::Sender<Result<(), String>>),
     Ping(oneshot::Sender<()>),
     Checkpoint(
@@ -59,9 +65,11 @@ impl<R> std::fmt::Debug for Request<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Mark(p) => f.debug_tuple("Mark").field(&p.mark).finish(),
-            Self::Reopen(_) => f.write_str("Reopen"),
-            Self::Ping(_) => f.write_str("Ping"),
-            Self::Checkpoint(reason, _) => write!(f, "Checkpoint({})", reason.as_str()),
+            Self::Control(Control::Reopen(_)) => f.write_str("Reopen"),
+            Self::Control(Control::Ping(_)) => f.write_str("Ping"),
+            Self::Control(Control::Checkpoint(reason, _)) => {
+                write!(f, "Checkpoint({})", reason.as_str())
+            }
         }
     }
 }
@@ -151,17 +159,9 @@ pub(super) async fn run<S: BatchSink>(
         for request in queue.drain(..) {
             match request {
                 Request::Mark(p) => batch.add(p, &index),
-                Request::Ping(done) => {
+                Request::Control(c) => {
                     commit(&mut sink, &mut batch, &index, &metrics).await;
-                    let _ = done.send(());
-                }
-                Request::Checkpoint(reason, done) => {
-                    commit(&mut sink, &mut batch, &index, &metrics).await;
-                    checkpoint(&mut sink, reason, done).await;
-                }
-                Request::Reopen(done) => {
-                    commit(&mut sink, &mut batch, &index, &metrics).await;
-                    reopen(&mut sink, done).await;
+                    control(&mut sink, c).await;
                 }
             }
         }
@@ -188,32 +188,34 @@ async fn finish<S: BatchSink>(sink: &mut S) {
     debug!("writer finished");
 }
 
-/// Checkpoints, then reopens the sink (SIGHUP), answering `done`.
-async fn reopen<S: BatchSink>(sink: &mut S, done: oneshot::Sender<Result<(), String>>) {
-    if let Err(e) = sink
-        .checkpoint(super::chain::CheckpointReason::Rotate)
-        .await
-    {
-        error!(error = %e, "checkpoint before the reopen not written");
+/// Carries out `c`, everything queued before it being committed: answers a `Ping`, writes a
+/// checkpoint, or (SIGHUP) checkpoints and reopens the sink.
+async fn control<S: BatchSink>(sink: &mut S, c: Control) {
+    match c {
+        Control::Ping(done) => {
+            let _ = done.send(());
+        }
+        Control::Checkpoint(reason, done) => {
+            let result = sink.checkpoint(reason).await.map_err(|e| {
+                error!(error = %e, "checkpoint not written");
+                StoreError::Storage(e.to_string())
+            });
+            let _ = done.send(result);
+        }
+        Control::Reopen(done) => {
+            if let Err(e) = sink
+                .checkpoint(super::chain::CheckpointReason::Rotate)
+                .await
+            {
+                error!(error = %e, "checkpoint before the reopen not written");
+            }
+            let reopened = sink.reopen().await.map_err(|e| {
+                error!(error = %e, "cannot reopen the csv; still writing the old file");
+                e.to_string()
+            });
+            let _ = done.send(reopened);
+        }
     }
-    let reopened = sink.reopen().await.map_err(|e| {
-        error!(error = %e, "cannot reopen the csv; still writing the old file");
-        e.to_string()
-    });
-    let _ = done.send(reopened);
-}
-
-/// Writes a checkpoint of `reason`, answering `done`.
-async fn checkpoint<S: BatchSink>(
-    sink: &mut S,
-    reason: super::chain::CheckpointReason,
-    done: oneshot::Sender<Result<(), StoreError>>,
-) {
-    let result = sink.checkpoint(reason).await.map_err(|e| {
-        error!(error = %e, "checkpoint not written");
-        StoreError::Storage(e.to_string())
-    });
-    let _ = done.send(result);
 }
 
 /// The writer for a sink that commits several batches at once ([`Pipeline`], a database over
@@ -254,20 +256,10 @@ async fn run_pipelined<S: BatchSink>(
         for request in queue.drain(..) {
             match request {
                 Request::Mark(p) => batch.add(p, &index),
-                Request::Ping(done) => {
+                Request::Control(c) => {
                     dispatch(&mut batch, &pipe, &index, &metrics, &mut flying);
                     land_all(&mut flying).await;
-                    let _ = done.send(());
-                }
-                Request::Checkpoint(reason, done) => {
-                    dispatch(&mut batch, &pipe, &index, &metrics, &mut flying);
-                    land_all(&mut flying).await;
-                    checkpoint(&mut sink, reason, done).await;
-                }
-                Request::Reopen(done) => {
-                    dispatch(&mut batch, &pipe, &index, &metrics, &mut flying);
-                    land_all(&mut flying).await;
-                    reopen(&mut sink, done).await;
+                    control(&mut sink, c).await;
                 }
             }
         }
