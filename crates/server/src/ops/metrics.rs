@@ -142,7 +142,7 @@ impl Metrics {
         let fsync_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         registry.register_with_unit(
             "fsync_duration",
-            "Time of each fdatasync of the CSV",
+            "Time of each durable commit: the fdatasync of the CSV, or the transaction of a PostgreSQL store",
             Unit::Seconds,
             fsync_seconds.clone(),
         );
