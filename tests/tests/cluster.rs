@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use attendance_protocol::LineCodec;
-use attendance_tests::http::dependency_health;
+use attendance_tests::http::{dependency_health, get};
 use attendance_tests::redis::PrivateRedis;
 use attendance_tests::{Client, Daemon, LINE_TIMEOUT};
 use futures::StreamExt as _;
@@ -200,9 +200,23 @@ async fn a_gap_in_another_nodes_lines_is_told_as_lagged() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_nodes_serve_alone_and_reconcile_when_it_returns() -> Result<()> {
     let mut redis = PrivateRedis::start()?;
-    let a = node(&redis, "2s", &["--web-listen", "127.0.0.1:0"])?;
+    let mut a = node(
+        &redis,
+        "2s",
+        &[
+            "--web-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )?;
+    let metrics = metrics_addr(&mut a)?;
     let b = node(&redis, "2s", &[])?;
     let mut admin = Admin::connect(&a.dir.path().join("attendanced.sock")).await?;
+    ensure!(
+        redis_gauge(metrics).await? == "1",
+        "/metrics says Redis is down"
+    );
     redis.stop()?;
     let degraded = admin.until("EVENT DEGRADED").await?;
     ensure!(degraded.starts_with("EVENT DEGRADED redis "), "{degraded}");
@@ -210,6 +224,10 @@ async fn with_redis_down_nodes_serve_alone_and_reconcile_when_it_returns() -> Re
     ensure!(
         !up && status == "degraded",
         "/healthz: up={up} status={status}"
+    );
+    ensure!(
+        redis_gauge(metrics).await? == "0",
+        "/metrics says Redis is up"
     );
     // Each node serves its own students; with no Redis, ALREADY is local only.
     let mut on_a = join(&a, "Lab_Div1_Frank_R7").await?;
@@ -237,7 +255,31 @@ async fn with_redis_down_nodes_serve_alone_and_reconcile_when_it_returns() -> Re
     )?;
     let (up, status) = dependency_health(a.web(), "redis").await?;
     ensure!(up && status == "ok", "/healthz: up={up} status={status}");
+    ensure!(
+        redis_gauge(metrics).await? == "1",
+        "/metrics says Redis is down"
+    );
     Ok(())
+}
+
+/// Where `node` serves `/metrics` (started with `--metrics-listen 127.0.0.1:0`).
+fn metrics_addr(node: &mut Daemon) -> Result<std::net::SocketAddr> {
+    let line = node.wait_for_log("metrics listening on ")?;
+    Ok(line
+        .split("metrics listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .context("no metrics address in the log")?
+        .parse()?)
+}
+
+/// The value of `attendanced_dependency_up{dependency="redis"}` at `metrics`.
+async fn redis_gauge(metrics: std::net::SocketAddr) -> Result<String> {
+    let body = get(metrics, "/metrics", &[]).await?.text();
+    body.lines()
+        .find_map(|l| l.strip_prefix("attendanced_dependency_up{dependency=\"redis\"} "))
+        .map(str::to_owned)
+        .with_context(|| format!("no Redis gauge in /metrics:\n{body}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
