@@ -282,6 +282,63 @@ async fn redis_gauge(metrics: std::net::SocketAddr) -> Result<String> {
         .with_context(|| format!("no Redis gauge in /metrics:\n{body}"))
 }
 
+/// `ERR EARLY <seconds> …` → the seconds.
+fn early_seconds(reply: &str) -> Result<u64> {
+    reply
+        .strip_prefix("ERR EARLY ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("expected ERR EARLY, got {reply:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_cleanly_leaves_its_students_to_resume_on_another() -> Result<()> {
+    let redis = PrivateRedis::start()?;
+    let start = |redis: &PrivateRedis| {
+        Daemon::start_with_config(
+            &cluster_config(redis, "2s"),
+            &[
+                "--class-length",
+                "6s",
+                "--resume-grace",
+                "1m",
+                "--web-listen",
+                "off",
+            ],
+        )
+    };
+    let mut a = start(&redis)?;
+    let b = start(&redis)?;
+    let mut ben = join(&a, "Os_Div1_Ben_R2").await?;
+    let token = ben.token.clone().context("Ben's resume token")?;
+    // Serve at least 2 of the 6 seconds (bounded polls of the server's own count).
+    let mut left = 6;
+    for _ in 0..POLLS {
+        left = early_seconds(&ben.cmd("PRESENT").await?)?;
+        if left <= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(left <= 4, "still {left} s left");
+    a.sigterm()?;
+    let lines = ben.closed().await?;
+    ensure!(lines.iter().any(|l| l == "EVENT SHUTDOWN"), "{lines:?}");
+    ensure!(a.wait()?.success(), "A did not stop cleanly");
+    // On B at once (no lease to wait out): the seat and the time served come from Redis.
+    let mut moved = b.connect().await?;
+    let r = moved.cmd(&format!("RESUME {token}")).await?;
+    let rest = r
+        .strip_prefix("OK RESUME Os Div1 Ben R2 ")
+        .with_context(|| format!("RESUME on B: {r}"))?;
+    let required: u64 = rest.split(' ').next().unwrap_or_default().parse()?;
+    ensure!(
+        required <= 4,
+        "{required} s still required: the time served was not carried"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_paused_past_its_lease_gives_up_the_seat_taken_meanwhile() -> Result<()> {
     let redis = PrivateRedis::start()?;

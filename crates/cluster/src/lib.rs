@@ -441,7 +441,7 @@ impl ClusterLink for RedisCluster {
             if let Some(p) = publisher {
                 let _ = p.await;
             }
-            presence::leave(&inner).await;
+            presence::leave(&inner, &host).await;
         })
     }
 

@@ -74,9 +74,16 @@ async fn announce(inner: &Inner, host: &ClusterHost) -> bool {
 }
 
 /// This node leaves the cluster (a clean shutdown): its key goes at once.
-pub(crate) async fn leave(inner: &Inner) {
+/// The seats it still has (those its students dropped at the shutdown, kept for a resume on
+/// another node) are renewed once more, so their tokens carry the time served until now and the
+/// grace from now.
+pub(crate) async fn leave(inner: &Inner, host: &ClusterHost) {
     if inner.is_down() {
         return;
+    }
+    let seats = host.lease_seats();
+    if !seats.is_empty() {
+        let _ = inner.renew(&seats).await;
     }
     let mut pipe = redis::pipe();
     pipe.cmd("DEL")

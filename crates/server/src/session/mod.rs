@@ -172,8 +172,10 @@ impl Session {
     }
 
     /// The connection is gone. A seat not yet served, that the client did not give up with
-    /// QUIT, waits `resume_grace` for a `RESUME` (unless the server is shutting down); any
-    /// other seat is given back now, and the class hears the student leave.
+    /// QUIT, waits `resume_grace` for a `RESUME`; any other seat is given back now, and the
+    /// class hears the student leave. When the server is shutting down, a seat is kept only on
+    /// a node of a cluster: the student resumes on another node (through the balancer) with
+    /// the time served, as after a crash; a single node's seats die with it.
     pub fn end(mut self) {
         let Some(seat) = self.seat.take() else {
             return;
@@ -182,7 +184,7 @@ impl Session {
         let today = Timestamp::now();
         let keep = !self.quit
             && !grace.is_zero()
-            && !self.engine.shutdown.is_cancelled()
+            && (!self.engine.shutdown.is_cancelled() || self.engine.cluster.is_some())
             && !seat.recorded()
             && self.marked_today(&seat.membership.id, today).is_none();
         if keep {
