@@ -139,3 +139,58 @@ async fn a_killed_nodes_students_resume_on_another_and_no_mark_is_lost_or_double
     );
     Ok(())
 }
+
+/// A rolling restart: `attend` is checked in on A through HAProxy when A is stopped cleanly
+/// (SIGTERM); it tries the service once more, HAProxy sends it to B, it resumes there with the
+/// time it served and is marked by B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attend_on_a_node_stopped_cleanly_resumes_on_another_through_the_balancer() -> Result<()> {
+    let redis = PrivateRedis::start()?;
+    let toml = format!(
+        "[cluster]\nredis = \"{}\"\nlease = \"2s\"\n\n\
+         [proxy_protocol]\nfrom = [\"127.0.0.1/32\"]\ntimeout = \"5s\"\n",
+        redis.url()
+    );
+    let start =
+        || Daemon::start_with_config(&toml, &["--class-length", "4s", "--resume-grace", "1m"]);
+    let (mut a, mut b) = (start()?, start()?);
+    let lb = Balancer::start(&[behind(&a, true), behind(&b, false)])?;
+    // Through the balancer too (B is in maintenance): a classmate on A hears attend join.
+    let mut watcher = Client::connect(lb.students()).await?;
+    ensure!(
+        watcher
+            .cmd("JOIN Os_Div1_Watch_R9")
+            .await?
+            .starts_with("OK JOIN")
+    );
+    let server = lb.students().to_string();
+    let attend = std::thread::spawn(move || -> Result<(Option<i32>, String)> {
+        let out = std::process::Command::new(attendance_tests::bin_path("attend"))
+            .args(["--server", &server, "Os_Div1_Cy_R3"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    });
+    let joined = watcher.event("EVENT JOIN").await?;
+    ensure!(joined.contains("Cy"), "{joined}");
+    lb.enable("student_nodes", "node2").await?;
+    a.sigterm()?;
+    let (code, printed) = attend
+        .join()
+        .map_err(|_| anyhow::anyhow!("the attend thread panicked"))??;
+    ensure!(code == Some(0), "attend exited {code:?}:\n{printed}");
+    ensure!(
+        printed.contains("Back in class: your seat was kept"),
+        "not resumed:\n{printed}\nA: {:#?}\nB: {:#?}",
+        a.drain_logs(),
+        b.drain_logs()
+    );
+    let csv = std::fs::read_to_string(b.csv_path())?;
+    ensure!(csv.contains(",R3,"), "B's csv has no mark of R3:\n{csv}");
+    Ok(())
+}

@@ -304,41 +304,60 @@ pub async fn run(
         }
     };
     let mut opening = Opening::Join;
-    // Bounded: each turn follows a drop, and reconnecting gives up after `reconnect_for`.
+    let mut after_shutdown = false;
+    // Bounded: each turn follows a drop, and reconnecting gives up after `reconnect_for`; a
+    // shutdown is tried past once.
     loop {
         let result = session
             .attend(id.clone(), opening, input, &mut interrupt, out)
             .await;
-        let token = match result {
-            Err(ClientError::Disconnected | ClientError::ConnectionLost(_))
-                if session.token.is_some() && !options.reconnect_for.is_zero() =>
-            {
-                session.token.take()
+        let resumable = session.token.is_some() && !options.reconnect_for.is_zero();
+        let budget = match result {
+            Err(ClientError::Disconnected | ClientError::ConnectionLost(_)) if resumable => {
+                out.line("The connection to the server dropped; reconnecting to keep your seat");
+                options.reconnect_for
+            }
+            // Behind a balancer another node of the service keeps the seat for a RESUME; a
+            // single server that is gone is given up on after a moment.
+            Err(ClientError::ServerShutdown) if resumable && !after_shutdown => {
+                after_shutdown = true;
+                out.line(
+                    "The server is shutting down; trying the service once more to keep your seat",
+                );
+                AFTER_SHUTDOWN.min(options.reconnect_for)
             }
             other => return other,
         };
-        let Some(token) = token else {
+        let Some(token) = session.token.take() else {
             return Err(ClientError::Disconnected);
         };
-        out.line("The connection to the server dropped; reconnecting to keep your seat");
         session = tokio::select! {
             () = &mut interrupt => return Err(ClientError::Interrupted),
-            s = reconnect(server, options, out) => s?,
+            s = reconnect(server, options, budget, out) => match s {
+                Err(ClientError::GaveUp(_)) if after_shutdown => {
+                    return Err(ClientError::ServerShutdown);
+                }
+                s => s?,
+            },
         };
         opening = Opening::Resume(token);
     }
 }
 
+/// After `EVENT SHUTDOWN`, how long the client tries to reach the service again.
+const AFTER_SHUTDOWN: Duration = Duration::from_secs(3);
+
 /// Connects again after a drop, with exponential backoff (0.5 s doubling to 10 s) and ±30 %
 /// jitter, so a room of students whose Wi-Fi came back does not knock all at once; gives up
-/// after [`Options::reconnect_for`].
+/// after `budget` ([`Options::reconnect_for`], or [`AFTER_SHUTDOWN`]).
 async fn reconnect(
     server: &str,
     options: &Options,
+    budget: Duration,
     out: &mut Output,
 ) -> Result<Session, ClientError> {
     let started = Instant::now();
-    let give_up = started + options.reconnect_for;
+    let give_up = started + budget;
     let mut delay = Duration::from_millis(500);
     // Bounded by time, and by count as a second guard.
     for attempt in 1..=10_000u32 {
@@ -361,7 +380,7 @@ async fn reconnect(
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     }
-    Err(ClientError::GaveUp(options.reconnect_for))
+    Err(ClientError::GaveUp(budget))
 }
 
 /// `delay` moved by up to 30 % either way, at random.
