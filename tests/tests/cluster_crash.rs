@@ -18,7 +18,9 @@ use attendance_tests::{Client, Daemon};
 const POLLS: usize = 100;
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
-fn node(redis: &PrivateRedis, pg: &PrivatePostgres) -> Result<Daemon> {
+/// A node of the service on `redis`, behind the balancer, started with `args` (a resume
+/// grace of 1 min unless they set one: the harness's default is none).
+fn node_with(redis: &PrivateRedis, args: &[&str]) -> Result<Daemon> {
     // Only the balancer's address is trusted to send PROXY headers, as the shipped config
     // says.
     let toml = format!(
@@ -26,17 +28,13 @@ fn node(redis: &PrivateRedis, pg: &PrivatePostgres) -> Result<Daemon> {
          [proxy_protocol]\nfrom = [\"127.0.0.1/32\"]\ntimeout = \"5s\"\n",
         redis.url()
     );
-    Daemon::start_with_config(
-        &toml,
-        &[
-            "--class-length",
-            "2s",
-            "--resume-grace",
-            "1m",
-            "--store",
-            &pg.url(),
-        ],
-    )
+    let mut all = vec!["--resume-grace", "1m"];
+    all.extend_from_slice(args);
+    Daemon::start_with_config(&toml, &all)
+}
+
+fn node(redis: &PrivateRedis, pg: &PrivatePostgres) -> Result<Daemon> {
+    node_with(redis, &["--class-length", "2s", "--store", &pg.url()])
 }
 
 fn behind(d: &Daemon, enabled: bool) -> Node {
@@ -146,13 +144,7 @@ async fn a_killed_nodes_students_resume_on_another_and_no_mark_is_lost_or_double
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attend_on_a_node_stopped_cleanly_resumes_on_another_through_the_balancer() -> Result<()> {
     let redis = PrivateRedis::start()?;
-    let toml = format!(
-        "[cluster]\nredis = \"{}\"\nlease = \"2s\"\n\n\
-         [proxy_protocol]\nfrom = [\"127.0.0.1/32\"]\ntimeout = \"5s\"\n",
-        redis.url()
-    );
-    let start =
-        || Daemon::start_with_config(&toml, &["--class-length", "4s", "--resume-grace", "1m"]);
+    let start = || node_with(&redis, &["--class-length", "4s"]);
     let (mut a, mut b) = (start()?, start()?);
     let lb = Balancer::start(&[behind(&a, true), behind(&b, false)])?;
     // Through the balancer too (B is in maintenance): a classmate on A hears attend join.
