@@ -37,6 +37,17 @@ fn node(redis: &PrivateRedis, pg: &PrivatePostgres) -> Result<Daemon> {
     node_with(redis, &["--class-length", "2s", "--store", &pg.url()])
 }
 
+/// A student checked in as `id` through the balancer.
+async fn join_through(lb: &Balancer, id: &str) -> Result<Client> {
+    let mut c = Client::connect(lb.students()).await?;
+    let r = c.cmd(&format!("JOIN {id}")).await?;
+    ensure!(
+        r.starts_with("OK JOIN"),
+        "JOIN {id} through the balancer: {r}"
+    );
+    Ok(c)
+}
+
 fn behind(d: &Daemon, enabled: bool) -> Node {
     Node {
         student: d.addr,
@@ -73,20 +84,8 @@ async fn a_killed_nodes_students_resume_on_another_and_no_mark_is_lost_or_double
     let lb = Balancer::start(&[behind(&a, true), behind(&b, false)])?;
 
     // On A: one student marked (acknowledged), one halfway through the class.
-    let mut marked = Client::connect(lb.students()).await?;
-    ensure!(
-        marked
-            .cmd("JOIN Os_Div1_Ada_R1")
-            .await?
-            .starts_with("OK JOIN")
-    );
-    let mut staying = Client::connect(lb.students()).await?;
-    ensure!(
-        staying
-            .cmd("JOIN Os_Div1_Ben_R2")
-            .await?
-            .starts_with("OK JOIN")
-    );
+    let mut marked = join_through(&lb, "Os_Div1_Ada_R1").await?;
+    let mut staying = join_through(&lb, "Os_Div1_Ben_R2").await?;
     let token = staying.token.clone().context("Ben's resume token")?;
     let ada_time = present(&mut marked).await?;
     // B in service: HAProxy's checks (GET /healthz behind a PROXY header) find it up.
@@ -148,13 +147,7 @@ async fn attend_on_a_node_stopped_cleanly_resumes_on_another_through_the_balance
     let (mut a, mut b) = (start()?, start()?);
     let lb = Balancer::start(&[behind(&a, true), behind(&b, false)])?;
     // Through the balancer too (B is in maintenance): a classmate on A hears attend join.
-    let mut watcher = Client::connect(lb.students()).await?;
-    ensure!(
-        watcher
-            .cmd("JOIN Os_Div1_Watch_R9")
-            .await?
-            .starts_with("OK JOIN")
-    );
+    let mut watcher = join_through(&lb, "Os_Div1_Watch_R9").await?;
     let server = lb.students().to_string();
     let attend = std::thread::spawn(move || -> Result<(Option<i32>, String)> {
         let out = std::process::Command::new(attendance_tests::bin_path("attend"))
